@@ -1,0 +1,121 @@
+"""The backend interface: every hot path the detectors need, as array functions.
+
+A backend owns the array module (NumPy or CuPy) and implements each function
+below. Detectors hold their state in the backend's arrays and call only these
+functions, so the NumPy reference, the numba CPU backend and the CUDA backend
+are interchangeable and parity-testable one function at a time.
+
+Layouts (n requests in a batch, d dimensions, S account slots, K cells,
+R ring entries, W = bits/64 signature words, B bands, T = 2**table_bits):
+
+- embeddings ``(n, d)`` float32, unit rows; ``slots``/``ts`` ``(n,)`` int64
+- signatures ``(n, W)`` uint64, bit ``j`` of word ``w`` is hyperplane ``64*w+j``
+- per-account ring ``(S, R, W)`` uint64, insertion count ``(S,)`` int64
+  (entry ``i`` of an account lives at ``i % R``)
+- cross-account tables: ``(B, T)`` int64 slot (-1 empty), ``(B, T)`` int64 ts,
+  ``(B, T, W)`` uint64 signature
+- histograms ``(S, K)`` float32 in decay units (see detectors/coverage.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class DupScan:
+    """Per-request result of the within-account scan (host arrays).
+
+    within_dist : (n,) int32, smallest Hamming distance to the account's
+        previous ``R`` requests; ``bits + 1`` when it has none.
+    """
+
+    within_dist: np.ndarray
+
+
+@dataclass
+class CrossMatch:
+    """Per-request result of the cross-account lookup (host arrays).
+
+    cross_slot : (n,) int64, slot of a different account that sent a near
+        duplicate within the time window, -1 if none.
+    cross_dist : (n,) int32, its Hamming distance (``bits + 1`` if none).
+    """
+
+    cross_slot: np.ndarray
+    cross_dist: np.ndarray
+
+
+class Backend(Protocol):
+    name: str
+    xp: Any
+    """The array module (numpy or cupy)."""
+
+    def asarray(self, host: np.ndarray) -> Any: ...
+
+    def to_host(self, array: Any) -> np.ndarray: ...
+
+    def warmup(self) -> None:
+        """Compile whatever needs compiling, before the first batch."""
+
+    def signatures(self, embeddings: Any, planes: Any, offsets: Any) -> Any:
+        """Pack ``sign(embeddings @ planes - offsets)`` into uint64 words: (n, W)."""
+
+    def nearest_cells(self, embeddings: Any, centroids: Any, offsets: Any) -> Any:
+        """Index of ``argmax(embeddings @ centroids.T - offsets)``: (n,) int32."""
+
+    def dup_scan(self, sigs: Any, slots: Any, ring: Any, ring_count: Any) -> DupScan:
+        """Causal within-account scan, then insert every request into its ring.
+
+        Request ``i`` is compared with the ``R`` requests of its account that
+        precede it: the ring's entries, then earlier requests of this batch.
+        """
+
+    def cross_lookup(
+        self,
+        sigs: Any,
+        slots: Any,
+        ts: Any,
+        table_slot: Any,
+        table_ts: Any,
+        table_sig: Any,
+        radius: int,
+        window_ms: int,
+    ) -> CrossMatch:
+        """Causal cross-account lookup through banded hash tables, then insertion.
+
+        Each band of request ``i``'s signature indexes one bucket per band; a
+        bucket holds the latest request that hashed there. A bucket entry
+        matches when it is from another account, at most ``window_ms`` older
+        and within ``radius`` bits; the closest match over bands wins (ties:
+        lowest band). Then request ``i`` overwrites its buckets.
+        """
+
+    def histogram_add(self, hist: Any, slots: Any, cells: Any, weights: Any) -> None:
+        """``hist[slots[i], cells[i]] += weights[i]`` for every i (duplicates add up)."""
+
+    def coverage_reduce(
+        self,
+        hist: Any,
+        slots: Any,
+        surprisal: Any,
+        surprisal_cond: Any,
+        domain_of_cell: Any,
+        n_domains: int,
+    ) -> dict[str, np.ndarray]:
+        """One reduction over each given account's histogram row (host float64 arrays).
+
+        With ``h = hist[slot]`` and ``K`` cells, returns per slot:
+        ``sum_sq = sum(h**2)``, ``surprisal = sum(h * surprisal)``,
+        ``surprisal_cond = sum(h * surprisal_cond)``, ``h_log_h = sum(h * log h)``
+        over ``h > 0``, ``distinct = count(h > 0)``, and ``domain_mass`` (m, G),
+        the sum of ``h`` over the cells of each domain.
+        """
+
+
+def popcount64(words: np.ndarray) -> np.ndarray:
+    """Number of set bits of each uint64 (numpy >= 2 has a native ufunc)."""
+    return np.bitwise_count(words)

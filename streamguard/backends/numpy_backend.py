@@ -1,0 +1,180 @@
+"""The NumPy reference backend: slow where it must be, obviously correct, the oracle.
+
+Every other backend is tested against these functions. Clarity wins over
+speed here; the cross-account lookup is a plain loop over requests because its
+causal order (each request sees the buckets as earlier requests left them) is
+the definition the fast backends must reproduce.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamguard.backends.base import CrossMatch, DupScan, popcount64
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def pack_sign_bits(projections: np.ndarray) -> np.ndarray:
+    """Sign bits of ``(n, bits)`` projections packed little-endian into ``(n, bits // 64)`` uint64."""
+    n, bits = projections.shape
+    packed = np.packbits(projections > 0, axis=1, bitorder="little")
+    return np.ascontiguousarray(packed).view("<u8").reshape(n, bits // 64).astype(np.uint64, copy=False)
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distance between signatures along the last axis (broadcasting)."""
+    return popcount64(np.bitwise_xor(a, b)).sum(axis=-1, dtype=np.int32)
+
+
+def band_buckets(sigs: np.ndarray, bands: int, table_bits: int) -> np.ndarray:
+    """Bucket of each band of each signature: ``(n, bands)`` int64 in ``[0, 2**table_bits)``.
+
+    Band ``b`` is bits ``[b*L, (b+1)*L)`` of the signature (``L = bits/bands``),
+    mixed with the band index and hashed multiplicatively, so bands longer or
+    shorter than ``table_bits`` both spread over the table.
+    """
+    n, words = sigs.shape
+    band_len = words * 64 // bands
+    out = np.empty((n, bands), dtype=np.int64)
+    mask = np.uint64((1 << band_len) - 1) if band_len < 64 else np.uint64(0xFFFFFFFFFFFFFFFF)
+    for b in range(bands):
+        start = b * band_len
+        word, shift = divmod(start, 64)
+        value = (sigs[:, word] >> np.uint64(shift)) & mask
+        with np.errstate(over="ignore"):  # multiplicative hashing wraps modulo 2**64 by design
+            key = (value + np.uint64(b + 1) * _GOLDEN) * _GOLDEN
+        out[:, b] = (key >> np.uint64(64 - table_bits)).astype(np.int64)
+    return out
+
+
+class NumpyBackend:
+    """Reference implementation of :class:`streamguard.backends.base.Backend`."""
+
+    name = "numpy"
+    xp = np
+
+    def __init__(self, bands: int = 8, table_bits: int = 16) -> None:
+        self.bands = bands
+        self.table_bits = table_bits
+
+    def asarray(self, host: np.ndarray) -> np.ndarray:
+        return np.asarray(host)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.asarray(array)
+
+    def warmup(self) -> None:
+        """Nothing to compile."""
+
+    def signatures(self, embeddings: np.ndarray, planes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        projections = embeddings.astype(np.float32, copy=False) @ planes - offsets
+        return pack_sign_bits(projections)
+
+    def nearest_cells(self, embeddings: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        if embeddings.shape[0] == 0:
+            return np.empty(0, dtype=np.int32)
+        scores = embeddings.astype(np.float32, copy=False) @ centroids.T - offsets
+        return scores.argmax(axis=1).astype(np.int32)
+
+    def dup_scan(self, sigs: np.ndarray, slots: np.ndarray, ring: np.ndarray, ring_count: np.ndarray) -> DupScan:
+        n, words = sigs.shape
+        window = ring.shape[1]
+        none = np.int32(words * 64 + 1)
+        best = np.full(n, none, dtype=np.int32)
+        if n == 0:
+            return DupScan(best)
+        order = np.argsort(slots, kind="stable")
+        s_slots = slots[order]
+        s_sigs = sigs[order]
+        group_start = np.r_[True, s_slots[1:] != s_slots[:-1]]
+        starts = np.flatnonzero(group_start)
+        group_id = np.cumsum(group_start) - 1
+        rank = np.arange(n) - starts[group_id]  # position of the request within its account in this batch
+        count = ring_count[s_slots]
+        s_best = np.full(n, none, dtype=np.int32)
+        positions = np.arange(n)
+        for k in range(1, window + 1):
+            in_batch = rank >= k
+            partner_sig = np.empty_like(s_sigs)
+            partner_sig[in_batch] = s_sigs[positions[in_batch] - k]
+            ring_index = count - (k - rank)
+            in_ring = ~in_batch & (ring_index >= 0)
+            partner_sig[in_ring] = ring[s_slots[in_ring], ring_index[in_ring] % window]
+            valid = in_batch | in_ring
+            if not valid.any():
+                break
+            dist = hamming(s_sigs[valid], partner_sig[valid])
+            s_best[valid] = np.minimum(s_best[valid], dist)
+        best[order] = s_best
+        # Insert: only the last `window` requests of each account can survive.
+        group_size = np.diff(np.r_[starts, n])[group_id]
+        keep = rank >= group_size - window
+        ring[s_slots[keep], (count[keep] + rank[keep]) % window] = s_sigs[keep]
+        np.add.at(ring_count, s_slots[starts], group_size[starts])
+        return DupScan(best)
+
+    def cross_lookup(
+        self,
+        sigs: np.ndarray,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        table_slot: np.ndarray,
+        table_ts: np.ndarray,
+        table_sig: np.ndarray,
+        radius: int,
+        window_ms: int,
+    ) -> CrossMatch:
+        n, words = sigs.shape
+        bands, table_size = table_slot.shape
+        none = words * 64 + 1
+        cross_slot = np.full(n, -1, dtype=np.int64)
+        cross_dist = np.full(n, none, dtype=np.int32)
+        if n == 0:
+            return CrossMatch(cross_slot, cross_dist)
+        buckets = band_buckets(sigs, bands, int(np.log2(table_size)))
+        for i in range(n):
+            slot_i, ts_i = slots[i], ts[i]
+            best_d, best_s = none, -1
+            for b in range(bands):
+                q = buckets[i, b]
+                other = table_slot[b, q]
+                if other < 0 or other == slot_i or abs(int(ts_i) - int(table_ts[b, q])) > window_ms:
+                    continue
+                d = int(hamming(sigs[i], table_sig[b, q]))
+                if d <= radius and d < best_d:
+                    best_d, best_s = d, int(other)
+            cross_slot[i], cross_dist[i] = best_s, best_d
+            table_slot[np.arange(bands), buckets[i]] = slot_i
+            table_ts[np.arange(bands), buckets[i]] = ts_i
+            table_sig[np.arange(bands), buckets[i]] = sigs[i]
+        return CrossMatch(cross_slot, cross_dist)
+
+    def histogram_add(self, hist: np.ndarray, slots: np.ndarray, cells: np.ndarray, weights: np.ndarray) -> None:
+        np.add.at(hist, (slots, cells), weights.astype(hist.dtype, copy=False))
+
+    def coverage_reduce(
+        self,
+        hist: np.ndarray,
+        slots: np.ndarray,
+        surprisal: np.ndarray,
+        surprisal_cond: np.ndarray,
+        domain_of_cell: np.ndarray,
+        n_domains: int,
+    ) -> dict[str, np.ndarray]:
+        rows = hist[slots].astype(np.float64)
+        positive = rows > 0
+        safe = np.where(positive, rows, 1.0)
+        domain_mass = np.zeros((rows.shape[0], n_domains), dtype=np.float64)
+        for g in range(n_domains):
+            domain_mass[:, g] = rows[:, domain_of_cell == g].sum(axis=1)
+        return {
+            "sum_sq": (rows * rows).sum(axis=1),
+            "surprisal": rows @ surprisal.astype(np.float64),
+            "surprisal_cond": rows @ surprisal_cond.astype(np.float64),
+            "h_log_h": (rows * np.log(safe)).sum(axis=1),
+            "distinct": positive.sum(axis=1).astype(np.float64),
+            "domain_mass": domain_mass,
+        }

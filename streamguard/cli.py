@@ -1,0 +1,205 @@
+"""The ``streamguard`` command: parse flags and environment, build the pipeline, run it.
+
+This is the only module that chooses a backend. Every user-facing error is a
+one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from streamguard import __version__
+
+log = logging.getLogger("streamguard")
+
+
+class UsageError(Exception):
+    """An error the user can fix; printed as one line."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"STREAMGUARD_{name}", default)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
+    parser.add_argument(
+        "--backend",
+        default=_env("BACKEND", "auto"),
+        choices=["auto", "cuda", "cpu", "numpy"],
+        help="array backend (env STREAMGUARD_BACKEND); auto = cuda if a device is usable, else cpu",
+    )
+    parser.add_argument("--codebook", default=_env("CODEBOOK"), help="load a fitted codebook (.npz) instead of fitting one")
+    parser.add_argument("--save-codebook", default=None, help="write the fitted codebook to this .npz")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamguard", description="Detect model-distillation traffic in an LLM API request stream.")
+    parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
+    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="simulated traffic with planted distillers, full pipeline, live table, eval summary")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--scale", type=float, default=1.0)
+    demo.add_argument("--dim", type=int, default=384)
+    demo.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    _add_settings_flags(demo)
+
+    sim = sub.add_parser("simulate", help="write labelled traffic")
+    sim.add_argument("--out", required=True, help="Parquet file of request records")
+    sim.add_argument("--labels", required=True, help="labels JSON")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--scale", type=float, default=1.0)
+    sim.add_argument("--dim", type=int, default=384)
+    sim.add_argument("--days", type=float, default=3.0)
+    sim.add_argument("--to", default=None, help="also publish to kafka://host:port/topic")
+
+    rep = sub.add_parser("replay", help="the whole detector over a request file, in event-time order")
+    rep.add_argument("file", help="Parquet or Arrow IPC request records")
+    rep.add_argument("--alerts", required=True, help="alerts JSON Lines output")
+    rep.add_argument("--dead-letters", default=None, help="dead letters JSON Lines (default: ALERTS.dead.jsonl)")
+    rep.add_argument("--partitions", type=int, default=1, help="shard accounts as Kafka's default partitioner would")
+    _add_settings_flags(rep)
+
+    ev = sub.add_parser("eval", help="precision, recall, false positives and delay of alerts against labels")
+    ev.add_argument("--labels", required=True)
+    ev.add_argument("--alerts", required=True)
+    ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
+    ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
+    return parser
+
+
+def _settings(args: argparse.Namespace):
+    from streamguard.config import load_settings
+
+    try:
+        return load_settings(args.config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _backend(args: argparse.Namespace, settings):
+    from streamguard.backends import BackendUnavailable, create_backend
+
+    try:
+        backend = create_backend(args.backend, settings.near_duplicate.bands, settings.near_duplicate.table_bits)
+    except BackendUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    log.warning("backend: %s", backend.name)
+    return backend
+
+
+def _codebook(args: argparse.Namespace):
+    if not args.codebook:
+        return None
+    from streamguard.detectors.codebook import Codebook
+
+    try:
+        return Codebook.load(args.codebook)
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streamguard.sim import SimConfig, simulate, write_traffic
+
+    if args.to:
+        raise UsageError("--to kafka://... is not available yet: write a file and replay it")
+    try:
+        config = SimConfig(seed=args.seed, scale=args.scale, dim=args.dim, days=args.days)
+        traffic = simulate(config)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    write_traffic(traffic, args.out, args.labels)
+    accounts = traffic.labels["accounts"]
+    distillers = sum(1 for a in accounts.values() if a["label"] == "distiller")
+    print(f"wrote {traffic.table.num_rows} requests from {len(accounts)} accounts ({distillers} distillers) to {args.out}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from streamguard.schema import RecordFileError, read_request_file
+    from streamguard.sinks.alerts import JsonLinesAlertSink
+    from streamguard.sinks.dead_letter import DeadLetterSink
+    from streamguard.stream.replay import replay_table
+
+    settings = _settings(args)
+    if args.partitions < 1:
+        raise UsageError("--partitions must be >= 1")
+    try:
+        table = read_request_file(args.file)
+    except RecordFileError as exc:
+        raise UsageError(str(exc)) from None
+    backend = _backend(args, settings)
+    dead_path = args.dead_letters or str(Path(args.alerts).with_suffix("")) + ".dead.jsonl"
+    alerts = JsonLinesAlertSink(args.alerts)
+    dead = DeadLetterSink(dead_path)
+    try:
+        result = replay_table(table, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args))
+    except RecordFileError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        alerts.close()
+        dead.close()
+    if args.save_codebook and result.pipelines and result.pipelines[0].codebook is not None:
+        result.pipelines[0].codebook.save(args.save_codebook)
+    print(
+        f"replayed {result.requests} requests ({result.dead_letters} dead letters -> {dead_path}) "
+        f"in {result.seconds:.1f} s, {result.events_per_second:,.0f} events/s on {backend.name}; "
+        f"{result.alerts} alerts -> {args.alerts}"
+    )
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from streamguard.evaluation import LabelsError, evaluate, load_labels, render
+    from streamguard.schema import RecordFileError, read_request_file
+    from streamguard.sinks.alerts import read_alerts
+
+    try:
+        labels = load_labels(args.labels)
+        alerts = read_alerts(args.alerts)
+        traffic = read_request_file(args.traffic) if args.traffic else None
+    except (LabelsError, RecordFileError, ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    result = evaluate(labels, alerts, traffic)
+    render(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_dict(), indent=2, default=float))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streamguard.demo import run_demo
+
+    settings = _settings(args)
+    backend = _backend(args, settings)
+    return run_demo(settings, backend, seed=args.seed, scale=args.scale, dim=args.dim, live=not args.no_live)
+
+
+COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "replay": cmd_replay, "eval": cmd_eval}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as exc:
+        print(f"streamguard {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Every default of streamguard, in frozen dataclasses.
+
+Settings come from three places, later ones winning: these defaults, a TOML
+file (``--config``), ``STREAMGUARD_<SECTION>_<FIELD>`` environment variables,
+then command-line flags. Thresholds are expressed in units that do not depend
+on the embedding model (bits of a signature are derived from a cosine, rates
+and log-ratios are judged against the live population), so the defaults
+transfer between streams.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class SignatureConfig:
+    """SimHash signatures used by the near-duplicate detector."""
+
+    bits: int = 128
+    """Signature length; a multiple of 64 (stored as uint64 words)."""
+    seed: int = 0x5EED
+    """Seed of the random hyperplanes: part of the model, keep it fixed."""
+    dup_cosine: float = 0.90
+    """Cosine (in the stream-centred space) at which two requests are near-duplicates.
+
+    Converted to a Hamming radius with the SimHash collision law
+    ``P(bit differs) = angle / pi``; the radius keeps ~all pairs at or above
+    this cosine, so the signature is a candidate filter tuned for recall."""
+
+
+@dataclass(frozen=True)
+class NearDuplicateConfig:
+    window: int = 64
+    """Recent signatures kept per account (the per-account ring)."""
+    bands: int = 8
+    """Cross-account lookup: the signature is split into this many bands."""
+    table_bits: int = 16
+    """Each band indexes a table of 2**table_bits buckets."""
+    cross_window_ms: int = 24 * HOUR_MS
+    """A cross-account match must be at most this old."""
+
+
+@dataclass(frozen=True)
+class CoverageConfig:
+    cells: int = 256
+    """Capability cells in the codebook (K)."""
+    domains: int = 16
+    """Coarse groups of cells (G), for statistics conditioned on an account's interests."""
+    warmup: int = 20_000
+    """Valid requests buffered to fit the codebook when none is loaded."""
+    warmup_per_account: int = 64
+    """Cap per account in the warm-up sample, so heavy accounts do not own the codebook."""
+    kmeans_iters: int = 20
+    half_life_hours: float = 72.0
+    """Decay of per-account and population cell histograms."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    min_requests: int = 150
+    """No alert before an account has sent this many requests."""
+    min_span_ms: int = 2 * HOUR_MS
+    """Evidence must keep holding this long after it first crossed the line ..."""
+    min_growth: float = 0.5
+    """... while the account's volume grows by this fraction (benchmarks stop; sweepers go on)."""
+    burst_growth: float = 3.0
+    """Alternatively, volume growing this many times over the first crossing also confirms."""
+    population_min_accounts: int = 30
+    """Below this many established accounts, only the absolute floors apply."""
+    population_mad_k: float = 4.0
+    """A feature is unusual when it is more than k robust deviations above the population median."""
+    sweep_floor: float = 0.35
+    """Floor on the sweep effect (nats); see detectors/coverage.py."""
+    sweep_z: float = 4.0
+    """Statistical significance required of the sweep effect."""
+    cross_dup_floor: float = 0.25
+    """Floor on the cross-account near-duplicate rate for a near_duplicate alert."""
+    realert_growth: float = 1.0
+    """Alert an account again once its volume has grown by this fraction since the last alert."""
+    refresh_every: int = 8
+    """Recompute population statistics every this many batches."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_size: int = 4096
+    max_delay_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    initial_accounts: int = 4096
+    """Slots preallocated; the slot table grows by doubling."""
+    idle_evict_hours: float = 14 * 24.0
+    """Accounts silent for this long (event time) lose their state."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    signature: SignatureConfig = field(default_factory=SignatureConfig)
+    near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
+    coverage: CoverageConfig = field(default_factory=CoverageConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+
+    def validate(self) -> "Settings":
+        """Raise ValueError with an actionable message on inconsistent settings."""
+        sig, nd, cov = self.signature, self.near_duplicate, self.coverage
+        if sig.bits <= 0 or sig.bits % 64:
+            raise ValueError(f"signature.bits must be a positive multiple of 64, got {sig.bits}")
+        if not 0.0 < sig.dup_cosine < 1.0:
+            raise ValueError(f"signature.dup_cosine must be in (0, 1), got {sig.dup_cosine}")
+        if sig.bits % nd.bands or not 1 <= sig.bits // nd.bands <= 32:
+            raise ValueError(
+                f"near_duplicate.bands={nd.bands} must split {sig.bits} bits into bands of 1..32 bits"
+            )
+        if not 8 <= nd.table_bits <= 24:
+            raise ValueError(f"near_duplicate.table_bits must be in 8..24, got {nd.table_bits}")
+        if nd.window < 1:
+            raise ValueError("near_duplicate.window must be >= 1")
+        if cov.cells < 2 or not 1 <= cov.domains <= cov.cells:
+            raise ValueError("coverage.cells must be >= 2 and 1 <= coverage.domains <= cells")
+        if cov.half_life_hours <= 0:
+            raise ValueError("coverage.half_life_hours must be > 0")
+        if self.batch.max_size < 1:
+            raise ValueError("batch.max_size must be >= 1")
+        return self
+
+    def hamming_radius(self) -> int:
+        """Hamming radius equivalent to ``signature.dup_cosine``.
+
+        Expected differing bits at the threshold angle plus 1.5 standard
+        deviations: pairs at the threshold pass with ~93% probability, pairs
+        above it almost always, pairs well below it rarely.
+        """
+        bits = self.signature.bits
+        p = math.acos(self.signature.dup_cosine) / math.pi
+        return int(math.ceil(bits * p + 1.5 * math.sqrt(bits * p * (1.0 - p))))
+
+
+def _coerce(value: Any, target: Any) -> Any:
+    if isinstance(target, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in {"1", "true", "yes", "on"}
+        return bool(value)
+    if isinstance(target, int):
+        return int(value)
+    if isinstance(target, float):
+        return float(value)
+    return value
+
+
+def _apply(section: Any, values: Mapping[str, Any], where: str) -> Any:
+    known = {f.name for f in fields(section)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown setting(s) {sorted(unknown)} in {where}; known: {sorted(known)}")
+    return replace(section, **{k: _coerce(v, getattr(section, k)) for k, v in values.items()})
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Build settings from defaults, a TOML file, the environment and overrides.
+
+    Environment variables are ``STREAMGUARD_<SECTION>_<FIELD>``, for example
+    ``STREAMGUARD_SCORING_MIN_REQUESTS=200``.
+    """
+    settings = Settings()
+    layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            layers.append((str(path), tomllib.loads(path.read_text())))
+        except FileNotFoundError:
+            raise ValueError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
+    env = os.environ if environ is None else environ
+    from_env: dict[str, dict[str, str]] = {}
+    for section in fields(Settings):
+        prefix = f"STREAMGUARD_{section.name.upper()}_"
+        for key, value in env.items():
+            if key.startswith(prefix):
+                from_env.setdefault(section.name, {})[key[len(prefix):].lower()] = value
+    layers.append(("the environment", from_env))
+    if overrides:
+        layers.append(("overrides", overrides))
+    for where, layer in layers:
+        for name, values in layer.items():
+            if name not in {f.name for f in fields(Settings)}:
+                raise ValueError(f"unknown settings section [{name}] in {where}")
+            if not isinstance(values, Mapping):
+                raise ValueError(f"[{name}] in {where} must be a table of settings")
+            settings = replace(settings, **{name: _apply(getattr(settings, name), values, where)})
+    return settings.validate()
+
+
+def settings_as_dict(settings: Settings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

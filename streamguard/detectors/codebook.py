@@ -1,0 +1,192 @@
+"""The codebook: how the stream's embedding space is cut into cells and hashed.
+
+Fitted once on a warm-up sample of the stream (or loaded from a file) and then
+fixed, so that every replica and every restart judges requests the same way.
+It holds:
+
+- the stream mean, subtracted before hashing and cell assignment, because real
+  embedding models are anisotropic (unrelated prompts sit at cosine 0.1-0.2);
+  centring spreads them back around the sphere;
+- K capability cells (spherical k-means centroids of the centred sample) and a
+  coarse grouping of cells into G domains;
+- the SimHash hyperplanes, with offsets that apply the centring for free
+  (``sign((x - mean) @ planes) == sign(x @ planes - mean @ planes)``);
+- the warm-up's cell counts, the prior of the population's cell mix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Codebook:
+    """Fixed model of the stream's geometry.
+
+    Attributes
+    ----------
+    mean : (d,) float32
+    centroids : (K, d) float32, unit rows, in the centred space
+    domain_of_cell : (K,) int32 in [0, G)
+    planes : (d, bits) float32 SimHash hyperplanes
+    warmup_counts : (K,) float64 requests of the warm-up sample per cell
+    """
+
+    mean: np.ndarray
+    centroids: np.ndarray
+    domain_of_cell: np.ndarray
+    planes: np.ndarray
+    warmup_counts: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def cells(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @property
+    def domains(self) -> int:
+        return int(self.domain_of_cell.max()) + 1
+
+    @property
+    def bits(self) -> int:
+        return int(self.planes.shape[1])
+
+    @property
+    def centroid_offsets(self) -> np.ndarray:
+        """(K,) float32: ``mean @ centroids.T``, so argmax needs no centred copy of the batch."""
+        return (self.mean @ self.centroids.T).astype(np.float32)
+
+    @property
+    def plane_offsets(self) -> np.ndarray:
+        """(bits,) float32: ``mean @ planes``."""
+        return (self.mean @ self.planes).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(
+            Path(path),
+            mean=self.mean,
+            centroids=self.centroids,
+            domain_of_cell=self.domain_of_cell,
+            planes=self.planes,
+            warmup_counts=self.warmup_counts,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Codebook":
+        try:
+            with np.load(Path(path)) as data:
+                book = cls(
+                    mean=data["mean"].astype(np.float32),
+                    centroids=data["centroids"].astype(np.float32),
+                    domain_of_cell=data["domain_of_cell"].astype(np.int32),
+                    planes=data["planes"].astype(np.float32),
+                    warmup_counts=data["warmup_counts"].astype(np.float64),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: not a streamguard codebook ({exc})") from None
+        if book.centroids.shape[1] != book.dim or book.planes.shape[0] != book.dim:
+            raise ValueError(f"{path}: inconsistent codebook shapes")
+        return book
+
+
+def make_planes(dim: int, bits: int, seed: int) -> np.ndarray:
+    """Gaussian hyperplanes (d, bits) float32; the same seed gives the same planes on every replica."""
+    return np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
+
+
+def _normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def spherical_kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> np.ndarray:
+    """Unit centroids (k, d) of unit rows ``x`` (m, d): k-means++ seeding, cosine Lloyd steps.
+
+    Empty clusters are re-seeded with the points worst served by the current
+    centroids, so all k cells stay in use.
+    """
+    m = x.shape[0]
+    centroids = np.empty((k, x.shape[1]), dtype=np.float32)
+    centroids[0] = x[rng.integers(m)]
+    closest = 1.0 - x @ centroids[0]
+    for j in range(1, k):
+        prob = np.maximum(closest, 0.0) ** 2
+        total = prob.sum()
+        pick = rng.choice(m, p=prob / total) if total > 0 else rng.integers(m)
+        centroids[j] = x[pick]
+        closest = np.minimum(closest, 1.0 - x @ centroids[j])
+    for _ in range(iters):
+        sims = x @ centroids.T
+        assign = sims.argmax(axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assign, x)
+        counts = np.bincount(assign, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            worst = np.argsort(sims.max(axis=1))[: empty.size]
+            sums[empty] = x[worst]
+        centroids = _normalise(sums).astype(np.float32)
+    return centroids
+
+
+def balanced_sample(account_keys: np.ndarray, per_account: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices keeping at most ``per_account`` rows of each account (a random subset)."""
+    order = rng.permutation(account_keys.shape[0])
+    _, inverse = np.unique(account_keys[order], return_inverse=True)
+    seen = np.zeros(inverse.max() + 1 if inverse.size else 0, dtype=np.int64)
+    keep = np.zeros(order.shape[0], dtype=bool)
+    for i, a in enumerate(inverse):
+        if seen[a] < per_account:
+            seen[a] += 1
+            keep[i] = True
+    return np.sort(order[keep])
+
+
+def fit_codebook(
+    embeddings: np.ndarray,
+    account_keys: np.ndarray,
+    cells: int,
+    domains: int,
+    bits: int,
+    plane_seed: int,
+    per_account: int = 64,
+    iters: int = 20,
+    seed: int = 0,
+) -> Codebook:
+    """Fit a codebook on a warm-up sample.
+
+    Parameters
+    ----------
+    embeddings : (m, d) float32 unit rows
+    account_keys : (m,) account of each row; caps each account's share of the
+        fit so one product account cannot claim most cells
+    cells, domains : K and G; reduced when the sample is too small to support them
+    """
+    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
+        raise ValueError("cannot fit a codebook on an empty warm-up sample")
+    rng = np.random.default_rng(seed)
+    mean = embeddings.mean(axis=0).astype(np.float32)
+    sample = embeddings[balanced_sample(account_keys, per_account, rng)]
+    centred = _normalise(sample - mean).astype(np.float32)
+    k = int(max(2, min(cells, centred.shape[0] // 4)))
+    centroids = spherical_kmeans(centred, k, iters, rng)
+    g = int(max(1, min(domains, k // 2)))
+    domain_centroids = spherical_kmeans(centroids, g, iters, rng)
+    domain_of_cell = (centroids @ domain_centroids.T).argmax(axis=1).astype(np.int32)
+    # Renumber domains densely: a domain centroid may end up owning no cell.
+    _, domain_of_cell = np.unique(domain_of_cell, return_inverse=True)
+    all_centred = embeddings - mean
+    warm_cells = (all_centred @ centroids.T).argmax(axis=1)
+    return Codebook(
+        mean=mean,
+        centroids=centroids,
+        domain_of_cell=domain_of_cell.astype(np.int32),
+        planes=make_planes(embeddings.shape[1], bits, plane_seed),
+        warmup_counts=np.bincount(warm_cells, minlength=k).astype(np.float64),
+    )

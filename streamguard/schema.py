@@ -1,0 +1,360 @@
+"""Request and alert records: the data contracts of DESIGN.md, and their validation.
+
+A request row that cannot be used (no account, no time, wrong dimension,
+NaN/Inf, zero vector) never reaches a detector: :func:`validate_table` splits a
+table into a clean :class:`RequestBatch` and a list of :class:`DeadLetter`.
+A file that is not a request file at all raises :class:`RecordFileError` with
+one message a user can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+REQUIRED_COLUMNS = ("request_id", "ts", "account_id", "embedding")
+OPTIONAL_COLUMNS = ("org_id",)
+
+ALERT_KINDS = ("near_duplicate", "coverage_sweep", "campaign")
+
+
+class RecordFileError(ValueError):
+    """A request file that cannot be read as request records at all."""
+
+
+def request_schema(dim: int, float16: bool = False) -> pa.Schema:
+    """The Arrow schema of request records with a fixed embedding dimension."""
+    value = pa.float16() if float16 else pa.float32()
+    return pa.schema(
+        [
+            pa.field("request_id", pa.string(), nullable=False),
+            pa.field("ts", pa.timestamp("ms"), nullable=False),
+            pa.field("account_id", pa.string(), nullable=False),
+            pa.field("org_id", pa.string(), nullable=True),
+            pa.field("embedding", pa.list_(value, dim), nullable=False),
+        ]
+    )
+
+
+@dataclass
+class RequestBatch:
+    """Validated requests, ready for the detectors.
+
+    Attributes
+    ----------
+    request_ids, account_ids : (n,) object arrays of str
+    org_ids : (n,) object array of str or None
+    ts : (n,) int64, event time in epoch milliseconds
+    embeddings : (n, d) float32, L2-normalised rows
+    """
+
+    request_ids: np.ndarray
+    ts: np.ndarray
+    account_ids: np.ndarray
+    org_ids: np.ndarray
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.ts.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @classmethod
+    def empty(cls, dim: int) -> "RequestBatch":
+        obj = np.empty(0, dtype=object)
+        return cls(obj, np.empty(0, np.int64), obj.copy(), obj.copy(), np.empty((0, dim), np.float32))
+
+    def take(self, index: np.ndarray) -> "RequestBatch":
+        return RequestBatch(
+            self.request_ids[index],
+            self.ts[index],
+            self.account_ids[index],
+            self.org_ids[index],
+            self.embeddings[index],
+        )
+
+    @classmethod
+    def concat(cls, batches: Sequence["RequestBatch"], dim: int) -> "RequestBatch":
+        if not batches:
+            return cls.empty(dim)
+        return cls(
+            np.concatenate([b.request_ids for b in batches]),
+            np.concatenate([b.ts for b in batches]),
+            np.concatenate([b.account_ids for b in batches]),
+            np.concatenate([b.org_ids for b in batches]),
+            np.concatenate([b.embeddings for b in batches]),
+        )
+
+
+@dataclass
+class DeadLetter:
+    """A record that was not fed to any detector, with the reason and enough to replay it."""
+
+    reason: str
+    source: str
+    """Where it came from: 'file:ROW', 'kafka:TOPIC/PARTITION@OFFSET', ..."""
+    record: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps({"reason": self.reason, "source": self.source, "record": self.record}, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        f = float(value)
+        return f if math.isfinite(f) else str(f)
+    if isinstance(value, np.ndarray):
+        return [_json_default(v) for v in value.tolist()]
+    if isinstance(value, bytes):
+        return value.hex()
+    return str(value)
+
+
+@dataclass
+class AlertRecord:
+    """One alert, exactly the fields of the contract (JSON Lines / the alerts topic)."""
+
+    account_id: str
+    ts: int
+    score: float
+    kind: str
+    campaign_id: str | None
+    evidence: dict[str, Any]
+    events_seen: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "ts": int(self.ts),
+            "score": float(self.score),
+            "kind": self.kind,
+            "campaign_id": self.campaign_id,
+            "evidence": self.evidence,
+            "events_seen": int(self.events_seen),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), default=_json_default, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AlertRecord":
+        missing = {"account_id", "ts", "score", "kind", "evidence", "events_seen"} - set(data)
+        if missing:
+            raise ValueError(f"alert record lacks {sorted(missing)}")
+        return cls(
+            account_id=str(data["account_id"]),
+            ts=int(data["ts"]),
+            score=float(data["score"]),
+            kind=str(data["kind"]),
+            campaign_id=data.get("campaign_id"),
+            evidence=dict(data["evidence"]),
+            events_seen=int(data["events_seen"]),
+        )
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def read_request_file(path: str | Path) -> pa.Table:
+    """Read a Parquet or Arrow IPC (file or stream) request file.
+
+    Raises
+    ------
+    RecordFileError
+        If the file is missing, is not Parquet/Arrow, or lacks contract columns.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecordFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise RecordFileError(f"{path}: is a directory, expected a Parquet or Arrow IPC file")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    table: pa.Table | None = None
+    errors = []
+    if head[:4] == b"PAR1":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for corrupt files
+            raise RecordFileError(f"{path}: corrupt Parquet file ({exc})") from None
+    else:
+        import pyarrow.ipc as ipc
+
+        for opener in (ipc.open_file, ipc.open_stream):
+            try:
+                with pa.memory_map(str(path)) as source:
+                    table = opener(source).read_all()
+                break
+            except Exception as exc:
+                errors.append(str(exc))
+    if table is None:
+        raise RecordFileError(
+            f"{path}: not a Parquet or Arrow IPC file (expected request records with columns "
+            f"{', '.join(REQUIRED_COLUMNS)})"
+        )
+    check_columns(table.schema, str(path))
+    return table
+
+
+def check_columns(schema: pa.Schema, where: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+    if missing:
+        raise RecordFileError(
+            f"{where}: missing column(s) {', '.join(missing)}; request records need "
+            f"{', '.join(REQUIRED_COLUMNS)} (and optionally org_id); found {', '.join(schema.names)}"
+        )
+    emb = schema.field("embedding").type
+    if not (pa.types.is_list(emb) or pa.types.is_fixed_size_list(emb) or pa.types.is_large_list(emb)):
+        raise RecordFileError(f"{where}: column embedding must be a list of floats, found {emb}")
+    if not (pa.types.is_floating(emb.value_type)):
+        raise RecordFileError(f"{where}: embedding values must be float32 or float16, found {emb.value_type}")
+    ts = schema.field("ts").type
+    if not (pa.types.is_timestamp(ts) or pa.types.is_integer(ts)):
+        raise RecordFileError(f"{where}: column ts must be a timestamp or int64 epoch ms, found {ts}")
+
+
+def infer_dim(table: pa.Table) -> int:
+    """The stream's embedding dimension: fixed by the type, else the most common row length."""
+    emb_type = table.schema.field("embedding").type
+    if pa.types.is_fixed_size_list(emb_type):
+        return int(emb_type.list_size)
+    lengths = pc.list_value_length(table.column("embedding")).to_numpy(zero_copy_only=False)
+    lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.dtype.kind == "f" else lengths
+    lengths = lengths[lengths > 0]
+    if lengths.size == 0:
+        raise RecordFileError("no row has an embedding: cannot tell the stream's dimension")
+    sample = lengths[: 100_000].astype(np.int64)
+    return int(np.bincount(sample).argmax())
+
+
+def _ts_to_ms(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch ms and a validity mask from a timestamp (any unit) or integer column."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.timestamp("ms"), safe=False).cast(pa.int64())
+    elif not pa.types.is_int64(col.type):
+        col = col.cast(pa.int64())
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    return values, valid
+
+
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    col = column.combine_chunks()
+    if not pa.types.is_string(col.type) and not pa.types.is_large_string(col.type):
+        col = col.cast(pa.string())
+    return np.asarray(col.to_pylist(), dtype=object)
+
+
+def validate_table(
+    table: pa.Table | pa.RecordBatch,
+    dim: int,
+    source: str = "file",
+    row_offset: int = 0,
+) -> tuple[RequestBatch, list[DeadLetter]]:
+    """Split rows into a clean batch and dead letters.
+
+    Parameters
+    ----------
+    table : request records (contract columns; extra columns are ignored)
+    dim : the stream's embedding dimension
+    source : label used in dead letters, rows are reported as ``source:ROW``
+    row_offset : added to row numbers in dead-letter sources
+
+    Returns
+    -------
+    batch : RequestBatch with only valid rows, embeddings float32 unit-norm
+    dead : one DeadLetter per rejected row, in row order
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    check_columns(table.schema, source)
+    n = table.num_rows
+    reasons = np.full(n, None, dtype=object)
+
+    request_ids = _strings(table.column("request_id"))
+    account_ids = _strings(table.column("account_id"))
+    org_ids = _strings(table.column("org_id")) if "org_id" in table.schema.names else np.full(n, None, dtype=object)
+    ts, ts_valid = _ts_to_ms(table.column("ts"))
+
+    emb_col = table.column("embedding").combine_chunks()
+    emb_valid = emb_col.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(emb_col), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    good_len = emb_valid & (lengths == dim)
+    embeddings = np.zeros((n, dim), dtype=np.float32)
+    if good_len.any():
+        idx = np.flatnonzero(good_len)
+        picked = emb_col.take(pa.array(idx))
+        flat = picked.flatten() if hasattr(picked, "flatten") else pc.list_flatten(picked)
+        values = flat.to_numpy(zero_copy_only=False)
+        if values.dtype.kind != "f" or values.size != idx.size * dim:
+            # nulls inside a list come back as objects/NaN: treat as non-finite below
+            values = np.asarray(flat.to_pylist(), dtype=np.float64)
+            values = values.reshape(idx.size, dim) if values.size == idx.size * dim else None
+        else:
+            values = values.reshape(idx.size, dim)
+        if values is None:
+            good_len[:] = False
+        else:
+            embeddings[idx] = values.astype(np.float32, copy=False)
+
+    # First failing check wins, in the order a user would fix them.
+    def mark(mask: np.ndarray, reason: str) -> None:
+        hit = mask & (reasons == None)  # noqa: E711 - elementwise on object array
+        reasons[hit] = reason
+
+    mark(np.array([not isinstance(r, str) or not r for r in request_ids], dtype=bool), "missing request_id")
+    mark(np.array([not isinstance(a, str) or not a for a in account_ids], dtype=bool), "missing account_id")
+    mark(~ts_valid, "missing ts")
+    mark(~emb_valid, "missing embedding")
+    wrong_dim = emb_valid & (lengths != dim)
+    for i in np.flatnonzero(wrong_dim & (reasons == None)):  # noqa: E711
+        reasons[i] = f"wrong dimension: {lengths[i]} (stream dimension is {dim})"
+    finite = np.isfinite(embeddings).all(axis=1)
+    mark(good_len & ~finite, "embedding has NaN or Inf")
+    norms = np.linalg.norm(np.where(np.isfinite(embeddings), embeddings, 0.0), axis=1)
+    mark(good_len & finite & (norms <= 1e-12), "zero vector")
+
+    ok = reasons == None  # noqa: E711
+    ok_idx = np.flatnonzero(ok)
+    clean = embeddings[ok_idx]
+    clean /= norms[ok_idx, None].astype(np.float32)
+    batch = RequestBatch(request_ids[ok_idx], ts[ok_idx], account_ids[ok_idx], org_ids[ok_idx], clean)
+
+    dead: list[DeadLetter] = []
+    bad_idx = np.flatnonzero(~ok)
+    if bad_idx.size:
+        rows = table.take(pa.array(bad_idx)).to_pylist()
+        for i, row in zip(bad_idx, rows):
+            dead.append(DeadLetter(str(reasons[i]), f"{source}:{row_offset + int(i)}", _jsonable_row(row)))
+    return batch, dead
+
+
+def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if hasattr(value, "timestamp"):
+            value = int(value.timestamp() * 1000)
+        elif isinstance(value, list):
+            value = [None if v is None else (float(v) if math.isfinite(float(v)) else str(float(v))) for v in value]
+        out[key] = value
+    return out
+
+
+def iter_table_batches(table: pa.Table, rows: int) -> Iterable[tuple[int, pa.Table]]:
+    """Slices of ``rows`` rows with their starting row number."""
+    for start in range(0, table.num_rows, rows):
+        yield start, table.slice(start, rows)

@@ -1,0 +1,310 @@
+"""Seeded generator of labelled LLM-API traffic, with planted distillers.
+
+``simulate(SimConfig(seed=..., scale=...))`` returns the request records as a
+``pyarrow.Table`` with exactly the contract columns (``request_id``, ``ts``,
+``account_id``, ``org_id``, ``embedding``) and a labels dict giving every
+account's ground truth. The latent truth behind each row (subtopic, template,
+content and text ids) is kept in ``SimulatedTraffic.latent`` for tests and
+evaluation; it is never written to the traffic file.
+
+See ``world.py`` for the embedding geometry and ``behaviours.py`` for the
+account kinds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamguard.sim.behaviours import (
+    BENIGN_KINDS,
+    DISTILLER_KINDS,
+    KINDS,
+    Account,
+    TrafficBuilder,
+    generate_population,
+    plan_population,
+)
+from streamguard.sim.world import Catalog, World, build_world, embed_requests
+
+__all__ = [
+    "BENIGN_KINDS",
+    "DISTILLER_KINDS",
+    "KINDS",
+    "KNOWN_EVASIONS",
+    "Latent",
+    "SimConfig",
+    "SimulatedTraffic",
+    "simulate",
+    "traffic_schema",
+    "write_traffic",
+]
+
+LABELS_VERSION = 1
+
+# Evasion strategies are reserved for a later version; none is implemented
+# yet, so any name is rejected rather than silently ignored.
+KNOWN_EVASIONS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Parameters of one simulation.
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the world (topic structure, geometry) and all sampling.
+    scale : float
+        Multiplies account counts; per-account volumes stay fixed. At 1.0:
+        ~1,500-2,200 accounts and ~120k-250k requests.
+    dim : int
+        Embedding dimension D.
+    days : float
+        Length of the simulated period.
+    start_ms : int
+        Start of the period, epoch ms (default 2026-01-01T00:00Z).
+    evasion : tuple of str
+        Reserved; must be names from ``KNOWN_EVASIONS`` (currently none).
+    """
+
+    seed: int = 0
+    scale: float = 1.0
+    dim: int = 384
+    days: float = 3.0
+    start_ms: int = 1_767_225_600_000
+    evasion: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.scale > 0:
+            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+        if self.dim < 8:
+            raise ValueError(f"dim must be >= 8, got {self.dim!r}")
+        if not self.days * 86_400_000 >= 3_600_000:
+            raise ValueError(f"days must cover at least one hour, got {self.days!r}")
+        unknown = sorted(set(self.evasion) - KNOWN_EVASIONS)
+        if unknown:
+            known = ", ".join(sorted(KNOWN_EVASIONS)) or "none yet"
+            raise ValueError(f"unknown evasion strategies {unknown}; known: {known}")
+
+
+@dataclass
+class Latent:
+    """Ground truth behind each row of the table (row-aligned, table order).
+
+    Attributes
+    ----------
+    account : (n,) int32
+        Index into ``accounts``.
+    subtopic, domain : (n,) int32
+        Latent topic cell and its domain.
+    style : (n,) int32
+        Template / system-prompt id, -1 for none.
+    context : (n,) int32
+        Batch-corpus id, -1 for none.
+    content, text : (n,) int64
+        Question id and wording id: equal ``text`` means a verbatim repeat,
+        equal ``content`` with different ``text`` a paraphrase.
+    accounts : list of Account
+    world : World
+    catalog : Catalog
+    """
+
+    account: np.ndarray
+    subtopic: np.ndarray
+    domain: np.ndarray
+    style: np.ndarray
+    context: np.ndarray
+    content: np.ndarray
+    text: np.ndarray
+    accounts: list[Account]
+    world: World
+    catalog: Catalog
+
+    def kind_of_rows(self) -> np.ndarray:
+        """(n,) object array: the kind of each row's account."""
+        kinds = np.array([a.kind for a in self.accounts], dtype=object)
+        return kinds[self.account]
+
+
+@dataclass
+class SimulatedTraffic:
+    """Simulated requests and their labels.
+
+    Attributes
+    ----------
+    table : pyarrow.Table
+        Columns of ``traffic_schema(dim)``; rows in arrival order (sorted by
+        event time up to sub-second, occasionally tens of seconds, of jitter).
+    labels : dict
+        ``{"version", "seed", "scale", "dim", "start_ms", "end_ms",
+        "accounts": {account_id: {"label", "kind", "campaign", "n_requests"}},
+        "campaigns": {campaign_id: {"members", "org_id"}}}``.
+    latent : Latent or None
+        Per-row ground truth (not part of the data contract).
+    """
+
+    table: pa.Table
+    labels: dict
+    latent: Latent | None = field(default=None, repr=False)
+
+
+def traffic_schema(dim: int) -> pa.Schema:
+    """The request-record Arrow schema for embedding dimension ``dim``."""
+    return pa.schema(
+        [
+            pa.field("request_id", pa.string(), nullable=False),
+            pa.field("ts", pa.timestamp("ms"), nullable=False),
+            pa.field("account_id", pa.string(), nullable=False),
+            pa.field("org_id", pa.string(), nullable=True),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+        ]
+    )
+
+
+def _hex_ids(rng: np.random.Generator, n: int, nbytes: int, prefix: str = "") -> list[str]:
+    """``n`` distinct random hex strings of ``2 * nbytes`` characters."""
+    while True:
+        h = rng.bytes(n * nbytes).hex()
+        step = 2 * nbytes
+        ids = [prefix + h[i : i + step] for i in range(0, len(h), step)]
+        if len(set(ids)) == n:
+            return ids
+
+
+def simulate(config: SimConfig) -> SimulatedTraffic:
+    """Generate labelled traffic.
+
+    Parameters
+    ----------
+    config : SimConfig
+
+    Returns
+    -------
+    SimulatedTraffic
+        Same config, same output, bit for bit.
+    """
+    seq = np.random.SeedSequence(config.seed)
+    rng_world, rng_acct, rng_embed, rng_ids = (np.random.default_rng(s) for s in seq.spawn(4))
+    t0 = int(config.start_ms)
+    t1 = t0 + int(round(config.days * 86_400_000))
+
+    catalog = Catalog()
+    world = build_world(rng_world, config.dim, catalog)
+    builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1)
+    plan = plan_population(rng_acct, config.scale)
+    generate_population(builder, plan)
+    rows = builder.rows()
+    n = rows["ts"].shape[0]
+
+    # Arrival order: event time plus gateway/producer delay (mostly < 1 s, a
+    # few stragglers up to 30 s), so the stream is mostly, not strictly, ordered.
+    delay = rng_ids.exponential(400.0, size=n)
+    late = rng_ids.random(n) < 0.003
+    delay[late] += rng_ids.uniform(1_000, 30_000, size=int(late.sum()))
+    order = np.argsort(rows["ts"] + delay, kind="stable")
+    rows = {k: v[order] for k, v in rows.items()}
+
+    emb = embed_requests(
+        world,
+        catalog,
+        rng_embed,
+        rows["subtopic"],
+        rows["style"],
+        rows["context"],
+        rows["content"],
+        rows["text"],
+    )
+
+    accounts = builder.accounts
+    acct_ids = _hex_ids(rng_ids, len(accounts), 6, "acct-")
+    for a, aid in zip(accounts, acct_ids):
+        a.account_id = aid
+    acct_arr = np.array(acct_ids, dtype=object)
+    org_arr = np.array([a.org_id for a in accounts], dtype=object)
+    req_ids = _hex_ids(rng_ids, n, 16)
+
+    schema = traffic_schema(config.dim)
+    table = pa.table(
+        [
+            pa.array(req_ids, pa.string()),
+            pa.array(rows["ts"], pa.int64()).cast(pa.timestamp("ms")),
+            pa.array(acct_arr[rows["account"]], pa.string()),
+            pa.array(org_arr[rows["account"]], pa.string()),
+            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), config.dim),
+        ],
+        schema=schema,
+    )
+
+    counts = np.bincount(rows["account"], minlength=len(accounts))
+    # Labels list accounts in a random order so position says nothing of kind.
+    label_order = rng_ids.permutation(len(accounts))
+    campaigns: dict[str, dict] = {}
+    for a in accounts:
+        if a.campaign is not None:
+            entry = campaigns.setdefault(a.campaign, {"members": [], "org_id": a.org_id})
+            entry["members"].append(a.account_id)
+    labels = {
+        "version": LABELS_VERSION,
+        "seed": config.seed,
+        "scale": config.scale,
+        "dim": config.dim,
+        "start_ms": t0,
+        "end_ms": t1,
+        "accounts": {
+            accounts[i].account_id: {
+                "label": accounts[i].label,
+                "kind": accounts[i].kind,
+                "campaign": accounts[i].campaign,
+                "n_requests": int(counts[i]),
+            }
+            for i in label_order
+        },
+        "campaigns": campaigns,
+    }
+    latent = Latent(
+        account=rows["account"],
+        subtopic=rows["subtopic"],
+        domain=world.subtopic_domain[rows["subtopic"]],
+        style=rows["style"],
+        context=rows["context"],
+        content=rows["content"],
+        text=rows["text"],
+        accounts=accounts,
+        world=world,
+        catalog=catalog,
+    )
+    return SimulatedTraffic(table=table, labels=labels, latent=latent)
+
+
+def write_traffic(
+    traffic: SimulatedTraffic, out_path: str | os.PathLike[str], labels_path: str | os.PathLike[str]
+) -> None:
+    """Write the table as Parquet (zstd) and the labels as JSON.
+
+    Parameters
+    ----------
+    traffic : SimulatedTraffic
+    out_path : path
+        Parquet file to write; parent directories are created.
+    labels_path : path
+        JSON file to write; parent directories are created.
+    """
+    out_path, labels_path = Path(out_path), Path(labels_path)
+    for p in (out_path, labels_path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+    # Embedding values are near-random floats: dictionary encoding only costs.
+    pq.write_table(
+        traffic.table,
+        out_path,
+        compression="zstd",
+        use_dictionary=["account_id", "org_id"],
+        row_group_size=65_536,
+    )
+    labels_path.write_text(json.dumps(traffic.labels, indent=1, sort_keys=False) + "\n")

@@ -1,0 +1,1 @@
+"""Where results go: alerts (JSON Lines, Kafka) and dead letters."""

@@ -1,0 +1,1 @@
+"""Sources, micro-batching, the per-partition pipeline and replay."""

@@ -1,0 +1,278 @@
+"""The detection pipeline: validated requests in, alerts out. One per partition.
+
+The same object serves ``replay`` (file), ``demo`` (simulator) and ``run``
+(Kafka): sources differ, the path from a validated batch to alerts does not.
+
+Flow of one batch: account slots -> embeddings to the backend ->
+near-duplicate scan -> cell assignment and histograms -> statistics of the
+touched accounts -> scoring against the population -> alert records.
+
+Until a codebook exists the pipeline buffers the first ``coverage.warmup``
+requests, fits one on them, then processes the buffer: nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from streamguard.backends.base import Backend
+from streamguard.config import Settings
+from streamguard.detectors.accounts import AccountTable
+from streamguard.detectors.codebook import Codebook, fit_codebook
+from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
+from streamguard.detectors.scoring import Scorer
+from streamguard.schema import AlertRecord, RequestBatch
+
+log = logging.getLogger(__name__)
+
+STAGES = ("accounts", "near_duplicate", "coverage", "scoring")
+
+
+@dataclass
+class PipelineStats:
+    """Counters and timings a caller may export (metrics, demo table)."""
+
+    requests: int = 0
+    batches: int = 0
+    alerts_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    batch_seconds: list[float] = field(default_factory=list)
+    near_duplicates: int = 0
+    cross_duplicates: int = 0
+    evicted: int = 0
+
+
+class Pipeline:
+    """Detectors, account table and scorer for one shard of the stream.
+
+    Parameters
+    ----------
+    settings : Settings
+    backend : the array backend (chosen by the caller, once)
+    codebook : a fixed codebook, or None to fit one on the warm-up
+    on_alerts : called with every non-empty list of new alerts
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: Backend,
+        codebook: Codebook | None = None,
+        on_alerts: Callable[[list[AlertRecord]], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.codebook = codebook
+        self.on_alerts = on_alerts
+        self.stats = PipelineStats()
+        self.accounts = AccountTable(settings.state.initial_accounts)
+        self.near_duplicate: NearDuplicateDetector | None = None
+        self.coverage: CoverageDetector | None = None
+        self.scorer = Scorer(settings.scoring, self.accounts.capacity)
+        self._warm: list[RequestBatch] = []
+        self._warm_rows = 0
+        self._batches_since_refresh = 0
+        self._max_ts = np.iinfo(np.int64).min
+        if codebook is not None:
+            self._build(codebook)
+
+    @property
+    def ready(self) -> bool:
+        return self.near_duplicate is not None
+
+    # ----------------------------------------------------------------- set-up
+
+    def _build(self, codebook: Codebook) -> None:
+        cfg = self.settings
+        if codebook.bits != cfg.signature.bits:
+            raise ValueError(f"codebook has {codebook.bits}-bit signatures, settings ask for {cfg.signature.bits}")
+        self.codebook = codebook
+        capacity = self.accounts.capacity
+        self.near_duplicate = NearDuplicateDetector(
+            self.backend,
+            codebook.planes,
+            codebook.plane_offsets,
+            radius=cfg.hamming_radius(),
+            window=cfg.near_duplicate.window,
+            bands=cfg.near_duplicate.bands,
+            table_bits=cfg.near_duplicate.table_bits,
+            cross_window_ms=cfg.near_duplicate.cross_window_ms,
+            capacity=capacity,
+        )
+        self.coverage = CoverageDetector(
+            self.backend,
+            codebook.centroids,
+            codebook.centroid_offsets,
+            codebook.domain_of_cell,
+            codebook.warmup_counts,
+            half_life_hours=cfg.coverage.half_life_hours,
+            capacity=capacity,
+        )
+        for part in (self.near_duplicate, self.coverage, self.scorer):
+            self.accounts.on_grow(part.resize)
+            self.accounts.on_reset(part.reset)
+        self.backend.warmup()
+
+    def fit_codebook(self, batch: RequestBatch) -> Codebook:
+        cov = self.settings.coverage
+        return fit_codebook(
+            batch.embeddings,
+            batch.account_ids,
+            cells=cov.cells,
+            domains=cov.domains,
+            bits=self.settings.signature.bits,
+            plane_seed=self.settings.signature.seed,
+            per_account=cov.warmup_per_account,
+            iters=cov.kmeans_iters,
+            seed=cov.seed,
+        )
+
+    # ------------------------------------------------------------------- flow
+
+    def process(self, batch: RequestBatch) -> list[AlertRecord]:
+        """Feed validated requests (in arrival order); returns the alerts they raised."""
+        if len(batch) == 0:
+            return []
+        if not self.ready:
+            self._warm.append(batch)
+            self._warm_rows += len(batch)
+            if self._warm_rows < self.settings.coverage.warmup:
+                return []
+            return self._start_from_warmup()
+        alerts: list[AlertRecord] = []
+        step = self.settings.batch.max_size
+        for start in range(0, len(batch), step):
+            alerts.extend(self._process_chunk(batch.take(np.arange(start, min(start + step, len(batch))))))
+        return alerts
+
+    def finish(self) -> list[AlertRecord]:
+        """End of input: a stream shorter than the warm-up is still processed."""
+        if not self.ready and self._warm_rows:
+            return self._start_from_warmup()
+        return []
+
+    def _start_from_warmup(self) -> list[AlertRecord]:
+        warm = RequestBatch.concat(self._warm, self._warm[0].dim)
+        self._warm, self._warm_rows = [], 0
+        self._build(self.fit_codebook(warm))
+        log.info("codebook fitted on %d warm-up requests: %d cells", len(warm), self.codebook.cells)
+        return self.process(warm)
+
+    def _process_chunk(self, batch: RequestBatch) -> list[AlertRecord]:
+        assert self.near_duplicate is not None and self.coverage is not None  # built before first chunk
+        started = time.perf_counter()
+        timer = started
+        stage = self.stats.stage_seconds
+
+        def lap(name: str) -> None:
+            nonlocal timer
+            now = time.perf_counter()
+            stage[name] += now - timer
+            timer = now
+
+        slots = self.accounts.assign(batch.account_ids, batch.ts)
+        det_batch = DetectorBatch(slots, batch.ts, self.backend.asarray(batch.embeddings))
+        lap("accounts")
+        nd = self.near_duplicate.update(det_batch)
+        lap("near_duplicate")
+        self.coverage.update(det_batch)
+        lap("coverage")
+
+        touched, last_index = np.unique(slots[::-1], return_index=True)
+        last_index = len(slots) - 1 - last_index
+        alerts = self._score(touched, batch, last_index, nd.is_dup)
+        lap("scoring")
+
+        self._max_ts = max(self._max_ts, int(batch.ts.max()))
+        self._evict_idle()
+        self.stats.requests += len(batch)
+        self.stats.batches += 1
+        self.stats.near_duplicates += int(nd.is_dup.sum())
+        self.stats.cross_duplicates += int(nd.is_cross_dup.sum())
+        self.stats.batch_seconds.append(time.perf_counter() - started)
+        if alerts and self.on_alerts is not None:
+            self.on_alerts(alerts)
+        return alerts
+
+    def account_features(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """Every per-account feature scoring reads, for the given slots (host arrays)."""
+        assert self.near_duplicate is not None and self.coverage is not None
+        features = self.coverage.account_stats(slots)
+        seen = self.near_duplicate.seen[slots]
+        denom = np.maximum(seen, 1)
+        features["dup_rate"] = self.near_duplicate.dups[slots] / denom
+        features["cross_rate"] = self.near_duplicate.cross_dups[slots] / denom
+        features["seen"] = seen.astype(np.float64)
+        return features
+
+    def _refresh_population(self) -> None:
+        assert self.near_duplicate is not None
+        active = self.accounts.active_slots()
+        established = active[self.near_duplicate.seen[active] >= self.settings.scoring.min_requests]
+        if established.size > 20_000:
+            # A fixed-seed sample keeps the refresh O(1) in the number of accounts.
+            established = np.random.default_rng(established.size).choice(established, 20_000, replace=False)
+        if established.size:
+            self.scorer.refresh_baseline(self.account_features(np.sort(established)))
+
+    def _score(self, touched: np.ndarray, batch: RequestBatch, last_index: np.ndarray, is_dup: np.ndarray) -> list[AlertRecord]:
+        assert self.near_duplicate is not None
+        self._batches_since_refresh += 1
+        if self._batches_since_refresh >= self.settings.scoring.refresh_every or self.scorer.baseline.accounts == 0:
+            self._refresh_population()
+            self._batches_since_refresh = 0
+        seen = self.near_duplicate.seen[touched]
+        candidates = seen >= self.settings.scoring.min_requests
+        if not candidates.any():
+            return []
+        touched, last_index, seen = touched[candidates], last_index[candidates], seen[candidates]
+        features = self.account_features(touched)
+        verdicts = self.scorer.judge(touched, seen, batch.ts[last_index], features)
+        alerts = []
+        for verdict in verdicts:
+            i = int(np.searchsorted(touched, verdict.slot))
+            evidence = dict(verdict.evidence)
+            partner = int(self.near_duplicate.last_partner[verdict.slot])
+            if partner >= 0:
+                evidence["linked_account"] = self.accounts.account_id(partner)
+            in_batch = np.flatnonzero(self._slots_of(batch, verdict.slot))
+            dup_rows = in_batch[is_dup[in_batch]] if in_batch.size else in_batch
+            examples = (dup_rows if dup_rows.size else in_batch)[-3:]
+            evidence["example_request_ids"] = [str(r) for r in batch.request_ids[examples]]
+            kind = "+".join(verdict.kinds) if verdict.kinds else "coverage_sweep"
+            alerts.append(
+                AlertRecord(
+                    account_id=str(self.accounts.account_id(verdict.slot)),
+                    ts=int(batch.ts[last_index[i]]),
+                    score=round(verdict.score, 4),
+                    kind=kind,
+                    campaign_id=None,
+                    evidence=evidence,
+                    events_seen=int(seen[i]),
+                )
+            )
+            for k in verdict.kinds:
+                self.stats.alerts_by_kind[k] += 1
+        alerts.sort(key=lambda a: a.ts)
+        return alerts
+
+    def _slots_of(self, batch: RequestBatch, slot: int) -> np.ndarray:
+        account = self.accounts.account_id(slot)
+        return batch.account_ids == account
+
+    def _evict_idle(self) -> None:
+        idle_ms = int(self.settings.state.idle_evict_hours * 3_600_000)
+        if self.stats.batches % 64 == 0:
+            self.stats.evicted += int(self.accounts.evict_idle(self._max_ts, idle_ms).size)
+
+    def state_bytes_per_account(self) -> int:
+        if self.near_duplicate is None or self.coverage is None:
+            return 0
+        return self.near_duplicate.state_bytes_per_account() + self.coverage.state_bytes_per_account() + 3 * 8 + 8
