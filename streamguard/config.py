@@ -51,44 +51,68 @@ class NearDuplicateConfig:
 
 @dataclass(frozen=True)
 class CoverageConfig:
-    cells: int = 256
-    """Capability cells in the codebook (K)."""
-    domains: int = 16
-    """Coarse groups of cells (G), for statistics conditioned on an account's interests."""
+    cells: int = 1024
+    """Fine cells of the codebook (K): spherical k-means centroids of the warm-up."""
+    max_topics: int = 512
+    """Fine cells are merged into at most this many topics (see detectors/codebook.py)."""
     warmup: int = 20_000
     """Valid requests buffered to fit the codebook when none is loaded."""
-    warmup_per_account: int = 64
-    """Cap per account in the warm-up sample, so heavy accounts do not own the codebook."""
-    kmeans_iters: int = 20
+    warmup_per_account: int = 16
+    """Cap per account in the warm-up sample, so heavy or templated accounts do not own cells."""
+    kmeans_iters: int = 10
     half_life_hours: float = 72.0
-    """Decay of per-account and population cell histograms."""
+    """Decay of per-account and population topic histograms."""
+    population_account_cap: int = 50
+    """In the population's mix, an account's k-th request counts min(1, cap / k): the mix
+    is what accounts ask about, not what the few heaviest accounts send."""
     seed: int = 0
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    min_requests: int = 150
+    min_requests: int = 200
     """No alert before an account has sent this many requests."""
+    rarity_effect: float = 0.25
+    """Sweep: the account's mean topic surprisal must exceed the population's entropy by
+    this many population standard deviations of surprisal (a standardised effect size) ..."""
+    rarity_z: float = 4.0
+    """... with this statistical significance (the standard error shrinks like 1/sqrt(n)) ..."""
+    spread_ratio: float = 0.12
+    """... and its effective number of topics must reach this share of the population's own."""
     min_span_ms: int = 2 * HOUR_MS
     """Evidence must keep holding this long after it first crossed the line ..."""
     min_growth: float = 0.5
     """... while the account's volume grows by this fraction (benchmarks stop; sweepers go on)."""
-    burst_growth: float = 3.0
+    burst_growth: float = 4.0
     """Alternatively, volume growing this many times over the first crossing also confirms."""
     population_min_accounts: int = 30
     """Below this many established accounts, only the absolute floors apply."""
-    population_mad_k: float = 4.0
-    """A feature is unusual when it is more than k robust deviations above the population median."""
-    sweep_floor: float = 0.35
-    """Floor on the sweep effect (nats); see detectors/coverage.py."""
-    sweep_z: float = 4.0
-    """Statistical significance required of the sweep effect."""
-    cross_dup_floor: float = 0.25
+    population_mad_k: float = 6.0
+    """A rate is unusual when it is more than k robust deviations above the population median."""
+    cross_dup_floor: float = 0.5
     """Floor on the cross-account near-duplicate rate for a near_duplicate alert."""
     realert_growth: float = 1.0
     """Alert an account again once its volume has grown by this fraction since the last alert."""
     refresh_every: int = 8
     """Recompute population statistics every this many batches."""
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    style_dims: int = 128
+    """Dimensions of the per-account style vector (a random projection of topic residuals)."""
+    seed: int = 0x57E1
+    style_snr: float = 4.0
+    """A style must carry this many times the energy of pure noise to be linked."""
+    link_z: float = 6.0
+    """Link when the style cosine exceeds link_z / sqrt(style_dims): far beyond chance."""
+    min_group: int = 3
+    complementarity: float = 2.0
+    """A group's effective topics must exceed its median member's this many times."""
+    link_min_requests: int = 50
+    max_link_accounts: int = 5000
+    link_every: int = 8
+    """Link accounts every this many batches."""
 
 
 @dataclass(frozen=True)
@@ -111,6 +135,7 @@ class Settings:
     near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
     coverage: CoverageConfig = field(default_factory=CoverageConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    campaign: CampaignConfig = field(default_factory=CampaignConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     state: StateConfig = field(default_factory=StateConfig)
 
@@ -129,8 +154,8 @@ class Settings:
             raise ValueError(f"near_duplicate.table_bits must be in 8..24, got {nd.table_bits}")
         if nd.window < 1:
             raise ValueError("near_duplicate.window must be >= 1")
-        if cov.cells < 2 or not 1 <= cov.domains <= cov.cells:
-            raise ValueError("coverage.cells must be >= 2 and 1 <= coverage.domains <= cells")
+        if cov.cells < 2 or not 2 <= cov.max_topics <= cov.cells:
+            raise ValueError("coverage.cells must be >= 2 and 2 <= coverage.max_topics <= cells")
         if cov.half_life_hours <= 0:
             raise ValueError("coverage.half_life_hours must be > 0")
         if self.batch.max_size < 1:

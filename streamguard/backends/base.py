@@ -14,7 +14,7 @@ R ring entries, W = bits/64 signature words, B bands, T = 2**table_bits):
   (entry ``i`` of an account lives at ``i % R``)
 - cross-account tables: ``(B, T)`` int64 slot (-1 empty), ``(B, T)`` int64 ts,
   ``(B, T, W)`` uint64 signature
-- histograms ``(S, K)`` float32 in decay units (see detectors/coverage.py)
+- histograms ``(S, T)`` float32 over topics, in decay units (see detectors/coverage.py)
 """
 
 from __future__ import annotations
@@ -67,6 +67,30 @@ class Backend(Protocol):
     def nearest_cells(self, embeddings: Any, centroids: Any, offsets: Any) -> Any:
         """Index of ``argmax(embeddings @ centroids.T - offsets)``: (n,) int32."""
 
+    def destyled_cells(
+        self,
+        embeddings: Any,
+        mean: Any,
+        centroids: Any,
+        slots: Any,
+        weights: Any,
+        style_sum: Any,
+        style_weight: Any,
+    ) -> tuple[Any, Any]:
+        """Cell of each request once its account's *style* is removed; then learn the style.
+
+        ``u = normalise(x - mean)``; its nearest centroid ``c`` gives the
+        residual ``r = u - (u . c) c`` (what the topic does not explain). The
+        account's style is the weighted mean of the residuals of its *earlier*
+        requests (state ``style_sum`` (S, d) and ``style_weight`` (S,), then
+        earlier requests of this batch), and the cell returned is
+        ``argmax((u - style) @ centroids.T)``. A system prompt or template
+        shared by all of an account's requests thus stops deciding its cells.
+        Finally ``style_sum[slot] += w * r`` and ``style_weight[slot] += w``.
+
+        Returns cells (n,) int32 and ``|r|**2`` (n,) float32.
+        """
+
     def dup_scan(self, sigs: Any, slots: Any, ring: Any, ring_count: Any) -> DupScan:
         """Causal within-account scan, then insert every request into its ring.
 
@@ -97,22 +121,12 @@ class Backend(Protocol):
     def histogram_add(self, hist: Any, slots: Any, cells: Any, weights: Any) -> None:
         """``hist[slots[i], cells[i]] += weights[i]`` for every i (duplicates add up)."""
 
-    def coverage_reduce(
-        self,
-        hist: Any,
-        slots: Any,
-        surprisal: Any,
-        surprisal_cond: Any,
-        domain_of_cell: Any,
-        n_domains: int,
-    ) -> dict[str, np.ndarray]:
+    def coverage_reduce(self, hist: Any, slots: Any, surprisal: Any) -> dict[str, np.ndarray]:
         """One reduction over each given account's histogram row (host float64 arrays).
 
-        With ``h = hist[slot]`` and ``K`` cells, returns per slot:
-        ``sum_sq = sum(h**2)``, ``surprisal = sum(h * surprisal)``,
-        ``surprisal_cond = sum(h * surprisal_cond)``, ``h_log_h = sum(h * log h)``
-        over ``h > 0``, ``distinct = count(h > 0)``, and ``domain_mass`` (m, G),
-        the sum of ``h`` over the cells of each domain.
+        With ``h = hist[slot]`` over T topics, returns per slot
+        ``sum_sq = sum(h**2)``, ``surprisal = sum(h * surprisal)`` and
+        ``distinct = count(h > 0)``.
         """
 
 

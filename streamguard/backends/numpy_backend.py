@@ -79,6 +79,46 @@ class NumpyBackend:
         scores = embeddings.astype(np.float32, copy=False) @ centroids.T - offsets
         return scores.argmax(axis=1).astype(np.int32)
 
+    def destyled_cells(
+        self,
+        embeddings: np.ndarray,
+        mean: np.ndarray,
+        centroids: np.ndarray,
+        slots: np.ndarray,
+        weights: np.ndarray,
+        style_sum: np.ndarray,
+        style_weight: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        n = embeddings.shape[0]
+        if n == 0:
+            return np.empty(0, np.int32), np.empty(0, np.float32)
+        centred = embeddings.astype(np.float32, copy=False) - mean
+        unit = centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
+        scores = unit @ centroids.T
+        nearest = scores.argmax(axis=1)
+        residual = unit - scores[np.arange(n), nearest][:, None] * centroids[nearest]
+        weighted = residual * weights[:, None].astype(np.float32)
+        # Style before each request: the account's state plus its earlier requests in this batch.
+        order = np.argsort(slots, kind="stable")
+        s_slots = slots[order]
+        starts = np.r_[True, s_slots[1:] != s_slots[:-1]]
+        group = np.cumsum(starts) - 1
+        first = np.flatnonzero(starts)
+        inclusive = np.cumsum(weighted[order], axis=0, dtype=np.float64)
+        inclusive_w = np.cumsum(weights[order].astype(np.float64))
+        base = np.vstack([np.zeros((1, inclusive.shape[1])), inclusive])[first][group]
+        base_w = np.r_[0.0, inclusive_w][first][group]
+        before = style_sum[s_slots].astype(np.float64) + inclusive - weighted[order] - base
+        before_w = style_weight[s_slots].astype(np.float64) + inclusive_w - weights[order] - base_w
+        style = np.zeros_like(before)
+        has = before_w > 0
+        style[has] = before[has] / before_w[has, None]
+        cells = np.empty(n, dtype=np.int32)
+        cells[order] = ((unit[order] - style.astype(np.float32)) @ centroids.T).argmax(axis=1)
+        np.add.at(style_sum, slots, weighted)
+        np.add.at(style_weight, slots, weights.astype(style_weight.dtype))
+        return cells, (residual * residual).sum(axis=1).astype(np.float32)
+
     def dup_scan(self, sigs: np.ndarray, slots: np.ndarray, ring: np.ndarray, ring_count: np.ndarray) -> DupScan:
         n, words = sigs.shape
         window = ring.shape[1]
@@ -155,26 +195,10 @@ class NumpyBackend:
     def histogram_add(self, hist: np.ndarray, slots: np.ndarray, cells: np.ndarray, weights: np.ndarray) -> None:
         np.add.at(hist, (slots, cells), weights.astype(hist.dtype, copy=False))
 
-    def coverage_reduce(
-        self,
-        hist: np.ndarray,
-        slots: np.ndarray,
-        surprisal: np.ndarray,
-        surprisal_cond: np.ndarray,
-        domain_of_cell: np.ndarray,
-        n_domains: int,
-    ) -> dict[str, np.ndarray]:
+    def coverage_reduce(self, hist: np.ndarray, slots: np.ndarray, surprisal: np.ndarray) -> dict[str, np.ndarray]:
         rows = hist[slots].astype(np.float64)
-        positive = rows > 0
-        safe = np.where(positive, rows, 1.0)
-        domain_mass = np.zeros((rows.shape[0], n_domains), dtype=np.float64)
-        for g in range(n_domains):
-            domain_mass[:, g] = rows[:, domain_of_cell == g].sum(axis=1)
         return {
             "sum_sq": (rows * rows).sum(axis=1),
             "surprisal": rows @ surprisal.astype(np.float64),
-            "surprisal_cond": rows @ surprisal_cond.astype(np.float64),
-            "h_log_h": (rows * np.log(safe)).sum(axis=1),
-            "distinct": positive.sum(axis=1).astype(np.float64),
-            "domain_mass": domain_mass,
+            "distinct": (rows > 0).sum(axis=1).astype(np.float64),
         }

@@ -7,8 +7,13 @@ It holds:
 - the stream mean, subtracted before hashing and cell assignment, because real
   embedding models are anisotropic (unrelated prompts sit at cosine 0.1-0.2);
   centring spreads them back around the sphere;
-- K capability cells (spherical k-means centroids of the centred sample) and a
-  coarse grouping of cells into G domains;
+- K fine cells (spherical k-means centroids of the centred sample), merged
+  into T *topics*: k-means spends many cells on popular regions and few on
+  rare ones, so cells are roughly equal in population mass and a sweep that
+  is uniform over topics would look ordinary cell by cell. Merging cells
+  whose centroids are as close to each other as a typical request is to its
+  own centroid (average linkage) undoes that split; the threshold is read
+  off the warm-up itself, not fixed in cosine units;
 - the SimHash hyperplanes, with offsets that apply the centring for free
   (``sign((x - mean) @ planes) == sign(x @ planes - mean @ planes)``);
 - the warm-up's cell counts, the prior of the population's cell mix.
@@ -30,14 +35,14 @@ class Codebook:
     ----------
     mean : (d,) float32
     centroids : (K, d) float32, unit rows, in the centred space
-    domain_of_cell : (K,) int32 in [0, G)
+    topic_of_cell : (K,) int32 in [0, T)
     planes : (d, bits) float32 SimHash hyperplanes
-    warmup_counts : (K,) float64 requests of the warm-up sample per cell
+    warmup_counts : (T,) float64 requests of the warm-up sample per topic
     """
 
     mean: np.ndarray
     centroids: np.ndarray
-    domain_of_cell: np.ndarray
+    topic_of_cell: np.ndarray
     planes: np.ndarray
     warmup_counts: np.ndarray
 
@@ -50,8 +55,8 @@ class Codebook:
         return int(self.centroids.shape[0])
 
     @property
-    def domains(self) -> int:
-        return int(self.domain_of_cell.max()) + 1
+    def topics(self) -> int:
+        return int(self.topic_of_cell.max()) + 1
 
     @property
     def bits(self) -> int:
@@ -72,7 +77,7 @@ class Codebook:
             Path(path),
             mean=self.mean,
             centroids=self.centroids,
-            domain_of_cell=self.domain_of_cell,
+            topic_of_cell=self.topic_of_cell,
             planes=self.planes,
             warmup_counts=self.warmup_counts,
         )
@@ -84,7 +89,7 @@ class Codebook:
                 book = cls(
                     mean=data["mean"].astype(np.float32),
                     centroids=data["centroids"].astype(np.float32),
-                    domain_of_cell=data["domain_of_cell"].astype(np.int32),
+                    topic_of_cell=data["topic_of_cell"].astype(np.int32),
                     planes=data["planes"].astype(np.float32),
                     warmup_counts=data["warmup_counts"].astype(np.float64),
                 )
@@ -148,15 +153,34 @@ def balanced_sample(account_keys: np.ndarray, per_account: int, rng: np.random.G
     return np.sort(order[keep])
 
 
+def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> np.ndarray:
+    """Topic of each cell: average-linkage clusters of centroids closer than ``cohesion``.
+
+    Two cells are one topic when their centroids are, on average, at least as
+    similar as a typical warm-up request is to its own centroid. If that leaves
+    more than ``max_topics`` topics, the tree is cut at ``max_topics`` instead.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage  # noqa: PLC0415 - only at fit time
+
+    if centroids.shape[0] < 2:
+        return np.zeros(centroids.shape[0], dtype=np.int32)
+    tree = linkage(centroids.astype(np.float64), method="average", metric="cosine")
+    topics = fcluster(tree, t=max(1.0 - cohesion, 1e-6), criterion="distance")
+    if topics.max() > max_topics:
+        topics = fcluster(tree, t=max_topics, criterion="maxclust")
+    _, dense = np.unique(topics, return_inverse=True)
+    return dense.astype(np.int32)
+
+
 def fit_codebook(
     embeddings: np.ndarray,
     account_keys: np.ndarray,
     cells: int,
-    domains: int,
+    max_topics: int,
     bits: int,
     plane_seed: int,
-    per_account: int = 64,
-    iters: int = 20,
+    per_account: int = 16,
+    iters: int = 10,
     seed: int = 0,
 ) -> Codebook:
     """Fit a codebook on a warm-up sample.
@@ -165,8 +189,9 @@ def fit_codebook(
     ----------
     embeddings : (m, d) float32 unit rows
     account_keys : (m,) account of each row; caps each account's share of the
-        fit so one product account cannot claim most cells
-    cells, domains : K and G; reduced when the sample is too small to support them
+        fit so that no product account or template owns cells
+    cells : K, reduced when the sample is too small to support it
+    max_topics : upper bound on T
     """
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise ValueError("cannot fit a codebook on an empty warm-up sample")
@@ -176,17 +201,13 @@ def fit_codebook(
     centred = _normalise(sample - mean).astype(np.float32)
     k = int(max(2, min(cells, centred.shape[0] // 4)))
     centroids = spherical_kmeans(centred, k, iters, rng)
-    g = int(max(1, min(domains, k // 2)))
-    domain_centroids = spherical_kmeans(centroids, g, iters, rng)
-    domain_of_cell = (centroids @ domain_centroids.T).argmax(axis=1).astype(np.int32)
-    # Renumber domains densely: a domain centroid may end up owning no cell.
-    _, domain_of_cell = np.unique(domain_of_cell, return_inverse=True)
-    all_centred = embeddings - mean
-    warm_cells = (all_centred @ centroids.T).argmax(axis=1)
+    own = (centred @ centroids.T).max(axis=1)
+    topic_of_cell = merge_cells(centroids, float(np.median(own)), max_topics)
+    warm_cells = ((embeddings - mean) @ centroids.T).argmax(axis=1)
     return Codebook(
         mean=mean,
         centroids=centroids,
-        domain_of_cell=domain_of_cell.astype(np.int32),
+        topic_of_cell=topic_of_cell,
         planes=make_planes(embeddings.shape[1], bits, plane_seed),
-        warmup_counts=np.bincount(warm_cells, minlength=k).astype(np.float64),
+        warmup_counts=np.bincount(topic_of_cell[warm_cells], minlength=int(topic_of_cell.max()) + 1).astype(np.float64),
     )

@@ -1,29 +1,30 @@
 """Coverage-sweep detection: who enumerates the capability space.
 
-Every request falls in one of K capability cells (the codebook). Each account
-keeps a time-decayed histogram over the cells, and so does the whole stream
-(the *population*). An ordinary user concentrates on a few cells; a product
-account, however big, mirrors the population's skewed mix; a sweeper spreads
-evenly, rare cells included. The statistics below measure exactly that, and
-each is a ratio or a difference of log-probabilities, so none depends on the
-embedding model's cosine scale:
+Every request falls in a fine cell of the codebook, and every cell belongs to
+a topic. The cell is taken after removing the account's *style*, the part of
+its earlier requests that no topic explains (a product's system prompt, a
+template): otherwise a product account with one long system prompt lands all
+its requests in a corner of the space that belongs to it alone, and looks
+like a sweeper of rare topics. Each account keeps a time-decayed histogram over topics, and so does
+the whole stream (the *population*). An ordinary user concentrates on a few
+topics; a product account, however big, mirrors the population's skewed mix;
+a sweeper spreads evenly, rare topics included. Two statistics, both judged
+against the live population and neither in cosine units, tell them apart:
 
-``evenness``
-    ``log(C_null / C_account)``: how much less often two of the account's
-    requests fall in the same cell than they would if the account drew its
-    requests from the population *within the domains it uses*
-    (``C = sum_c q_c**2``, estimated without bias from decayed counts). About 0
-    for a product account, negative for a narrow user, positive for a sweeper,
-    including one that sweeps only a few domains.
 ``rarity``
-    mean surprisal ``-log p(cell | domain)`` of the account's requests minus
-    the population's own conditional entropy: positive when the account visits
-    the rare corners of the domains it uses more than the population does.
-``breadth``
-    distinct cells visited over the number a population-mirroring account with
-    the same volume would be expected to visit.
+    The account's mean surprisal ``-log p(topic)`` minus the population's
+    entropy: how much rarer than the population's the account's topics are.
+    About 0 for an account mirroring the population, whatever its size;
+    positive for a sweeper, which visits rare topics as often as common ones.
+    Divided by the population's standard deviation of surprisal it is an
+    effect size (``rarity_effect``); divided by its standard error
+    ``sd / sqrt(n_eff)`` a z-score (``rarity_z``) that only volume can raise.
+``spread``
+    The account's effective number of topics (inverse Simpson index, estimated
+    without bias from decayed counts) over the population's. A niche user can
+    have rare topics, but few of them: spread separates thorough from narrow.
 
-Decay: a request at time ``t`` adds ``exp(rate * (t - t0))`` to its cell, so
+Decay: a request at time ``t`` adds ``exp(rate * (t - t0))`` to its topic, so
 an account's histogram is decayed lazily with no per-account clock; ``t0`` is
 moved forward (and every weight rescaled) long before the weights overflow.
 """
@@ -40,59 +41,95 @@ from streamguard.detectors.near_duplicate import DetectorBatch
 
 _REBASE_EXPONENT = 10.0
 _POPULATION_FLOOR = 0.01
+_HOUR_MS = 3_600_000
 
 
 @dataclass
 class CoverageResult:
-    """cells : (n,) int32, the capability cell of every request (host array)."""
+    """cells, topics : (n,) int32, the fine cell and the topic of every request;
+    weights : (n,) float64 their decay weights (host arrays)."""
 
     cells: np.ndarray
+    topics: np.ndarray
+    weights: np.ndarray
 
-    @property
-    def scores(self) -> np.ndarray:
-        return self.cells.astype(np.float64)
+
+@dataclass(frozen=True)
+class PopulationMix:
+    """The population's topic distribution and the moments scoring needs.
+
+    p : (T,) float64 probabilities, floored so no topic is impossible
+    surprisal : (T,) ``-log p``; entropy : ``E[surprisal]``; surprisal_sd : its sd
+    effective_topics : ``1 / sum(p**2)``
+    """
+
+    p: np.ndarray
+    surprisal: np.ndarray
+    entropy: float
+    surprisal_sd: float
+    effective_topics: float
+
+    @classmethod
+    def from_counts(cls, counts: np.ndarray) -> "PopulationMix":
+        topics = counts.shape[0]
+        total = counts.sum()
+        p = counts / total if total > 0 else np.full(topics, 1.0 / topics)
+        p = (1.0 - _POPULATION_FLOOR) * p + _POPULATION_FLOOR / topics
+        surprisal = -np.log(p)
+        entropy = float(p @ surprisal)
+        sd = float(np.sqrt(p @ (surprisal - entropy) ** 2))
+        return cls(p, surprisal, entropy, max(sd, 1e-9), float(1.0 / (p @ p)))
 
 
 class CoverageDetector:
-    """Per-account and population decayed cell histograms, and their statistics.
+    """Per-account and population decayed topic histograms, and their statistics.
 
     Parameters
     ----------
     backend : the array backend
-    centroids : (K, d) float32; centroid_offsets : (K,) float32 (see Codebook)
-    domain_of_cell : (K,) int32
-    prior_counts : (K,) float64, the population's mix before any request is seen
+    mean : (d,) float32 stream mean; centroids : (K, d) float32 (see Codebook)
+    topic_of_cell : (K,) int32
+    prior_counts : (T,) float64, the population's mix before any request is seen
     half_life_hours : decay half-life of every histogram
+    population_account_cap : damping of heavy accounts in the population mix
     capacity : initial number of account slots
     """
 
     def __init__(
         self,
         backend: Backend,
+        mean: np.ndarray,
         centroids: np.ndarray,
-        centroid_offsets: np.ndarray,
-        domain_of_cell: np.ndarray,
+        topic_of_cell: np.ndarray,
         prior_counts: np.ndarray,
         half_life_hours: float = 72.0,
+        population_account_cap: int = 50,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
+        self.population_account_cap = int(population_account_cap)
+        self.mean = backend.asarray(mean)
         self.centroids = backend.asarray(centroids)
-        self.centroid_offsets = backend.asarray(centroid_offsets)
-        self.domain_of_cell = np.asarray(domain_of_cell, dtype=np.int32)
+        self.dim = int(centroids.shape[1])
+        self.topic_of_cell = np.asarray(topic_of_cell, dtype=np.int32)
         self.prior_counts = np.asarray(prior_counts, dtype=np.float64)
         self.half_life_hours = float(half_life_hours)
         self.capacity = int(capacity)
-        self.cells = int(centroids.shape[0])
-        self.domains = int(self.domain_of_cell.max()) + 1
-        self.rate = math.log(2.0) / (self.half_life_hours * 3_600_000.0)
+        self.topics = int(self.topic_of_cell.max()) + 1
+        self.rate = math.log(2.0) / (self.half_life_hours * _HOUR_MS)
         xp = backend.xp
-        self.hist = xp.zeros((capacity, self.cells), dtype=xp.float32)
-        self._domain_of_cell_dev = backend.asarray(self.domain_of_cell)
+        self._topic_of_cell_dev = backend.asarray(self.topic_of_cell)
+        self.hist = xp.zeros((capacity, self.topics), dtype=xp.float32)
         self.w_sum = np.zeros(capacity, dtype=np.float64)
         self.w2_sum = np.zeros(capacity, dtype=np.float64)
-        self.first_ts = np.full(capacity, -1, dtype=np.int64)
-        self.population = np.zeros(self.cells, dtype=np.float64)
+        self.requests = np.zeros(capacity, dtype=np.int64)
+        self.style_sum = xp.zeros((capacity, self.dim), dtype=xp.float32)
+        self.style_weight = xp.zeros(capacity, dtype=xp.float64)
+        self.residual_sq_sum = 0.0
+        self.residual_count = 0
+        # The warm-up sample's mix seeds the population, so accounts judged in the
+        # first hours of a stream are compared with hours of traffic, not minutes.
+        self.population = self.prior_counts.copy()
         self.t0: int | None = None
 
     # ------------------------------------------------------------ state layout
@@ -102,113 +139,138 @@ class CoverageDetector:
         extra = capacity - self.capacity
         if extra <= 0:
             return
-        self.hist = xp.concatenate([self.hist, xp.zeros((extra, self.cells), dtype=xp.float32)])
+        self.hist = xp.concatenate([self.hist, xp.zeros((extra, self.topics), dtype=xp.float32)])
         self.w_sum = np.concatenate([self.w_sum, np.zeros(extra)])
         self.w2_sum = np.concatenate([self.w2_sum, np.zeros(extra)])
-        self.first_ts = np.concatenate([self.first_ts, np.full(extra, -1, np.int64)])
+        self.requests = np.concatenate([self.requests, np.zeros(extra, np.int64)])
+        self.style_sum = xp.concatenate([self.style_sum, xp.zeros((extra, self.dim), dtype=xp.float32)])
+        self.style_weight = xp.concatenate([self.style_weight, xp.zeros(extra, dtype=xp.float64)])
         self.capacity = capacity
 
     def reset(self, slots: np.ndarray) -> None:
-        self.hist[self.backend.asarray(slots)] = 0
+        device_slots = self.backend.asarray(slots)
+        self.hist[device_slots] = 0
+        self.style_sum[device_slots] = 0
+        self.style_weight[device_slots] = 0
         self.w_sum[slots] = 0
         self.w2_sum[slots] = 0
-        self.first_ts[slots] = -1
+        self.requests[slots] = 0
 
     def state_bytes_per_account(self) -> int:
-        return self.cells * 4 + 3 * 8
+        return self.topics * 4 + self.dim * 4 + 3 * 8
 
     # ------------------------------------------------------------------ update
 
     def _weights(self, ts: np.ndarray) -> np.ndarray:
-        """Decay weights of events at ``ts`` relative to ``t0``, rebasing ``t0`` if needed."""
+        """Decay weights of events at ``ts`` relative to ``t0``, rebasing ``t0`` when needed.
+
+        ``t0`` only ever moves to a whole hour, so the same events give the
+        same weights however they are cut into batches (up to rounding).
+        """
         if self.t0 is None:
-            self.t0 = int(ts.min()) // 3_600_000 * 3_600_000
-        exponent = self.rate * (float(ts.max()) - self.t0)
-        if exponent > _REBASE_EXPONENT:
-            new_t0 = int(ts.max()) // 3_600_000 * 3_600_000
+            self.t0 = int(ts.min()) // _HOUR_MS * _HOUR_MS
+        if self.rate * (float(ts.max()) - self.t0) > _REBASE_EXPONENT:
+            new_t0 = int(ts.max()) // _HOUR_MS * _HOUR_MS
             factor = math.exp(-self.rate * (new_t0 - self.t0))
             self.hist *= np.float32(factor)
             self.w_sum *= factor
             self.w2_sum *= factor * factor
+            self.style_sum *= np.float32(factor)
+            self.style_weight *= factor
             self.population *= factor
             self.t0 = new_t0
         return np.exp(self.rate * (ts.astype(np.float64) - self.t0))
 
     def update(self, batch: DetectorBatch) -> CoverageResult:
-        """Assign cells, then add every request to its account's and the population's histogram."""
+        """Assign cells and topics, then add every request to its account's and the population's histogram."""
         backend = self.backend
         if len(batch) == 0:
-            return CoverageResult(np.empty(0, np.int32))
-        cells_dev = backend.nearest_cells(batch.embeddings, self.centroids, self.centroid_offsets)
-        cells = backend.to_host(cells_dev).astype(np.int32)
+            return CoverageResult(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0))
         weights = self._weights(batch.ts)
-        backend.histogram_add(self.hist, backend.asarray(batch.slots), cells_dev, backend.asarray(weights))
+        slots_dev, weights_dev = backend.asarray(batch.slots), backend.asarray(weights)
+        cells_dev, residual_sq = backend.destyled_cells(
+            batch.embeddings, self.mean, self.centroids, slots_dev, weights_dev, self.style_sum, self.style_weight
+        )
+        topics_dev = self._topic_of_cell_dev[cells_dev]
+        backend.histogram_add(self.hist, slots_dev, topics_dev, weights_dev)
+        self.residual_sq_sum += float(backend.to_host(residual_sq).astype(np.float64).sum())
+        self.residual_count += len(batch)
+        topics = backend.to_host(topics_dev).astype(np.int32)
         np.add.at(self.w_sum, batch.slots, weights)
         np.add.at(self.w2_sum, batch.slots, weights * weights)
-        np.add.at(self.population, cells, weights)
-        unset = self.first_ts[batch.slots] < 0
-        if unset.any():
-            new_slots, new_ts = batch.slots[unset], batch.ts[unset]
-            self.first_ts[new_slots] = np.iinfo(np.int64).max
-            np.minimum.at(self.first_ts, new_slots, new_ts)
-        return CoverageResult(cells)
+        np.add.at(self.population, topics, weights * self._population_damping(batch.slots))
+        return CoverageResult(backend.to_host(cells_dev).astype(np.int32), topics, weights)
+
+    def _population_damping(self, slots: np.ndarray) -> np.ndarray:
+        """``min(1, cap / k)`` for each request, the k-th of its account (batch order is causal)."""
+        order = np.argsort(slots, kind="stable")
+        s_slots = slots[order]
+        starts = np.r_[True, s_slots[1:] != s_slots[:-1]]
+        rank = np.arange(slots.size) - np.flatnonzero(starts)[np.cumsum(starts) - 1]
+        k = np.empty(slots.size, dtype=np.int64)
+        k[order] = self.requests[s_slots] + rank + 1
+        np.add.at(self.requests, slots, 1)
+        return np.minimum(1.0, self.population_account_cap / k)
 
     # -------------------------------------------------------------- statistics
 
-    def population_mix(self) -> np.ndarray:
-        """(K,) float64: the population's cell probabilities, floored so no cell is impossible."""
+    def population_mix(self) -> PopulationMix:
         counts = self.population if self.population.sum() > 0 else self.prior_counts
-        total = counts.sum()
-        p = counts / total if total > 0 else np.full(self.cells, 1.0 / self.cells)
-        return (1.0 - _POPULATION_FLOOR) * p + _POPULATION_FLOOR / self.cells
+        return PopulationMix.from_counts(counts)
 
     def account_stats(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Coverage statistics of the given accounts against the current population.
 
-        Returns host float64 arrays (m,): ``n_eff`` (Kish effective sample size),
-        ``evenness``, ``rarity``, ``breadth``, ``distinct``, ``entropy``,
-        ``collision``, ``domains_used`` (effective number of domains).
+        Returns host float64 arrays (m,): ``n_eff`` (Kish effective sample
+        size), ``rarity`` (nats), ``rarity_effect`` (population sds),
+        ``rarity_z``, ``effective_topics``, ``spread``, ``topics_covered``.
         """
         slots = np.asarray(slots, dtype=np.int64)
-        p = self.population_mix()
-        dom = self.domain_of_cell
-        p_dom = np.bincount(dom, weights=p, minlength=self.domains)
-        p_cond = p / p_dom[dom]
-        cond_collision = np.bincount(dom, weights=p_cond * p_cond, minlength=self.domains)  # (G,)
-        cond_entropy = np.bincount(dom, weights=-p_cond * np.log(p_cond), minlength=self.domains)
+        mix = self.population_mix()
         red = self.backend.coverage_reduce(
-            self.hist,
-            self.backend.asarray(slots),
-            self.backend.asarray((-np.log(p)).astype(np.float32)),
-            self.backend.asarray((-np.log(p_cond)).astype(np.float32)),
-            self._domain_of_cell_dev,
-            self.domains,
+            self.hist, self.backend.asarray(slots), self.backend.asarray(mix.surprisal.astype(np.float32))
         )
-        w = self.w_sum[slots]
-        w2 = self.w2_sum[slots]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            n_eff = np.where(w2 > 0, w * w / np.where(w2 > 0, w2, 1.0), 0.0)
-            pairs = w * w - w2
-            collision = np.where(pairs > 0, (red["sum_sq"] - w2) / np.where(pairs > 0, pairs, 1.0), np.nan)
-            r = red["domain_mass"] / np.where(w > 0, w, 1.0)[:, None]
-            # Unbiased square of the domain mix (same correction as the collision estimate).
-            inv = np.where(n_eff > 1, 1.0 / n_eff, 1.0)
-            r2 = np.maximum((r * r - r * inv[:, None]) / np.maximum(1.0 - inv, 1e-12)[:, None], 0.0)
-            null_collision = r2 @ cond_collision
-            evenness = np.log(np.maximum(null_collision, 1e-9) / np.maximum(collision, 1e-9))
-            rarity = red["surprisal_cond"] / np.where(w > 0, w, 1.0) - r @ cond_entropy
-            entropy = np.log(np.where(w > 0, w, 1.0)) - red["h_log_h"] / np.where(w > 0, w, 1.0)
-            expected_distinct = (1.0 - np.power(1.0 - p[None, :], np.maximum(n_eff, 0.0)[:, None])).sum(axis=1)
-            breadth = red["distinct"] / np.maximum(expected_distinct, 1.0)
-            domains_used = 1.0 / np.maximum((r * r).sum(axis=1), 1e-12)
-        valid = n_eff > 1
+        return self._stats(red["sum_sq"], red["surprisal"], red["distinct"], self.w_sum[slots], self.w2_sum[slots], mix)
+
+    def group_stats(self, slots: np.ndarray) -> dict[str, float]:
+        """The statistics of :meth:`account_stats` for several accounts taken as one actor."""
+        mix = self.population_mix()
+        rows = self.backend.to_host(self.hist[self.backend.asarray(np.asarray(slots, dtype=np.int64))])
+        combined = rows.astype(np.float64).sum(axis=0)
+        stats = self._stats(
+            np.array([combined @ combined]),
+            np.array([combined @ mix.surprisal]),
+            np.array([float((combined > 0).sum())]),
+            np.array([self.w_sum[slots].sum()]),
+            np.array([self.w2_sum[slots].sum()]),
+            mix,
+        )
+        return {name: float(values[0]) for name, values in stats.items()}
+
+    def _stats(
+        self,
+        sum_sq: np.ndarray,
+        surprisal: np.ndarray,
+        distinct: np.ndarray,
+        w: np.ndarray,
+        w2: np.ndarray,
+        mix: PopulationMix,
+    ) -> dict[str, np.ndarray]:
+        has = w2 > 0
+        safe_w = np.where(has, w, 1.0)
+        n_eff = np.where(has, w * w / np.where(has, w2, 1.0), 0.0)
+        pairs = w * w - w2
+        # Unbiased collision probability of two distinct requests of the account.
+        collision = np.where(pairs > 0, (sum_sq - w2) / np.where(pairs > 0, pairs, 1.0), 1.0)
+        effective_topics = 1.0 / np.clip(collision, 1.0 / self.topics, 1.0)
+        rarity = np.where(has, surprisal / safe_w - mix.entropy, 0.0)
+        standard_error = mix.surprisal_sd / np.sqrt(np.maximum(n_eff, 1.0))
         return {
             "n_eff": n_eff,
-            "evenness": np.where(valid, evenness, 0.0),
-            "rarity": np.where(valid, rarity, 0.0),
-            "breadth": np.where(valid, breadth, 0.0),
-            "distinct": red["distinct"],
-            "entropy": np.where(w > 0, entropy, 0.0),
-            "collision": np.where(valid, collision, 1.0),
-            "domains_used": np.where(w > 0, domains_used, 0.0),
+            "rarity": rarity,
+            "rarity_effect": rarity / mix.surprisal_sd,
+            "rarity_z": rarity / standard_error,
+            "effective_topics": effective_topics,
+            "spread": effective_topics / mix.effective_topics,
+            "topics_covered": distinct,
         }

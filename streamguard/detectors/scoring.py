@@ -4,15 +4,16 @@ The detectors produce per-account evidence (near-duplicate rates, coverage
 statistics). Scoring turns it into alerts with three rules, none of them a
 constant fitted to one data set:
 
-1. **Against the population.** A feature counts as unusual only above
-   ``median + k * MAD`` of the same feature over the *established* accounts of
-   the stream (those with at least ``min_requests`` requests), refreshed every
-   few batches, and above a floor that keeps the rule sane on tiny or
-   homogeneous populations. The floors are in dimensionless units (nats,
-   rates), not cosines.
-2. **Significance grows with volume.** The sweep effect must also be
-   ``sweep_z`` standard errors away from zero, where the standard error shrinks
-   like ``1/sqrt(n_eff)``: a short burst cannot be significant.
+1. **Against the population.** Coverage evidence is measured in units of the
+   live population: rarity in population standard deviations of surprisal,
+   spread as a share of the population's effective number of topics. Rates
+   (cross-account duplicates) count as unusual only above
+   ``median + k * MAD`` over the *established* accounts of the stream (those
+   with at least ``min_requests`` requests), refreshed every few batches, and
+   above a floor that keeps the rule sane on tiny or homogeneous populations.
+2. **Significance grows with volume.** Rarity must also be ``rarity_z``
+   standard errors above zero, and the standard error shrinks like
+   ``1/sqrt(n_eff)``: a short burst cannot be significant.
 3. **Persistence.** The line must still be crossed ``min_span_ms`` after it
    was first crossed *and* after the account's volume grew by ``min_growth``
    (or, for a fast sweeper, by ``burst_growth`` times). A benchmark run that
@@ -29,7 +30,7 @@ import numpy as np
 
 from streamguard.config import ScoringConfig
 
-FEATURES = ("evenness", "rarity", "breadth", "dup_rate", "cross_rate")
+FEATURES = ("rarity_effect", "spread", "dup_rate", "cross_rate")
 
 
 @dataclass
@@ -71,14 +72,22 @@ def robust_baseline(features: dict[str, np.ndarray]) -> PopulationBaseline:
     return base
 
 
-def sweep_standard_error(n_eff: np.ndarray) -> np.ndarray:
-    """Standard error of the evenness log-ratio for an account of ``n_eff`` requests.
+@dataclass
+class CampaignVerdict:
+    """Members of a campaign that crosses the line now, to be alerted."""
 
-    The collision estimate is a U-statistic; its relative standard error is of
-    order ``sqrt(2 / n)`` for an account spread over many cells (delta method),
-    which is what a sweeper's evenness must beat.
-    """
-    return np.sqrt(2.0 / np.maximum(n_eff, 1.0)) + 1.0 / np.maximum(n_eff, 1.0)
+    campaign_id: str
+    members: np.ndarray
+    score: float
+    evidence: dict[str, Any]
+
+
+@dataclass
+class _CampaignTrack:
+    crossed_ts: int
+    crossed_n: float
+    confirmed: bool = False
+    alerted: set[int] = field(default_factory=set)
 
 
 class Scorer:
@@ -97,6 +106,7 @@ class Scorer:
         self.crossed_ts = np.full(capacity, -1, dtype=np.int64)
         self.crossed_n = np.zeros(capacity, dtype=np.int64)
         self.alerted_n = np.zeros(capacity, dtype=np.int64)
+        self.campaigns: dict[str, _CampaignTrack] = {}
 
     def resize(self, capacity: int) -> None:
         extra = capacity - self.capacity
@@ -119,7 +129,6 @@ class Scorer:
         cfg, base = self.config, self.baseline
         k, m = cfg.population_mad_k, cfg.population_min_accounts
         return {
-            "evenness": base.threshold("evenness", k, cfg.sweep_floor, m),
             "cross_rate": base.threshold("cross_rate", k, cfg.cross_dup_floor, m),
             "dup_rate": base.threshold("dup_rate", k, 0.0, m),
         }
@@ -132,14 +141,14 @@ class Scorer:
         slots : (m,) int64 touched accounts
         seen : (m,) int64 requests seen per account
         now_ts : (m,) int64 event time of each account's latest request
-        features : (m,) float64 arrays named as in ``FEATURES`` plus ``n_eff``
+        features : (m,) float64 arrays: the coverage statistics and the rates
         """
         cfg = self.config
         thr = self.thresholds()
-        evenness = features["evenness"]
-        z = evenness / sweep_standard_error(features["n_eff"])
-        sweep = (evenness >= thr["evenness"]) & (z >= cfg.sweep_z)
-        cross = features["cross_rate"] >= thr["cross_rate"]
+        sweep_margin = self.sweep_margin(features)
+        cross_margin = features["cross_rate"] / max(thr["cross_rate"], 1e-9)
+        sweep = sweep_margin >= 1.0
+        cross = cross_margin >= 1.0
         dup = features["dup_rate"] >= max(thr["dup_rate"], 1e-9)
         crossing = (sweep | cross) & (seen >= cfg.min_requests)
 
@@ -161,25 +170,74 @@ class Scorer:
             if self.alerted_n[slot] and seen[i] < self.alerted_n[slot] * (1.0 + cfg.realert_growth):
                 continue
             kinds = []
-            if dup[i] or cross[i]:
+            if cross[i] or (sweep[i] and dup[i]):
                 kinds.append("near_duplicate")
             if sweep[i]:
                 kinds.append("coverage_sweep")
-            margin = max(evenness[i] / max(thr["evenness"], 1e-9), features["cross_rate"][i] / max(thr["cross_rate"], 1e-9))
-            score = float(1.0 - np.exp(-margin * (1.0 + 0.5 * dup[i])))
+            margin = max(float(sweep_margin[i]), float(cross_margin[i]))
             evidence = {
-                "evenness": round(float(evenness[i]), 4),
-                "evenness_z": round(float(z[i]), 2),
-                "evenness_threshold": round(thr["evenness"], 4),
-                "rarity": round(float(features["rarity"][i]), 4),
-                "breadth": round(float(features["breadth"][i]), 4),
-                "cells_covered": int(features["distinct"][i]),
+                "rarity_nats": round(float(features["rarity"][i]), 4),
+                "rarity_effect": round(float(features["rarity_effect"][i]), 3),
+                "rarity_z": round(float(features["rarity_z"][i]), 2),
+                "effective_topics": round(float(features["effective_topics"][i]), 2),
+                "spread_vs_population": round(float(features["spread"][i]), 3),
+                "topics_covered": int(features["topics_covered"][i]),
                 "duplicate_rate": round(float(features["dup_rate"][i]), 4),
                 "cross_account_duplicate_rate": round(float(features["cross_rate"][i]), 4),
                 "cross_account_threshold": round(thr["cross_rate"], 4),
                 "population_accounts": self.baseline.accounts,
                 "first_crossed_ts": int(self.crossed_ts[slot]),
+                "events_at_first_crossing": int(self.crossed_n[slot]),
             }
             self.alerted_n[slot] = seen[i]
-            verdicts.append(Verdict(slot, min(max(score, 0.0), 1.0), kinds, evidence))
+            verdicts.append(Verdict(slot, float(1.0 - 0.5**margin), kinds, evidence))
         return verdicts
+
+    def sweep_margin(self, stats: dict[str, Any]) -> Any:
+        """How far coverage statistics are past the sweep line (>= 1: crossed)."""
+        cfg = self.config
+        return np.minimum(
+            np.minimum(np.asarray(stats["rarity_effect"]) / cfg.rarity_effect, np.asarray(stats["rarity_z"]) / cfg.rarity_z),
+            np.asarray(stats["spread"]) / cfg.spread_ratio,
+        )
+
+    def judge_campaign(self, campaign_id: str, members: np.ndarray, stats: dict[str, float], volume: float, now_ts: int) -> CampaignVerdict | None:
+        """Apply the sweep line and the persistence rule to a linked group taken as one actor.
+
+        Parameters
+        ----------
+        members : (m,) int64 slots; stats : the group's coverage statistics
+        volume : requests the members have sent together; now_ts : event time now
+        """
+        cfg = self.config
+        margin = float(self.sweep_margin(stats))
+        track = self.campaigns.get(campaign_id)
+        if margin < 1.0:
+            if track is not None and not track.confirmed:
+                del self.campaigns[campaign_id]
+            return None
+        if track is None:
+            self.campaigns[campaign_id] = _CampaignTrack(now_ts, volume)
+            return None
+        grown = volume / max(track.crossed_n, 1.0)
+        if not track.confirmed:
+            track.confirmed = (now_ts - track.crossed_ts >= cfg.min_span_ms and grown >= 1.0 + cfg.min_growth) or (
+                grown >= cfg.burst_growth
+            )
+        if not track.confirmed:
+            return None
+        new = np.array([m for m in members.tolist() if m not in track.alerted], dtype=np.int64)
+        if new.size == 0:
+            return None
+        track.alerted.update(new.tolist())
+        evidence = {
+            "campaign_members": int(stats["members"]),
+            "campaign_rarity_effect": round(stats["rarity_effect"], 3),
+            "campaign_rarity_z": round(stats["rarity_z"], 2),
+            "campaign_effective_topics": round(stats["effective_topics"], 2),
+            "campaign_spread_vs_population": round(stats["spread"], 3),
+            "campaign_complementarity": round(stats["complementarity"], 2),
+            "campaign_requests": int(volume),
+            "first_crossed_ts": int(track.crossed_ts),
+        }
+        return CampaignVerdict(campaign_id, new, float(1.0 - 0.5**margin), evidence)

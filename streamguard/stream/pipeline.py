@@ -13,6 +13,7 @@ requests, fits one on them, then processes the buffer: nothing is skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -24,6 +25,7 @@ import numpy as np
 from streamguard.backends.base import Backend
 from streamguard.config import Settings
 from streamguard.detectors.accounts import AccountTable
+from streamguard.detectors.campaigns import CampaignDetector, make_style_projection
 from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
@@ -75,6 +77,7 @@ class Pipeline:
         self.accounts = AccountTable(settings.state.initial_accounts)
         self.near_duplicate: NearDuplicateDetector | None = None
         self.coverage: CoverageDetector | None = None
+        self.campaigns: CampaignDetector | None = None
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
         self._warm: list[RequestBatch] = []
         self._warm_rows = 0
@@ -108,31 +111,70 @@ class Pipeline:
         )
         self.coverage = CoverageDetector(
             self.backend,
+            codebook.mean,
             codebook.centroids,
-            codebook.centroid_offsets,
-            codebook.domain_of_cell,
+            codebook.topic_of_cell,
             codebook.warmup_counts,
             half_life_hours=cfg.coverage.half_life_hours,
+            population_account_cap=cfg.coverage.population_account_cap,
             capacity=capacity,
         )
-        for part in (self.near_duplicate, self.coverage, self.scorer):
+        camp = cfg.campaign
+        self.campaigns = CampaignDetector(
+            self.backend,
+            make_style_projection(codebook.dim, camp.style_dims, camp.seed),
+            style_snr=camp.style_snr,
+            link_z=camp.link_z,
+            min_group=camp.min_group,
+            complementarity=camp.complementarity,
+            link_min_requests=camp.link_min_requests,
+            max_link_accounts=camp.max_link_accounts,
+            capacity=capacity,
+        )
+        for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
             self.accounts.on_grow(part.resize)
             self.accounts.on_reset(part.reset)
         self.backend.warmup()
 
     def fit_codebook(self, batch: RequestBatch) -> Codebook:
+        """Fit a codebook on the warm-up, with the population prior it implies.
+
+        The prior is the population mix the coverage detector itself would
+        build from the warm-up (style removed, heavy accounts damped), so the
+        first hours of a stream are judged against hours of traffic measured
+        the same way as the rest of the stream.
+        """
         cov = self.settings.coverage
-        return fit_codebook(
+        book = fit_codebook(
             batch.embeddings,
             batch.account_ids,
             cells=cov.cells,
-            domains=cov.domains,
+            max_topics=cov.max_topics,
             bits=self.settings.signature.bits,
             plane_seed=self.settings.signature.seed,
             per_account=cov.warmup_per_account,
             iters=cov.kmeans_iters,
             seed=cov.seed,
         )
+        table = AccountTable(self.settings.state.initial_accounts)
+        dry = CoverageDetector(
+            self.backend,
+            book.mean,
+            book.centroids,
+            book.topic_of_cell,
+            np.zeros(book.topics),
+            half_life_hours=cov.half_life_hours,
+            population_account_cap=cov.population_account_cap,
+            capacity=table.capacity,
+        )
+        table.on_grow(dry.resize)
+        step = self.settings.batch.max_size
+        for start in range(0, len(batch), step):
+            part = batch.take(np.arange(start, min(start + step, len(batch))))
+            slots = table.assign(part.account_ids, part.ts)
+            dry.update(DetectorBatch(slots, part.ts, self.backend.asarray(part.embeddings)))
+        prior = dry.population / max(dry.population.sum(), 1e-300) * dry.population.size
+        return dataclasses.replace(book, warmup_counts=prior)
 
     # ------------------------------------------------------------------- flow
 
@@ -162,11 +204,13 @@ class Pipeline:
         warm = RequestBatch.concat(self._warm, self._warm[0].dim)
         self._warm, self._warm_rows = [], 0
         self._build(self.fit_codebook(warm))
-        log.info("codebook fitted on %d warm-up requests: %d cells", len(warm), self.codebook.cells)
+        log.info(
+            "codebook fitted on %d warm-up requests: %d cells, %d topics", len(warm), self.codebook.cells, self.codebook.topics
+        )
         return self.process(warm)
 
     def _process_chunk(self, batch: RequestBatch) -> list[AlertRecord]:
-        assert self.near_duplicate is not None and self.coverage is not None  # built before first chunk
+        assert self.near_duplicate and self.coverage and self.campaigns  # built before the first chunk
         started = time.perf_counter()
         timer = started
         stage = self.stats.stage_seconds
@@ -188,6 +232,9 @@ class Pipeline:
         touched, last_index = np.unique(slots[::-1], return_index=True)
         last_index = len(slots) - 1 - last_index
         alerts = self._score(touched, batch, last_index, nd.is_dup)
+        if self.stats.batches % self.settings.campaign.link_every == 0:
+            alerts.extend(self._score_campaigns(int(batch.ts.max())))
+            alerts.sort(key=lambda a: a.ts)
         lap("scoring")
 
         self._max_ts = max(self._max_ts, int(batch.ts.max()))
@@ -263,6 +310,34 @@ class Pipeline:
         alerts.sort(key=lambda a: a.ts)
         return alerts
 
+    def _score_campaigns(self, now_ts: int) -> list[AlertRecord]:
+        """Link accounts into groups and alert the members of groups that cross the line."""
+        assert self.near_duplicate and self.coverage and self.campaigns
+        seen = self.near_duplicate.seen
+        alerts = []
+        for campaign in self.campaigns.link(self.coverage, seen, self.accounts.active_slots()):
+            volume = float(seen[campaign.members].sum())
+            verdict = self.scorer.judge_campaign(campaign.campaign_id, campaign.members, campaign.stats, volume, now_ts)
+            if verdict is None:
+                continue
+            linked = [str(self.accounts.account_id(int(m))) for m in campaign.members[:10]]
+            for slot in verdict.members.tolist():
+                evidence = dict(verdict.evidence)
+                evidence["linked_accounts"] = [a for a in linked if a != self.accounts.account_id(slot)][:5]
+                alerts.append(
+                    AlertRecord(
+                        account_id=str(self.accounts.account_id(slot)),
+                        ts=now_ts,
+                        score=round(verdict.score, 4),
+                        kind="campaign",
+                        campaign_id=verdict.campaign_id,
+                        evidence=evidence,
+                        events_seen=int(seen[slot]),
+                    )
+                )
+            self.stats.alerts_by_kind["campaign"] += int(verdict.members.size)
+        return alerts
+
     def _slots_of(self, batch: RequestBatch, slot: int) -> np.ndarray:
         account = self.accounts.account_id(slot)
         return batch.account_ids == account
@@ -275,4 +350,11 @@ class Pipeline:
     def state_bytes_per_account(self) -> int:
         if self.near_duplicate is None or self.coverage is None:
             return 0
-        return self.near_duplicate.state_bytes_per_account() + self.coverage.state_bytes_per_account() + 3 * 8 + 8
+        assert self.campaigns is not None
+        return (
+            self.near_duplicate.state_bytes_per_account()
+            + self.coverage.state_bytes_per_account()
+            + self.campaigns.state_bytes_per_account()
+            + 3 * 8  # scorer
+            + 8  # account table
+        )

@@ -1,0 +1,333 @@
+"""streamguard.metrics: values, bounded cardinality, no raw ids, valid exposition."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamguard.metrics import (
+    ALERT_KINDS,
+    BAD_RECORD_REASONS,
+    SCORE_BUCKETS,
+    STAGES,
+    StreamguardMetrics,
+    serve,
+)
+
+KEY = b"test-key-0123456789abcdef"
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def metrics(registry: CollectorRegistry) -> StreamguardMetrics:
+    return StreamguardMetrics(registry, KEY, top_n=5)
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def exercise_every_method(m: StreamguardMetrics) -> None:
+    """Call every public method once with realistic values."""
+    m.requests(256, partition=0)
+    m.bad_records("wrong dimension: 12 (stream dimension is 384)")
+    m.alerts(["coverage_sweep"])
+    m.batch(0.042, 256)
+    for stage in STAGES:
+        m.stage(stage, 0.003)
+    m.alert_delay(12.5)
+    m.consumer_lag(0, 1500)
+    m.accounts(1234, 56_000_000)
+    m.scores("near_duplicate", [0.1, 0.2])
+    m.scores("coverage_sweep", [0.9])
+    m.suspicious([("acct-1", 0.97), ("acct-2", 0.5)])
+    m.backend_info("cpu", "x86_64")
+    m.gpu_kernel("hamming_scan", 0.0004)
+    m.ready(True)
+    m.last_progress(1_790_000_000.0)
+    m.register_collector(lambda: {"streamguard_queue_depth": 3.0})
+
+
+def series_lines(registry: CollectorRegistry) -> list[str]:
+    return [line for line in generate_latest(registry).decode().splitlines() if line and not line.startswith("#")]
+
+
+def test_constructor_validates_key_and_top_n(registry: CollectorRegistry) -> None:
+    with pytest.raises(TypeError, match="bytes"):
+        StreamguardMetrics(registry, "not-bytes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="STREAMGUARD_HMAC_KEY"):
+        StreamguardMetrics(registry, b"")
+    with pytest.raises(ValueError, match="top_n"):
+        StreamguardMetrics(registry, KEY, top_n=0)
+
+
+def test_requests_are_counted_per_partition(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.requests(100, partition=3)
+    metrics.requests(28, partition=3)
+    metrics.requests(7, partition=0)
+    metrics.requests(5)
+    assert value(registry, "streamguard_requests_total", partition="3") == 128
+    assert value(registry, "streamguard_requests_total", partition="0") == 7
+    assert value(registry, "streamguard_requests_total", partition="none") == 5
+    with pytest.raises(ValueError, match=">= 0"):
+        metrics.requests(-1)
+    with pytest.raises(ValueError, match="partition"):
+        metrics.requests(1, partition=-2)
+
+
+def test_bad_records_use_bounded_reason_stems(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    for reason in BAD_RECORD_REASONS:
+        assert value(registry, "streamguard_bad_records_total", reason=reason) == 0
+    metrics.bad_records("wrong dimension: 12 (stream dimension is 384)")
+    metrics.bad_records("wrong dimension", n=2)
+    metrics.bad_records("embedding has NaN or Inf")
+    metrics.bad_records("zero vector", n=4)
+    metrics.bad_records("missing account_id")
+    metrics.bad_records("undecodable: invalid JSON at byte 3")
+    metrics.bad_records("something nobody planned for: user-123")
+    metrics.bad_records("user-456")
+    assert value(registry, "streamguard_bad_records_total", reason="wrong dimension") == 3
+    assert value(registry, "streamguard_bad_records_total", reason="embedding has NaN or Inf") == 1
+    assert value(registry, "streamguard_bad_records_total", reason="zero vector") == 4
+    assert value(registry, "streamguard_bad_records_total", reason="missing account_id") == 1
+    assert value(registry, "streamguard_bad_records_total", reason="undecodable") == 1
+    assert value(registry, "streamguard_bad_records_total", reason="other") == 2
+    reasons = {s.labels["reason"] for s in _samples(registry, "streamguard_bad_records_total")}
+    assert reasons == set(BAD_RECORD_REASONS)
+
+
+def test_alerts_count_once_per_kind(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    for kind in ALERT_KINDS:  # exported at 0 before the first alert, so increase() sees the first one
+        assert value(registry, "streamguard_alerts_total", kind=kind) == 0
+    metrics.alerts(["near_duplicate", "campaign"])
+    metrics.alerts(["near_duplicate+campaign", "campaign"])
+    metrics.alerts(["coverage_sweep"])
+    metrics.alerts([])
+    assert value(registry, "streamguard_alerts_total", kind="near_duplicate") == 2
+    assert value(registry, "streamguard_alerts_total", kind="campaign") == 2
+    assert value(registry, "streamguard_alerts_total", kind="coverage_sweep") == 1
+    with pytest.raises(ValueError, match="unknown alert kind"):
+        metrics.alerts(["exfiltration"])
+
+
+def test_batch_and_stage_histograms(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.batch(0.02, 100)
+    metrics.batch(0.3, 300)
+    assert value(registry, "streamguard_batch_duration_seconds_count") == 2
+    assert value(registry, "streamguard_batch_duration_seconds_sum") == pytest.approx(0.32)
+    assert value(registry, "streamguard_batch_duration_seconds_bucket", le="0.025") == 1
+    assert value(registry, "streamguard_batch_duration_seconds_bucket", le="0.5") == 2
+    assert value(registry, "streamguard_batch_size_sum") == 400
+    assert value(registry, "streamguard_batch_size_bucket", le="128.0") == 1
+    metrics.stage("near_duplicate", 0.004)
+    metrics.stage("near_duplicate", 0.006)
+    assert value(registry, "streamguard_stage_duration_seconds_count", stage="near_duplicate") == 2
+    assert value(registry, "streamguard_stage_duration_seconds_sum", stage="near_duplicate") == pytest.approx(0.01)
+    assert value(registry, "streamguard_stage_duration_seconds_count", stage="checkpoint") == 0
+    with pytest.raises(ValueError, match="unknown stage"):
+        metrics.stage("warp_drive", 1.0)
+
+
+def test_alert_delay_clamps_clock_skew(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.alert_delay(90.0)
+    metrics.alert_delay(-3.0)
+    assert value(registry, "streamguard_alert_delay_seconds_count") == 2
+    assert value(registry, "streamguard_alert_delay_seconds_sum") == 90.0
+    assert value(registry, "streamguard_alert_delay_seconds_bucket", le="0.5") == 1
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.alert_delay(float("nan"))
+
+
+def test_consumer_lag_and_forgotten_partitions(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.consumer_lag(0, 10)
+    metrics.consumer_lag(1, 20_000)
+    metrics.consumer_lag(1, 15_000)
+    assert value(registry, "streamguard_consumer_lag_records", partition="1") == 15_000
+    metrics.forget_partitions([1, 7])
+    assert value(registry, "streamguard_consumer_lag_records", partition="1") is None
+    assert value(registry, "streamguard_consumer_lag_records", partition="0") == 10
+
+
+def test_gauges(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.accounts(42, 1 << 20)
+    metrics.ready(True)
+    metrics.last_progress(1_790_000_123.5)
+    assert value(registry, "streamguard_active_accounts") == 42
+    assert value(registry, "streamguard_state_bytes") == 1 << 20
+    assert value(registry, "streamguard_ready") == 1
+    assert value(registry, "streamguard_last_progress_timestamp_seconds") == 1_790_000_123.5
+    metrics.ready(False)
+    assert value(registry, "streamguard_ready") == 0
+
+
+def test_scores_match_a_prometheus_histogram(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.beta(0.5, 3.0, 5000), np.array(SCORE_BUCKETS), [0.0, 1.0]])
+    oracle_registry = CollectorRegistry()
+    oracle = Histogram("oracle", "same buckets, one observe per value", registry=oracle_registry, buckets=SCORE_BUCKETS)
+    for v in values:
+        oracle.observe(float(v))
+    metrics.scores("coverage_sweep", values[:3000])
+    metrics.scores("coverage_sweep", values[3000:])
+    metrics.scores("coverage_sweep", [float("nan"), float("inf")])  # dropped
+    for le in [*(str(float(b)) for b in SCORE_BUCKETS), "+Inf"]:
+        got = value(registry, "streamguard_score_bucket", kind="coverage_sweep", le=le)
+        assert got == oracle_registry.get_sample_value("oracle_bucket", {"le": le}), le
+    assert value(registry, "streamguard_score_count", kind="coverage_sweep") == values.size
+    assert value(registry, "streamguard_score_sum", kind="coverage_sweep") == pytest.approx(values.sum())
+    assert value(registry, "streamguard_score_count", kind="near_duplicate") == 0
+    metrics.scores("near_duplicate", [1.7, -0.2])  # clipped into [0, 1]
+    assert value(registry, "streamguard_score_bucket", kind="near_duplicate", le="0.05") == 1
+    assert value(registry, "streamguard_score_sum", kind="near_duplicate") == 1.0
+    with pytest.raises(ValueError, match="unknown score kind"):
+        metrics.scores("campaign", [0.5])
+
+
+def test_account_hash_is_truncated_hmac_sha256(registry: CollectorRegistry) -> None:
+    # RFC 4231, test case 2: HMAC-SHA256(key="Jefe", "what do ya want for nothing?")
+    m = StreamguardMetrics(registry, b"Jefe")
+    assert m.account_hash("what do ya want for nothing?") == "5bdcc146bf60754e"
+    other = StreamguardMetrics(CollectorRegistry(), b"another key")
+    assert other.account_hash("what do ya want for nothing?") != "5bdcc146bf60754e"
+
+
+def test_suspicious_keeps_only_the_current_top_n(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    first = [(f"acct-{i}", i / 100) for i in range(20)]
+    metrics.suspicious(first)
+    rows = {s.labels["rank"]: (s.labels["account_hash"], s.value) for s in _samples(registry, "streamguard_suspicious_account_score")}
+    assert sorted(rows) == ["1", "2", "3", "4", "5"]
+    assert rows["1"] == (metrics.account_hash("acct-19"), 0.19)
+    assert rows["5"] == (metrics.account_hash("acct-15"), 0.15)
+    # A new ranking replaces the old one entirely; duplicates keep their best score.
+    metrics.suspicious([("acct-x", 0.5), ("acct-y", 0.9), ("acct-x", 0.95), ("acct-z", float("nan"))])
+    rows = {s.labels["rank"]: (s.labels["account_hash"], s.value) for s in _samples(registry, "streamguard_suspicious_account_score")}
+    assert rows == {"1": (metrics.account_hash("acct-x"), 0.95), "2": (metrics.account_hash("acct-y"), 0.9)}
+    metrics.suspicious([])
+    assert _samples(registry, "streamguard_suspicious_account_score") == []
+
+
+def test_backend_info_and_kernels(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    metrics.backend_info("cpu", "x86_64")
+    metrics.backend_info("cuda", "NVIDIA H100 80GB HBM3")
+    assert value(registry, "streamguard_backend_info", backend="cuda", device="NVIDIA H100 80GB HBM3") == 1
+    assert value(registry, "streamguard_backend_info", backend="cpu", device="x86_64") is None
+    metrics.gpu_kernel("coverage_update", 0.0002)
+    assert value(registry, "streamguard_gpu_kernel_seconds_count", kernel="coverage_update") == 1
+    with pytest.raises(ValueError, match="kernel name"):
+        metrics.gpu_kernel("acct-123 prompt text", 0.1)
+
+
+def test_register_collector_reads_at_scrape_and_survives_failures(
+    metrics: StreamguardMetrics, registry: CollectorRegistry
+) -> None:
+    depth = {"value": 1.0}
+    metrics.register_collector(lambda: {"streamguard_queue_depth": depth["value"], "not_ours": 1.0})
+    assert value(registry, "streamguard_queue_depth") == 1.0
+    depth["value"] = 9.0
+    assert value(registry, "streamguard_queue_depth") == 9.0
+    assert value(registry, "not_ours") is None
+
+    def broken() -> dict[str, float]:
+        raise RuntimeError("device lost")
+
+    metrics.register_collector(broken)
+    metrics.requests(1)
+    assert b"streamguard_requests_total" in generate_latest(registry)
+
+
+def test_one_million_accounts_keep_the_series_count_bounded(registry: CollectorRegistry) -> None:
+    m = StreamguardMetrics(registry, KEY, top_n=10)
+    n_accounts, chunk = 1_000_000, 50_000
+    rng = np.random.default_rng(7)
+    exercise_every_method(m)
+    for start in range(0, n_accounts, chunk):
+        ids = [f"acct-{i:07d}" for i in range(start, start + chunk)]
+        scores = rng.random(chunk)
+        m.suspicious(list(zip(ids, scores.tolist())))
+        m.scores("near_duplicate", scores)
+        m.scores("coverage_sweep", scores[::-1])
+        m.requests(chunk, partition=(start // chunk) % 12)
+        m.consumer_lag((start // chunk) % 12, start)
+        m.bad_records(f"wrong dimension: {ids[0]}")
+        m.bad_records(ids[1])  # an id where a reason belongs still lands in "other"
+        m.alerts(["near_duplicate+campaign"])
+        m.batch(0.05, chunk)
+        m.stage("coverage", 0.01)
+        m.accounts(start + chunk, (start + chunk) * 4096)
+    lines = series_lines(registry)
+    print(f"series exposed after {n_accounts} distinct accounts: {len(lines)}")
+    assert len(lines) < 2000
+    assert len(_samples(registry, "streamguard_suspicious_account_score")) == 10
+    assert value(registry, "streamguard_score_count", kind="near_duplicate") == n_accounts + 2
+
+
+def test_no_label_value_is_an_account_id(registry: CollectorRegistry) -> None:
+    m = StreamguardMetrics(registry, KEY, top_n=10)
+    exercise_every_method(m)
+    ids = [f"user-{i}@example.com" for i in range(2000)] + ["acct-1", "acct-2"]
+    m.suspicious([(a, (i % 97) / 97) for i, a in enumerate(ids)])
+    for a in ids[:50]:
+        m.bad_records(a)
+        m.bad_records(f"missing ts: {a}")
+    label_values = {
+        v for family in text_string_to_metric_families(generate_latest(registry).decode()) for s in family.samples for v in s.labels.values()
+    }
+    assert not label_values & set(ids)
+    assert not any(a in v for v in label_values for a in ("user-", "acct-", "@example.com"))
+    hashes = {s.labels["account_hash"] for s in _samples(registry, "streamguard_suspicious_account_score")}
+    assert len(hashes) == 10 and all(len(h) == 16 and int(h, 16) >= 0 for h in hashes)
+    assert m.account_hash("acct-1") == hmac.new(KEY, b"acct-1", hashlib.sha256).hexdigest()[:16]
+
+
+def test_exposition_passes_promtool_check_metrics(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed: run scripts/install-ops-tools.sh (Debian package 'prometheus')")
+    exercise_every_method(metrics)
+    text = generate_latest(registry)
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+    assert not (result.stdout + result.stderr).strip(), (result.stdout + result.stderr).decode()
+
+
+def test_serve_routes_metrics_and_probes(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    server, thread = serve(registry, 0)
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        metrics.requests(3, partition=1)
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:
+            assert response.status == 200
+            assert 'streamguard_requests_total{partition="1"} 3.0' in response.read().decode()
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(f"{base}/readyz", timeout=5)
+        assert not_ready.value.code == 503
+        metrics.ready(True)
+        with urllib.request.urlopen(f"{base}/readyz", timeout=5) as response:
+            assert response.status == 200
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(f"{base}/nope", timeout=5)
+        assert missing.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert not thread.is_alive()
+
+
+def _samples(registry: CollectorRegistry, name: str) -> list:
+    return [s for family in registry.collect() for s in family.samples if s.name == name]
