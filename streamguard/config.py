@@ -91,10 +91,18 @@ class ScoringConfig:
     """A rate is unusual when it is more than k robust deviations above the population median."""
     cross_dup_floor: float = 0.5
     """Floor on the cross-account near-duplicate rate for a near_duplicate alert."""
+    hysteresis: float = 0.8
+    """Once crossed, an account stays pending until its margin falls below this (not 1.0),
+    so evidence hovering at the line is not reset by every wobble."""
     realert_growth: float = 1.0
     """Alert an account again once its volume has grown by this fraction since the last alert."""
-    refresh_every: int = 8
-    """Recompute population statistics every this many batches."""
+    tick_ms: int = 300_000
+    """Accounts are judged each time event time crosses a tick, never at batch ends, so
+    alerts do not depend on how the stream was cut into batches."""
+    refresh_every_ticks: int = 3
+    """Recompute population statistics every this many ticks."""
+    evict_every_ticks: int = 12
+    """Look for idle accounts to evict every this many ticks."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +119,8 @@ class CampaignConfig:
     """A group's effective topics must exceed its median member's this many times."""
     link_min_requests: int = 50
     max_link_accounts: int = 5000
-    link_every: int = 8
-    """Link accounts every this many batches."""
+    link_every_ticks: int = 3
+    """Link accounts every this many scoring ticks."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 kustomize may not read files outside a kustomization's directory, so the
 PrometheusRule object holds a copy of the rule groups. The copy is textual
-(comments and block scalars kept), and tests/deploy/test_k8s.py fails when
+(comments and block scalars kept), and tests/deploy/test_deploy_k8s.py fails when
 the rendered PrometheusRule's rules differ from rules.yml.
 
     python deploy/prometheus/sync_prometheusrule.py          # rewrite the copy
@@ -20,7 +20,7 @@ TARGET = DEPLOY / "k8s" / "base" / "prometheusrule.yaml"
 
 HEADER = """\
 # GENERATED from deploy/prometheus/rules.yml by deploy/prometheus/sync_prometheusrule.py:
-# edit rules.yml, then run the script. tests/deploy/test_k8s.py checks they match.
+# edit rules.yml, then run the script. tests/deploy/test_deploy_k8s.py checks they match.
 apiVersion: monitoring.coreos.com/v1
 kind: PrometheusRule
 metadata:

@@ -64,9 +64,6 @@ class Backend(Protocol):
     def signatures(self, embeddings: Any, planes: Any, offsets: Any) -> Any:
         """Pack ``sign(embeddings @ planes - offsets)`` into uint64 words: (n, W)."""
 
-    def nearest_cells(self, embeddings: Any, centroids: Any, offsets: Any) -> Any:
-        """Index of ``argmax(embeddings @ centroids.T - offsets)``: (n,) int32."""
-
     def destyled_cells(
         self,
         embeddings: Any,

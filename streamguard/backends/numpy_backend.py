@@ -73,12 +73,6 @@ class NumpyBackend:
         projections = embeddings.astype(np.float32, copy=False) @ planes - offsets
         return pack_sign_bits(projections)
 
-    def nearest_cells(self, embeddings: np.ndarray, centroids: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        if embeddings.shape[0] == 0:
-            return np.empty(0, dtype=np.int32)
-        scores = embeddings.astype(np.float32, copy=False) @ centroids.T - offsets
-        return scores.argmax(axis=1).astype(np.int32)
-
     def destyled_cells(
         self,
         embeddings: np.ndarray,

@@ -12,9 +12,13 @@ from typing import Callable
 
 import numpy as np
 
+from streamguard.detectors.state import Stateful
 
-class AccountTable:
+
+class AccountTable(Stateful):
     """Maps account ids to slots; tells listeners when arrays must grow or slots reset."""
+
+    _state_fields = ("capacity", "_slot_of", "_ids", "last_ts", "_free")
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = max(1, int(capacity))

@@ -33,6 +33,7 @@ import numpy as np
 
 from streamguard.backends.base import Backend
 from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.state import Stateful
 
 
 @dataclass
@@ -54,7 +55,7 @@ def make_style_projection(dim: int, dims: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((dim, dims)) / math.sqrt(dims)).astype(np.float32)
 
 
-class CampaignDetector:
+class CampaignDetector(Stateful):
     """Account linking by style, and group statistics. State: campaign ids per slot.
 
     Parameters
@@ -66,6 +67,8 @@ class CampaignDetector:
     max_link_accounts : the strongest styles considered per linking pass
     capacity : initial number of account slots
     """
+
+    _state_fields = ("capacity", "campaign_of")
 
     def __init__(
         self,

@@ -38,6 +38,7 @@ import numpy as np
 
 from streamguard.backends.base import Backend
 from streamguard.detectors.near_duplicate import DetectorBatch
+from streamguard.detectors.state import Stateful
 
 _REBASE_EXPONENT = 10.0
 _POPULATION_FLOOR = 0.01
@@ -81,7 +82,7 @@ class PopulationMix:
         return cls(p, surprisal, entropy, max(sd, 1e-9), float(1.0 / (p @ p)))
 
 
-class CoverageDetector:
+class CoverageDetector(Stateful):
     """Per-account and population decayed topic histograms, and their statistics.
 
     Parameters
@@ -94,6 +95,12 @@ class CoverageDetector:
     population_account_cap : damping of heavy accounts in the population mix
     capacity : initial number of account slots
     """
+
+    _state_fields = (
+        "capacity", "hist", "w_sum", "w2_sum", "requests", "style_sum", "style_weight",
+        "residual_sq_sum", "residual_count", "population", "t0",
+    )
+    _device_fields = ("hist", "style_sum", "style_weight")
 
     def __init__(
         self,

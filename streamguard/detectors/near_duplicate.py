@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.detectors.state import Stateful
 
 
 @dataclass
@@ -56,7 +57,7 @@ class NearDuplicateResult:
         return np.clip(np.cos(np.pi * d / bits), 0.0, 1.0)
 
 
-class NearDuplicateDetector:
+class NearDuplicateDetector(Stateful):
     """Within- and cross-account near-duplicate scan over SimHash signatures.
 
     Parameters
@@ -69,6 +70,12 @@ class NearDuplicateDetector:
     cross_window_ms : maximum age of a cross-account match
     capacity : initial number of account slots
     """
+
+    _state_fields = (
+        "capacity", "ring", "ring_count", "table_slot", "table_ts", "table_sig",
+        "seen", "dups", "cross_dups", "last_partner",
+    )
+    _device_fields = ("ring", "ring_count", "table_slot", "table_ts", "table_sig")
 
     def __init__(
         self,

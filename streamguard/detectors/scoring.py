@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.config import ScoringConfig
+from streamguard.detectors.state import Stateful
 
 FEATURES = ("rarity_effect", "spread", "dup_rate", "cross_rate")
 
@@ -90,7 +91,7 @@ class _CampaignTrack:
     alerted: set[int] = field(default_factory=set)
 
 
-class Scorer:
+class Scorer(Stateful):
     """Keeps per-account alert state and decides who crosses the line.
 
     Parameters
@@ -98,6 +99,8 @@ class Scorer:
     config : ScoringConfig
     capacity : initial number of account slots
     """
+
+    _state_fields = ("capacity", "baseline", "crossed_ts", "crossed_n", "alerted_n", "campaigns")
 
     def __init__(self, config: ScoringConfig, capacity: int = 4096) -> None:
         self.config = config
@@ -151,10 +154,13 @@ class Scorer:
         cross = cross_margin >= 1.0
         dup = features["dup_rate"] >= max(thr["dup_rate"], 1e-9)
         crossing = (sweep | cross) & (seen >= cfg.min_requests)
+        pending = self.crossed_ts[slots] >= 0
+        holding = np.maximum(sweep_margin, cross_margin) >= cfg.hysteresis
 
         verdicts: list[Verdict] = []
-        # Accounts that stopped crossing lose their pending confirmation.
-        self.crossed_ts[slots[~crossing]] = -1
+        # Accounts that clearly stopped crossing lose their pending confirmation.
+        self.crossed_ts[slots[pending & ~holding]] = -1
+        crossing |= pending & holding & (seen >= cfg.min_requests)
         for i in np.flatnonzero(crossing):
             slot = int(slots[i])
             if self.crossed_ts[slot] < 0:
@@ -212,7 +218,7 @@ class Scorer:
         cfg = self.config
         margin = float(self.sweep_margin(stats))
         track = self.campaigns.get(campaign_id)
-        if margin < 1.0:
+        if margin < (cfg.hysteresis if track is not None else 1.0):
             if track is not None and not track.confirmed:
                 del self.campaigns[campaign_id]
             return None

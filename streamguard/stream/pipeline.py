@@ -18,7 +18,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -81,8 +81,13 @@ class Pipeline:
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
         self._warm: list[RequestBatch] = []
         self._warm_rows = 0
-        self._batches_since_refresh = 0
-        self._max_ts = np.iinfo(np.int64).min
+        self._tick: int | None = None
+        self._watermark: int | None = None
+        self._touched: set[int] = set()
+        self._last_request = np.full(self.accounts.capacity, None, dtype=object)
+        self._last_dup_request = np.full(self.accounts.capacity, None, dtype=object)
+        self.accounts.on_grow(self._grow_examples)
+        self.accounts.on_reset(self._reset_examples)
         if codebook is not None:
             self._build(codebook)
 
@@ -91,6 +96,15 @@ class Pipeline:
         return self.near_duplicate is not None
 
     # ----------------------------------------------------------------- set-up
+
+    def _grow_examples(self, capacity: int) -> None:
+        extra = capacity - self._last_request.shape[0]
+        self._last_request = np.concatenate([self._last_request, np.full(extra, None, dtype=object)])
+        self._last_dup_request = np.concatenate([self._last_dup_request, np.full(extra, None, dtype=object)])
+
+    def _reset_examples(self, slots: np.ndarray) -> None:
+        self._last_request[slots] = None
+        self._last_dup_request[slots] = None
 
     def _build(self, codebook: Codebook) -> None:
         cfg = self.settings
@@ -183,11 +197,16 @@ class Pipeline:
         if len(batch) == 0:
             return []
         if not self.ready:
-            self._warm.append(batch)
-            self._warm_rows += len(batch)
+            # Exactly the first `warmup` requests fit the codebook, however they were batched.
+            room = self.settings.coverage.warmup - self._warm_rows
+            self._warm.append(batch.take(np.arange(min(room, len(batch)))))
+            self._warm_rows += min(room, len(batch))
             if self._warm_rows < self.settings.coverage.warmup:
                 return []
-            return self._start_from_warmup()
+            alerts = self._start_from_warmup()
+            if len(batch) > room:
+                alerts.extend(self.process(batch.take(np.arange(room, len(batch)))))
+            return alerts
         alerts: list[AlertRecord] = []
         step = self.settings.batch.max_size
         for start in range(0, len(batch), step):
@@ -195,10 +214,13 @@ class Pipeline:
         return alerts
 
     def finish(self) -> list[AlertRecord]:
-        """End of input: a stream shorter than the warm-up is still processed."""
+        """End of input: process a stream shorter than the warm-up, judge the last tick."""
+        alerts: list[AlertRecord] = []
         if not self.ready and self._warm_rows:
-            return self._start_from_warmup()
-        return []
+            alerts = self._start_from_warmup()
+        if self.ready and self._touched:
+            alerts.extend(self._end_tick(self._tick + 1 if self._tick is not None else 0))
+        return alerts
 
     def _start_from_warmup(self) -> list[AlertRecord]:
         warm = RequestBatch.concat(self._warm, self._warm[0].dim)
@@ -210,42 +232,75 @@ class Pipeline:
         return self.process(warm)
 
     def _process_chunk(self, batch: RequestBatch) -> list[AlertRecord]:
-        assert self.near_duplicate and self.coverage and self.campaigns  # built before the first chunk
+        """Update the detectors, judging accounts each time event time crosses a tick.
+
+        Judging at event-time ticks, never at batch ends, makes the alerts
+        independent of how the stream was cut into batches: ``replay`` and
+        ``run`` see different batches but the same ticks.
+        """
         started = time.perf_counter()
-        timer = started
-        stage = self.stats.stage_seconds
-
-        def lap(name: str) -> None:
-            nonlocal timer
-            now = time.perf_counter()
-            stage[name] += now - timer
-            timer = now
-
-        slots = self.accounts.assign(batch.account_ids, batch.ts)
-        det_batch = DetectorBatch(slots, batch.ts, self.backend.asarray(batch.embeddings))
-        lap("accounts")
-        nd = self.near_duplicate.update(det_batch)
-        lap("near_duplicate")
-        self.coverage.update(det_batch)
-        lap("coverage")
-
-        touched, last_index = np.unique(slots[::-1], return_index=True)
-        last_index = len(slots) - 1 - last_index
-        alerts = self._score(touched, batch, last_index, nd.is_dup)
-        if self.stats.batches % self.settings.campaign.link_every == 0:
-            alerts.extend(self._score_campaigns(int(batch.ts.max())))
-            alerts.sort(key=lambda a: a.ts)
-        lap("scoring")
-
-        self._max_ts = max(self._max_ts, int(batch.ts.max()))
-        self._evict_idle()
+        tick_ms = self.settings.scoring.tick_ms
+        floor = self._watermark if self._watermark is not None else np.iinfo(np.int64).min
+        watermark = np.maximum.accumulate(np.maximum(batch.ts, floor))
+        ticks = watermark // tick_ms
+        previous = np.r_[self._tick if self._tick is not None else ticks[0], ticks[:-1]]
+        alerts: list[AlertRecord] = []
+        start = 0
+        for cut in np.flatnonzero(ticks != previous).tolist() + [len(batch)]:
+            if cut > start:
+                self._update(batch.take(np.arange(start, cut)))
+            if cut < len(batch):
+                alerts.extend(self._end_tick(int(ticks[cut])))
+            start = cut
+        self._watermark = int(watermark[-1])
+        if self._tick is None:
+            self._tick = int(ticks[-1])
         self.stats.requests += len(batch)
         self.stats.batches += 1
-        self.stats.near_duplicates += int(nd.is_dup.sum())
-        self.stats.cross_duplicates += int(nd.is_cross_dup.sum())
         self.stats.batch_seconds.append(time.perf_counter() - started)
         if alerts and self.on_alerts is not None:
             self.on_alerts(alerts)
+        return alerts
+
+    def _update(self, batch: RequestBatch) -> None:
+        assert self.near_duplicate and self.coverage  # built before the first chunk
+        stage = self.stats.stage_seconds
+        t = time.perf_counter()
+        slots = self.accounts.assign(batch.account_ids, batch.ts)
+        self._last_request[slots] = batch.request_ids
+        det_batch = DetectorBatch(slots, batch.ts, self.backend.asarray(batch.embeddings))
+        now = time.perf_counter()
+        stage["accounts"] += now - t
+        t = now
+        nd = self.near_duplicate.update(det_batch)
+        dup_rows = np.flatnonzero(nd.is_dup | nd.is_cross_dup)
+        self._last_dup_request[slots[dup_rows]] = batch.request_ids[dup_rows]
+        now = time.perf_counter()
+        stage["near_duplicate"] += now - t
+        t = now
+        self.coverage.update(det_batch)
+        stage["coverage"] += time.perf_counter() - t
+        self._touched.update(np.unique(slots).tolist())
+        self.stats.near_duplicates += int(nd.is_dup.sum())
+        self.stats.cross_duplicates += int(nd.is_cross_dup.sum())
+
+    def _end_tick(self, new_tick: int) -> list[AlertRecord]:
+        """Judge every account touched during the tick that just ended, then maintain state."""
+        t = time.perf_counter()
+        cfg = self.settings.scoring
+        ended = self._tick if self._tick is not None else new_tick
+        self._tick = new_tick
+        if ended % cfg.refresh_every_ticks == 0 or self.scorer.baseline.accounts == 0:
+            self._refresh_population()
+        touched = np.array(sorted(self._touched), dtype=np.int64)
+        self._touched.clear()
+        alerts = self._score(touched)
+        if ended % self.settings.campaign.link_every_ticks == 0:
+            alerts.extend(self._score_campaigns(int(self._watermark or 0)))
+        if ended % cfg.evict_every_ticks == 0:
+            self._evict_idle()
+        alerts.sort(key=lambda a: (a.ts, a.account_id))
+        self.stats.stage_seconds["scoring"] += time.perf_counter() - t
         return alerts
 
     def account_features(self, slots: np.ndarray) -> dict[str, np.ndarray]:
@@ -269,37 +324,32 @@ class Pipeline:
         if established.size:
             self.scorer.refresh_baseline(self.account_features(np.sort(established)))
 
-    def _score(self, touched: np.ndarray, batch: RequestBatch, last_index: np.ndarray, is_dup: np.ndarray) -> list[AlertRecord]:
+    def _score(self, touched: np.ndarray) -> list[AlertRecord]:
         assert self.near_duplicate is not None
-        self._batches_since_refresh += 1
-        if self._batches_since_refresh >= self.settings.scoring.refresh_every or self.scorer.baseline.accounts == 0:
-            self._refresh_population()
-            self._batches_since_refresh = 0
+        if touched.size == 0:
+            return []
         seen = self.near_duplicate.seen[touched]
         candidates = seen >= self.settings.scoring.min_requests
         if not candidates.any():
             return []
-        touched, last_index, seen = touched[candidates], last_index[candidates], seen[candidates]
+        touched, seen = touched[candidates], seen[candidates]
+        now_ts = self.accounts.last_ts[touched]
         features = self.account_features(touched)
-        verdicts = self.scorer.judge(touched, seen, batch.ts[last_index], features)
         alerts = []
-        for verdict in verdicts:
+        for verdict in self.scorer.judge(touched, seen, now_ts, features):
             i = int(np.searchsorted(touched, verdict.slot))
             evidence = dict(verdict.evidence)
             partner = int(self.near_duplicate.last_partner[verdict.slot])
             if partner >= 0:
                 evidence["linked_account"] = self.accounts.account_id(partner)
-            in_batch = np.flatnonzero(self._slots_of(batch, verdict.slot))
-            dup_rows = in_batch[is_dup[in_batch]] if in_batch.size else in_batch
-            examples = (dup_rows if dup_rows.size else in_batch)[-3:]
-            evidence["example_request_ids"] = [str(r) for r in batch.request_ids[examples]]
-            kind = "+".join(verdict.kinds) if verdict.kinds else "coverage_sweep"
+            examples = [self._last_dup_request[verdict.slot], self._last_request[verdict.slot]]
+            evidence["example_request_ids"] = list(dict.fromkeys(str(e) for e in examples if e))
             alerts.append(
                 AlertRecord(
                     account_id=str(self.accounts.account_id(verdict.slot)),
-                    ts=int(batch.ts[last_index[i]]),
+                    ts=int(now_ts[i]),
                     score=round(verdict.score, 4),
-                    kind=kind,
+                    kind="+".join(verdict.kinds),
                     campaign_id=None,
                     evidence=evidence,
                     events_seen=int(seen[i]),
@@ -307,7 +357,6 @@ class Pipeline:
             )
             for k in verdict.kinds:
                 self.stats.alerts_by_kind[k] += 1
-        alerts.sort(key=lambda a: a.ts)
         return alerts
 
     def _score_campaigns(self, now_ts: int) -> list[AlertRecord]:
@@ -338,14 +387,65 @@ class Pipeline:
             self.stats.alerts_by_kind["campaign"] += int(verdict.members.size)
         return alerts
 
-    def _slots_of(self, batch: RequestBatch, slot: int) -> np.ndarray:
-        account = self.accounts.account_id(slot)
-        return batch.account_ids == account
-
     def _evict_idle(self) -> None:
         idle_ms = int(self.settings.state.idle_evict_hours * 3_600_000)
-        if self.stats.batches % 64 == 0:
-            self.stats.evicted += int(self.accounts.evict_idle(self._max_ts, idle_ms).size)
+        if self._watermark is not None:
+            evicted = self.accounts.evict_idle(self._watermark, idle_ms)
+            self._touched.difference_update(evicted.tolist())
+            self.stats.evicted += int(evicted.size)
+
+    # ------------------------------------------------------------ checkpoints
+
+    SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where this pipeline is (host values; picklable).
+
+        Restoring a snapshot into a fresh pipeline built with the same
+        settings gives the same alerts as never having stopped.
+        """
+        state: dict[str, Any] = {
+            "version": self.SNAPSHOT_VERSION,
+            "codebook": dataclasses.asdict(self.codebook) if self.codebook is not None else None,
+            "warm": list(self._warm),
+            "warm_rows": self._warm_rows,
+            "tick": self._tick,
+            "watermark": self._watermark,
+            "touched": sorted(self._touched),
+            "last_request": self._last_request.copy(),
+            "last_dup_request": self._last_dup_request.copy(),
+            "requests": self.stats.requests,
+            "accounts": self.accounts.state_dict(),
+            "scorer": self.scorer.state_dict(),
+        }
+        if self.ready:
+            assert self.near_duplicate and self.coverage and self.campaigns
+            state["near_duplicate"] = self.near_duplicate.state_dict()
+            state["coverage"] = self.coverage.state_dict()
+            state["campaigns"] = self.campaigns.state_dict()
+        return state
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load a :meth:`snapshot` into this (freshly built) pipeline."""
+        if state.get("version") != self.SNAPSHOT_VERSION:
+            raise ValueError(f"snapshot version {state.get('version')} is not {self.SNAPSHOT_VERSION}")
+        if state["codebook"] is not None and not self.ready:
+            self._build(Codebook(**state["codebook"]))
+        self._warm = list(state["warm"])
+        self._warm_rows = int(state["warm_rows"])
+        self._tick = state["tick"]
+        self._watermark = state["watermark"]
+        self._touched = set(state["touched"])
+        self._last_request = state["last_request"].copy()
+        self._last_dup_request = state["last_dup_request"].copy()
+        self.stats.requests = int(state["requests"])
+        self.accounts.load_state_dict(state["accounts"])
+        self.scorer.load_state_dict(state["scorer"])
+        if self.ready:
+            assert self.near_duplicate and self.coverage and self.campaigns
+            self.near_duplicate.load_state_dict(state["near_duplicate"])
+            self.coverage.load_state_dict(state["coverage"])
+            self.campaigns.load_state_dict(state["campaigns"])
 
     def state_bytes_per_account(self) -> int:
         if self.near_duplicate is None or self.coverage is None:

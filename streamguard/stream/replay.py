@@ -133,17 +133,22 @@ def replay_table(
                 continue
             warm = RequestBatch.concat(pending, dim)
             if codebook is None:
-                codebook = Pipeline(settings, backend).fit_codebook(warm)
+                # The first `warmup` requests exactly, as a pipeline fitting its own would take.
+                codebook = Pipeline(settings, backend).fit_codebook(warm.take(np.arange(settings.coverage.warmup)))
             pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
             pending = []
             feed(warm)
         else:
             feed(batch)
+    for pipeline in pipelines:
+        emit(pipeline.finish())
     if not pipelines and pending_rows:
         warm = RequestBatch.concat(pending, dim)
         codebook = codebook or Pipeline(settings, backend).fit_codebook(warm)
         pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
         feed(warm)
+        for pipeline in pipelines:
+            emit(pipeline.finish())
     alert_sink.flush()
     dead_letters.flush()
     result.pipelines = pipelines

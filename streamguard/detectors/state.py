@@ -1,0 +1,52 @@
+"""Snapshots of detector state, for checkpoints.
+
+Each stateful part lists the attributes that make up its state; a snapshot is
+a dict of host NumPy arrays and plain Python values, so it pickles, and it
+restores onto whichever backend the part was built with.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+
+class Stateful:
+    """Mixin: ``state_dict()`` / ``load_state_dict()`` over ``_state_fields``.
+
+    ``_device_fields`` name the arrays that live on the backend (moved to the
+    host in a snapshot and back on restore); everything else is copied as is.
+    """
+
+    _state_fields: tuple[str, ...] = ()
+    _device_fields: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict[str, Any]:
+        backend = getattr(self, "backend", None)
+        out: dict[str, Any] = {}
+        for name in self._state_fields:
+            value = getattr(self, name)
+            if name in self._device_fields and backend is not None:
+                out[name] = np.array(backend.to_host(value), copy=True)
+            elif isinstance(value, np.ndarray):
+                out[name] = value.copy()
+            else:
+                out[name] = copy.deepcopy(value)
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self._state_fields) - set(state)
+        if missing:
+            raise ValueError(f"{type(self).__name__} snapshot lacks {sorted(missing)}")
+        backend = getattr(self, "backend", None)
+        for name in self._state_fields:
+            value = state[name]
+            if name in self._device_fields and backend is not None:
+                value = backend.asarray(np.array(value, copy=True))
+            elif isinstance(value, np.ndarray):
+                value = value.copy()
+            else:
+                value = copy.deepcopy(value)
+            setattr(self, name, value)
