@@ -91,7 +91,7 @@ def _backend(args: argparse.Namespace, settings):
         backend = create_backend(args.backend, settings.near_duplicate.bands, settings.near_duplicate.table_bits)
     except BackendUnavailable as exc:
         raise UsageError(str(exc)) from None
-    log.warning("backend: %s", backend.name)
+    log.info("backend: %s", backend.name)
     return backend
 
 

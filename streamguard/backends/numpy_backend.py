@@ -102,8 +102,14 @@ class NumpyBackend:
         inclusive_w = np.cumsum(weights[order].astype(np.float64))
         base = np.vstack([np.zeros((1, inclusive.shape[1])), inclusive])[first][group]
         base_w = np.r_[0.0, inclusive_w][first][group]
-        before = style_sum[s_slots].astype(np.float64) + inclusive - weighted[order] - base
-        before_w = style_weight[s_slots].astype(np.float64) + inclusive_w - weights[order] - base_w
+        earlier = inclusive - weighted[order] - base
+        earlier_w = inclusive_w - weights[order] - base_w
+        # The first request of each account has nothing earlier in the batch: exactly zero,
+        # not the rounding residue of a global cumulative sum.
+        earlier[first] = 0.0
+        earlier_w[first] = 0.0
+        before = style_sum[s_slots].astype(np.float64) + earlier
+        before_w = style_weight[s_slots].astype(np.float64) + earlier_w
         style = np.zeros_like(before)
         has = before_w > 0
         style[has] = before[has] / before_w[has, None]

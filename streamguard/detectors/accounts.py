@@ -18,12 +18,13 @@ from streamguard.detectors.state import Stateful
 class AccountTable(Stateful):
     """Maps account ids to slots; tells listeners when arrays must grow or slots reset."""
 
-    _state_fields = ("capacity", "_slot_of", "_ids", "last_ts", "_free")
+    _state_fields = ("capacity", "_slot_of", "_ids", "first_ts", "last_ts", "_free")
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = max(1, int(capacity))
         self._slot_of: dict[str, int] = {}
         self._ids: list[str | None] = [None] * self.capacity
+        self.first_ts = np.full(self.capacity, np.iinfo(np.int64).max, dtype=np.int64)
         self.last_ts = np.zeros(self.capacity, dtype=np.int64)
         self._free: list[int] = list(range(self.capacity - 1, -1, -1))
         self._on_grow: list[Callable[[int], None]] = []
@@ -60,6 +61,7 @@ class AccountTable(Stateful):
             slots[i] = slot
         if slots.size:
             np.maximum.at(self.last_ts, slots, ts)
+            np.minimum.at(self.first_ts, slots, ts)
         return slots
 
     def _allocate(self, account: str) -> int:
@@ -77,6 +79,7 @@ class AccountTable(Stateful):
             callback(new)
         self._ids.extend([None] * (new - old))
         self.last_ts = np.concatenate([self.last_ts, np.zeros(new - old, dtype=np.int64)])
+        self.first_ts = np.concatenate([self.first_ts, np.full(new - old, np.iinfo(np.int64).max, dtype=np.int64)])
         self._free.extend(range(new - 1, old - 1, -1))
         self.capacity = new
 
@@ -92,5 +95,6 @@ class AccountTable(Stateful):
                 del self._slot_of[account]
                 self._ids[slot] = None
                 self.last_ts[slot] = 0
+                self.first_ts[slot] = np.iinfo(np.int64).max
                 self._free.append(slot)
         return stale

@@ -21,6 +21,7 @@ It holds:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class Codebook:
     mean : (d,) float32
     centroids : (K, d) float32, unit rows, in the centred space
     topic_of_cell : (K,) int32 in [0, T)
+    domain_of_topic : (T,) int32 in [0, G): a coarser cut of the same merge tree
     planes : (d, bits) float32 SimHash hyperplanes
     warmup_counts : (T,) float64 requests of the warm-up sample per topic
     """
@@ -43,6 +45,7 @@ class Codebook:
     mean: np.ndarray
     centroids: np.ndarray
     topic_of_cell: np.ndarray
+    domain_of_topic: np.ndarray
     planes: np.ndarray
     warmup_counts: np.ndarray
 
@@ -57,6 +60,10 @@ class Codebook:
     @property
     def topics(self) -> int:
         return int(self.topic_of_cell.max()) + 1
+
+    @property
+    def domains(self) -> int:
+        return int(self.domain_of_topic.max()) + 1
 
     @property
     def bits(self) -> int:
@@ -78,6 +85,7 @@ class Codebook:
             mean=self.mean,
             centroids=self.centroids,
             topic_of_cell=self.topic_of_cell,
+            domain_of_topic=self.domain_of_topic,
             planes=self.planes,
             warmup_counts=self.warmup_counts,
         )
@@ -90,6 +98,7 @@ class Codebook:
                     mean=data["mean"].astype(np.float32),
                     centroids=data["centroids"].astype(np.float32),
                     topic_of_cell=data["topic_of_cell"].astype(np.int32),
+                    domain_of_topic=data["domain_of_topic"].astype(np.int32),
                     planes=data["planes"].astype(np.float32),
                     warmup_counts=data["warmup_counts"].astype(np.float64),
                 )
@@ -153,23 +162,51 @@ def balanced_sample(account_keys: np.ndarray, per_account: int, rng: np.random.G
     return np.sort(order[keep])
 
 
-def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> np.ndarray:
-    """Topic of each cell: average-linkage clusters of centroids closer than ``cohesion``.
+def _shared_cells(centroids: np.ndarray, sample: np.ndarray, accounts: np.ndarray, min_accounts: int) -> np.ndarray:
+    """Keep the cells that several accounts ask about.
+
+    A cell whose warm-up requests come from fewer than ``min_accounts``
+    accounts is one account's template or system prompt, not a capability;
+    left in, it would catch that account's requests and make an ordinary
+    product account look like a sweeper of rare cells.
+    """
+    assign = (sample @ centroids.T).argmax(axis=1)
+    _, account_index = np.unique(accounts, return_inverse=True)
+    pairs = np.unique(np.stack([assign, account_index]), axis=1)
+    distinct = np.bincount(pairs[0], minlength=centroids.shape[0])
+    keep = distinct >= min_accounts
+    if keep.sum() < 2:
+        return centroids
+    return centroids[keep]
+
+
+def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> tuple[np.ndarray, np.ndarray]:
+    """Topic of each cell, and domain of each topic, from one average-linkage tree.
 
     Two cells are one topic when their centroids are, on average, at least as
     similar as a typical warm-up request is to its own centroid. If that leaves
     more than ``max_topics`` topics, the tree is cut at ``max_topics`` instead.
+    Domains cut the same tree higher, into about ``sqrt(T)`` groups, so every
+    topic lies in exactly one domain.
+
+    Returns topic_of_cell (K,) int32 and domain_of_topic (T,) int32.
     """
     from scipy.cluster.hierarchy import fcluster, linkage  # noqa: PLC0415 - only at fit time
 
-    if centroids.shape[0] < 2:
-        return np.zeros(centroids.shape[0], dtype=np.int32)
+    k = centroids.shape[0]
+    if k < 4:
+        return np.arange(k, dtype=np.int32), np.zeros(k, dtype=np.int32)
     tree = linkage(centroids.astype(np.float64), method="average", metric="cosine")
     topics = fcluster(tree, t=max(1.0 - cohesion, 1e-6), criterion="distance")
     if topics.max() > max_topics:
         topics = fcluster(tree, t=max_topics, criterion="maxclust")
-    _, dense = np.unique(topics, return_inverse=True)
-    return dense.astype(np.int32)
+    _, topic_of_cell = np.unique(topics, return_inverse=True)
+    n_topics = int(topic_of_cell.max()) + 1
+    domains = fcluster(tree, t=max(2, min(n_topics - 1, round(math.sqrt(n_topics)))), criterion="maxclust")
+    _, domain_of_cell = np.unique(domains, return_inverse=True)
+    domain_of_topic = np.zeros(n_topics, dtype=np.int32)
+    domain_of_topic[topic_of_cell] = domain_of_cell
+    return topic_of_cell.astype(np.int32), domain_of_topic
 
 
 def fit_codebook(
@@ -182,6 +219,7 @@ def fit_codebook(
     per_account: int = 16,
     iters: int = 10,
     seed: int = 0,
+    min_accounts: int = 3,
 ) -> Codebook:
     """Fit a codebook on a warm-up sample.
 
@@ -192,22 +230,26 @@ def fit_codebook(
         fit so that no product account or template owns cells
     cells : K, reduced when the sample is too small to support it
     max_topics : upper bound on T
+    min_accounts : a cell must be shared by this many accounts of the warm-up
     """
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise ValueError("cannot fit a codebook on an empty warm-up sample")
     rng = np.random.default_rng(seed)
     mean = embeddings.mean(axis=0).astype(np.float32)
-    sample = embeddings[balanced_sample(account_keys, per_account, rng)]
+    kept = balanced_sample(account_keys, per_account, rng)
+    sample = embeddings[kept]
     centred = _normalise(sample - mean).astype(np.float32)
     k = int(max(2, min(cells, centred.shape[0] // 4)))
     centroids = spherical_kmeans(centred, k, iters, rng)
+    centroids = _shared_cells(centroids, centred, account_keys[kept], min_accounts)
     own = (centred @ centroids.T).max(axis=1)
-    topic_of_cell = merge_cells(centroids, float(np.median(own)), max_topics)
+    topic_of_cell, domain_of_topic = merge_cells(centroids, float(np.median(own)), max_topics)
     warm_cells = ((embeddings - mean) @ centroids.T).argmax(axis=1)
     return Codebook(
         mean=mean,
         centroids=centroids,
         topic_of_cell=topic_of_cell,
+        domain_of_topic=domain_of_topic,
         planes=make_planes(embeddings.shape[1], bits, plane_seed),
         warmup_counts=np.bincount(topic_of_cell[warm_cells], minlength=int(topic_of_cell.max()) + 1).astype(np.float64),
     )

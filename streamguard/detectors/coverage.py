@@ -19,6 +19,10 @@ against the live population and neither in cosine units, tell them apart:
     Divided by the population's standard deviation of surprisal it is an
     effect size (``rarity_effect``); divided by its standard error
     ``sd / sqrt(n_eff)`` a z-score (``rarity_z``) that only volume can raise.
+    The same is measured *within domains* (``rarity_cond``: surprisal of the
+    topic given its domain, against the population's conditional entropy in
+    the account's own domain mix), which catches a sweep of a few popular
+    domains: common domains, but every corner of them.
 ``spread``
     The account's effective number of topics (inverse Simpson index, estimated
     without bias from decayed counts) over the population's. A niche user can
@@ -62,6 +66,8 @@ class PopulationMix:
     p : (T,) float64 probabilities, floored so no topic is impossible
     surprisal : (T,) ``-log p``; entropy : ``E[surprisal]``; surprisal_sd : its sd
     effective_topics : ``1 / sum(p**2)``
+    surprisal_cond : (T,) ``-log p(topic | domain)``
+    entropy_cond, sd_cond : (G,) conditional entropy and its sd within each domain
     """
 
     p: np.ndarray
@@ -69,9 +75,12 @@ class PopulationMix:
     entropy: float
     surprisal_sd: float
     effective_topics: float
+    surprisal_cond: np.ndarray
+    entropy_cond: np.ndarray
+    sd_cond: np.ndarray
 
     @classmethod
-    def from_counts(cls, counts: np.ndarray) -> "PopulationMix":
+    def from_counts(cls, counts: np.ndarray, domain_of_topic: np.ndarray) -> "PopulationMix":
         topics = counts.shape[0]
         total = counts.sum()
         p = counts / total if total > 0 else np.full(topics, 1.0 / topics)
@@ -79,7 +88,17 @@ class PopulationMix:
         surprisal = -np.log(p)
         entropy = float(p @ surprisal)
         sd = float(np.sqrt(p @ (surprisal - entropy) ** 2))
-        return cls(p, surprisal, entropy, max(sd, 1e-9), float(1.0 / (p @ p)))
+        domains = int(domain_of_topic.max()) + 1
+        p_domain = np.bincount(domain_of_topic, weights=p, minlength=domains)
+        p_cond = p / p_domain[domain_of_topic]
+        surprisal_cond = -np.log(p_cond)
+        entropy_cond = np.bincount(domain_of_topic, weights=p_cond * surprisal_cond, minlength=domains)
+        var_cond = np.bincount(
+            domain_of_topic, weights=p_cond * (surprisal_cond - entropy_cond[domain_of_topic]) ** 2, minlength=domains
+        )
+        return cls(
+            p, surprisal, entropy, max(sd, 1e-9), float(1.0 / (p @ p)), surprisal_cond, entropy_cond, np.sqrt(var_cond)
+        )
 
 
 class CoverageDetector(Stateful):
@@ -90,6 +109,7 @@ class CoverageDetector(Stateful):
     backend : the array backend
     mean : (d,) float32 stream mean; centroids : (K, d) float32 (see Codebook)
     topic_of_cell : (K,) int32
+    domain_of_topic : (T,) int32
     prior_counts : (T,) float64, the population's mix before any request is seen
     half_life_hours : decay half-life of every histogram
     population_account_cap : damping of heavy accounts in the population mix
@@ -108,6 +128,7 @@ class CoverageDetector(Stateful):
         mean: np.ndarray,
         centroids: np.ndarray,
         topic_of_cell: np.ndarray,
+        domain_of_topic: np.ndarray,
         prior_counts: np.ndarray,
         half_life_hours: float = 72.0,
         population_account_cap: int = 50,
@@ -119,6 +140,8 @@ class CoverageDetector(Stateful):
         self.centroids = backend.asarray(centroids)
         self.dim = int(centroids.shape[1])
         self.topic_of_cell = np.asarray(topic_of_cell, dtype=np.int32)
+        self.domain_of_topic = np.asarray(domain_of_topic, dtype=np.int32)
+        self.domains = int(self.domain_of_topic.max()) + 1
         self.prior_counts = np.asarray(prior_counts, dtype=np.float64)
         self.half_life_hours = float(half_life_hours)
         self.capacity = int(capacity)
@@ -223,7 +246,7 @@ class CoverageDetector(Stateful):
 
     def population_mix(self) -> PopulationMix:
         counts = self.population if self.population.sum() > 0 else self.prior_counts
-        return PopulationMix.from_counts(counts)
+        return PopulationMix.from_counts(counts, self.domain_of_topic)
 
     def account_stats(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Coverage statistics of the given accounts against the current population.
@@ -237,7 +260,10 @@ class CoverageDetector(Stateful):
         red = self.backend.coverage_reduce(
             self.hist, self.backend.asarray(slots), self.backend.asarray(mix.surprisal.astype(np.float32))
         )
-        return self._stats(red["sum_sq"], red["surprisal"], red["distinct"], self.w_sum[slots], self.w2_sum[slots], mix)
+        rows = self.backend.to_host(self.hist[self.backend.asarray(slots)]).astype(np.float64)
+        return self._stats(
+            red["sum_sq"], red["surprisal"], red["distinct"], self.w_sum[slots], self.w2_sum[slots], mix, rows
+        )
 
     def group_stats(self, slots: np.ndarray) -> dict[str, float]:
         """The statistics of :meth:`account_stats` for several accounts taken as one actor."""
@@ -251,6 +277,7 @@ class CoverageDetector(Stateful):
             np.array([self.w_sum[slots].sum()]),
             np.array([self.w2_sum[slots].sum()]),
             mix,
+            combined[None, :],
         )
         return {name: float(values[0]) for name, values in stats.items()}
 
@@ -262,6 +289,7 @@ class CoverageDetector(Stateful):
         w: np.ndarray,
         w2: np.ndarray,
         mix: PopulationMix,
+        rows: np.ndarray,
     ) -> dict[str, np.ndarray]:
         has = w2 > 0
         safe_w = np.where(has, w, 1.0)
@@ -272,7 +300,18 @@ class CoverageDetector(Stateful):
         effective_topics = 1.0 / np.clip(collision, 1.0 / self.topics, 1.0)
         rarity = np.where(has, surprisal / safe_w - mix.entropy, 0.0)
         standard_error = mix.surprisal_sd / np.sqrt(np.maximum(n_eff, 1.0))
+        # Within domains: the account's own domain mix, the population's mix inside each domain.
+        one_hot = np.zeros((self.topics, self.domains))
+        one_hot[np.arange(self.topics), self.domain_of_topic] = 1.0
+        domain_mix = (rows @ one_hot) / safe_w[:, None]
+        rarity_cond = np.where(has, rows @ mix.surprisal_cond / safe_w - domain_mix @ mix.entropy_cond, 0.0)
+        sd_cond = np.sqrt(np.maximum(domain_mix @ (mix.sd_cond**2), 1e-18))
+        cond_effect = rarity_cond / sd_cond
+        cond_z = rarity_cond / (sd_cond / np.sqrt(np.maximum(n_eff, 1.0)))
         return {
+            "rarity_cond": rarity_cond,
+            "rarity_cond_effect": np.where(has, cond_effect, 0.0),
+            "rarity_cond_z": np.where(has, cond_z, 0.0),
             "n_eff": n_eff,
             "rarity": rarity,
             "rarity_effect": rarity / mix.surprisal_sd,

@@ -14,11 +14,12 @@ constant fitted to one data set:
 2. **Significance grows with volume.** Rarity must also be ``rarity_z``
    standard errors above zero, and the standard error shrinks like
    ``1/sqrt(n_eff)``: a short burst cannot be significant.
-3. **Persistence.** The line must still be crossed ``min_span_ms`` after it
-   was first crossed *and* after the account's volume grew by ``min_growth``
-   (or, for a fast sweeper, by ``burst_growth`` times). A benchmark run that
-   sweeps every subject once and stops never confirms; a sweeper that keeps
-   going does.
+3. **Persistence.** The account must have been active for ``min_span_ms``,
+   and the line must still be crossed ``confirm_ms`` after it was first
+   crossed, after the account's volume grew by ``min_growth`` (or, for a fast
+   sweeper, by ``burst_growth`` times). A benchmark run that sweeps every
+   subject once in one short burst never confirms; a sweeper that keeps going
+   does.
 """
 
 from __future__ import annotations
@@ -136,7 +137,23 @@ class Scorer(Stateful):
             "dup_rate": base.threshold("dup_rate", k, 0.0, m),
         }
 
-    def judge(self, slots: np.ndarray, seen: np.ndarray, now_ts: np.ndarray, features: dict[str, np.ndarray]) -> list[Verdict]:
+    def _confirmed(self, now: int, first_seen: int, crossed_ts: int, seen: float, crossed_n: float) -> bool:
+        cfg = self.config
+        grown = seen / max(crossed_n, 1.0)
+        if grown >= cfg.burst_growth:
+            return True
+        return (
+            now - first_seen >= cfg.min_span_ms and now - crossed_ts >= cfg.confirm_ms and grown >= 1.0 + cfg.min_growth
+        )
+
+    def judge(
+        self,
+        slots: np.ndarray,
+        seen: np.ndarray,
+        now_ts: np.ndarray,
+        features: dict[str, np.ndarray],
+        first_ts: np.ndarray | None = None,
+    ) -> list[Verdict]:
         """Decide, for each touched account, whether it crosses the line now.
 
         Parameters
@@ -145,7 +162,10 @@ class Scorer(Stateful):
         seen : (m,) int64 requests seen per account
         now_ts : (m,) int64 event time of each account's latest request
         features : (m,) float64 arrays: the coverage statistics and the rates
+        first_ts : (m,) int64 event time of each account's first request
         """
+        if first_ts is None:
+            first_ts = np.full(slots.shape[0], np.iinfo(np.int64).min // 2, dtype=np.int64)
         cfg = self.config
         thr = self.thresholds()
         sweep_margin = self.sweep_margin(features)
@@ -167,11 +187,7 @@ class Scorer(Stateful):
                 self.crossed_ts[slot] = now_ts[i]
                 self.crossed_n[slot] = seen[i]
                 continue
-            grown = seen[i] / max(self.crossed_n[slot], 1)
-            persisted = (now_ts[i] - self.crossed_ts[slot] >= cfg.min_span_ms and grown >= 1.0 + cfg.min_growth) or (
-                grown >= cfg.burst_growth
-            )
-            if not persisted:
+            if not self._confirmed(int(now_ts[i]), int(first_ts[i]), int(self.crossed_ts[slot]), seen[i], self.crossed_n[slot]):
                 continue
             if self.alerted_n[slot] and seen[i] < self.alerted_n[slot] * (1.0 + cfg.realert_growth):
                 continue
@@ -185,6 +201,7 @@ class Scorer(Stateful):
                 "rarity_nats": round(float(features["rarity"][i]), 4),
                 "rarity_effect": round(float(features["rarity_effect"][i]), 3),
                 "rarity_z": round(float(features["rarity_z"][i]), 2),
+                "rarity_within_domains_effect": round(float(features["rarity_cond_effect"][i]), 3),
                 "effective_topics": round(float(features["effective_topics"][i]), 2),
                 "spread_vs_population": round(float(features["spread"][i]), 3),
                 "topics_covered": int(features["topics_covered"][i]),
@@ -207,7 +224,15 @@ class Scorer(Stateful):
             np.asarray(stats["spread"]) / cfg.spread_ratio,
         )
 
-    def judge_campaign(self, campaign_id: str, members: np.ndarray, stats: dict[str, float], volume: float, now_ts: int) -> CampaignVerdict | None:
+    def judge_campaign(
+        self,
+        campaign_id: str,
+        members: np.ndarray,
+        stats: dict[str, float],
+        volume: float,
+        now_ts: int,
+        first_ts: int | None = None,
+    ) -> CampaignVerdict | None:
         """Apply the sweep line and the persistence rule to a linked group taken as one actor.
 
         Parameters
@@ -225,11 +250,9 @@ class Scorer(Stateful):
         if track is None:
             self.campaigns[campaign_id] = _CampaignTrack(now_ts, volume)
             return None
-        grown = volume / max(track.crossed_n, 1.0)
         if not track.confirmed:
-            track.confirmed = (now_ts - track.crossed_ts >= cfg.min_span_ms and grown >= 1.0 + cfg.min_growth) or (
-                grown >= cfg.burst_growth
-            )
+            first = track.crossed_ts - cfg.min_span_ms if first_ts is None else first_ts
+            track.confirmed = self._confirmed(now_ts, first, track.crossed_ts, volume, track.crossed_n)
         if not track.confirmed:
             return None
         new = np.array([m for m in members.tolist() if m not in track.alerted], dtype=np.int64)

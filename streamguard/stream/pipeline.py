@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ class Pipeline:
             codebook.mean,
             codebook.centroids,
             codebook.topic_of_cell,
+            codebook.domain_of_topic,
             codebook.warmup_counts,
             half_life_hours=cfg.coverage.half_life_hours,
             population_account_cap=cfg.coverage.population_account_cap,
@@ -176,6 +178,7 @@ class Pipeline:
             book.mean,
             book.centroids,
             book.topic_of_cell,
+            book.domain_of_topic,
             np.zeros(book.topics),
             half_life_hours=cov.half_life_hours,
             population_account_cap=cov.population_account_cap,
@@ -187,7 +190,9 @@ class Pipeline:
             part = batch.take(np.arange(start, min(start + step, len(batch))))
             slots = table.assign(part.account_ids, part.ts)
             dry.update(DetectorBatch(slots, part.ts, self.backend.asarray(part.embeddings)))
-        prior = dry.population / max(dry.population.sum(), 1e-300) * dry.population.size
+        # The warm-up's damped topic mass as of its last request: a prior worth as much as the warm-up.
+        assert dry.t0 is not None
+        prior = dry.population * math.exp(-dry.rate * (int(batch.ts.max()) - dry.t0))
         return dataclasses.replace(book, warmup_counts=prior)
 
     # ------------------------------------------------------------------- flow
@@ -336,7 +341,7 @@ class Pipeline:
         now_ts = self.accounts.last_ts[touched]
         features = self.account_features(touched)
         alerts = []
-        for verdict in self.scorer.judge(touched, seen, now_ts, features):
+        for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched]):
             i = int(np.searchsorted(touched, verdict.slot))
             evidence = dict(verdict.evidence)
             partner = int(self.near_duplicate.last_partner[verdict.slot])
@@ -366,7 +371,8 @@ class Pipeline:
         alerts = []
         for campaign in self.campaigns.link(self.coverage, seen, self.accounts.active_slots()):
             volume = float(seen[campaign.members].sum())
-            verdict = self.scorer.judge_campaign(campaign.campaign_id, campaign.members, campaign.stats, volume, now_ts)
+            first = int(self.accounts.first_ts[campaign.members].min())
+            verdict = self.scorer.judge_campaign(campaign.campaign_id, campaign.members, campaign.stats, volume, now_ts, first)
             if verdict is None:
                 continue
             linked = [str(self.accounts.account_id(int(m))) for m in campaign.members[:10]]

@@ -1,0 +1,649 @@
+"""The CUDA backend: CuPy arrays, cuBLAS GEMMs and the custom kernels of ``kernels/*.cu``.
+
+Every function of :class:`streamguard.backends.base.Backend` is a short
+sequence of array operations and kernel launches written against a
+:class:`KernelRuntime`: the array module, the compiled entry points, uploads
+and downloads. On a GPU machine the runtime is :class:`CupyRuntime` (NVRTC,
+cuBLAS, pinned staging buffers, the backend's own stream). The parity tests in
+``tests/kernels`` plug in a runtime that runs the *same* ``.cu`` text compiled
+by g++ on the CPU, with NumPy arrays, so everything here except
+:class:`CupyRuntime` is executed and checked against the NumPy reference on
+machines without a device.
+
+State stays on the device: rings, hash tables, histograms and style sums are
+CuPy arrays owned by the detectors and updated in place by the kernels; only
+the per-request results that detectors read come back to the host.
+
+This is the only module of streamguard that imports CuPy, and only when a
+:class:`CupyRuntime` is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamguard.backends.base import CrossMatch, DupScan
+from streamguard.backends.kernels import entry_points, kernel_sources
+
+_INT64_LIMIT = 2**63
+_FAULTS = {
+    1: "dup_scan: an account slot outside the ring (0 <= slot < ring.shape[0])",
+    2: "destyled_cells: an account slot outside style_sum (0 <= slot < style_sum.shape[0])",
+    4: "histogram_add: a slot or cell outside hist",
+    8: "coverage_reduce: a slot outside hist",
+}
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """Launch tunables, passed from Python (the kernels read ``blockDim``/``gridDim``).
+
+    threads : block size of the one-thread-per-item kernels (any value >= 1)
+    warps_per_block : block size, in warps, of the one-warp-per-item kernels
+        (signature packing, row argmax, centring, the within-account scan)
+    column_threads : largest block of ``style_prefix`` (one account per block,
+        one column per thread; a block of ``d`` rounded up to 32 threads is used when smaller)
+    reduce_threads : block size of ``coverage_reduce``: a power of two <= 256,
+        the size of its shared-memory tree
+    max_blocks : cap of every grid dimension; kernels grid-stride past it, so
+        a small cap (the tests use 3) runs the multi-block and tail paths on tiny data
+    """
+
+    threads: int = 256
+    warps_per_block: int = 4
+    column_threads: int = 1024
+    reduce_threads: int = 256
+    max_blocks: int = 65535
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.threads <= 1024:
+            raise ValueError(f"threads must be in [1, 1024], got {self.threads}")
+        if not 1 <= self.warps_per_block <= 32:
+            raise ValueError(f"warps_per_block must be in [1, 32], got {self.warps_per_block}")
+        if not 1 <= self.column_threads <= 1024:
+            raise ValueError(f"column_threads must be in [1, 1024], got {self.column_threads}")
+        r = self.reduce_threads
+        if r < 1 or r > 256 or r & (r - 1):
+            raise ValueError(f"reduce_threads must be a power of two <= 256 (kMaxReduceThreads), got {r}")
+        if not 1 <= self.max_blocks <= 65535:
+            raise ValueError(f"max_blocks must be in [1, 65535], got {self.max_blocks}")
+
+
+Launcher = Callable[[tuple[int, ...], tuple[int, ...], tuple[Any, ...]], None]
+
+
+class KernelRuntime(Protocol):
+    """What :class:`CudaBackend` needs from a device."""
+
+    xp: Any
+
+    def load(self, sources: Mapping[str, str]) -> dict[str, Launcher]:
+        """Compile ``{stem: source}`` now; return ``{entry point: launch(grid, block, args)}``."""
+
+    def on_stream(self) -> contextlib.AbstractContextManager[None]:
+        """Scope in which array operations and launches are enqueued on the backend's stream."""
+
+    def as_device(self, array: Any, dtype: Any = None) -> Any:
+        """A C-contiguous device array of ``dtype`` holding ``array`` (host or device); no copy when it already is one."""
+
+    def upload(self, host: np.ndarray) -> Any:
+        """A new device copy of a host array."""
+
+    def download(self, array: Any) -> np.ndarray:
+        """A host copy of a device array, once the work that writes it is done."""
+
+
+class CupyRuntime:
+    """The real device: NVRTC through ``cupy.RawModule``, cuBLAS through ``cupy.matmul``.
+
+    Parameters
+    ----------
+    staging_buffers : number of pinned host buffers that uploads rotate through;
+        a buffer is reused only once the copy out of it has completed (an event
+        per buffer), so uploads are asynchronous without ever racing.
+    """
+
+    def __init__(self, staging_buffers: int = 4) -> None:
+        import cupy  # noqa: PLC0415 - the one place streamguard imports CuPy
+        import cupyx  # noqa: PLC0415
+
+        self._cupy = cupy
+        self._cupyx = cupyx
+        self.xp = cupy
+        # The backend's own stream: a batch's uploads, GEMMs, launches and
+        # downloads are all enqueued on it, in order. Non-blocking, and joined
+        # to the caller's stream by events in on_stream(), so the ordering with
+        # the detectors' own CuPy operations holds whatever the default-stream
+        # mode (legacy or per-thread) is.
+        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self._staging: list[list[Any]] = [[None, None] for _ in range(staging_buffers)]  # [pinned buffer, event]
+        self._next = 0
+        self._modules: list[Any] = []
+
+    def load(self, sources: Mapping[str, str]) -> dict[str, Launcher]:
+        launchers: dict[str, Launcher] = {}
+        for code in sources.values():
+            module = self._cupy.RawModule(code=code, options=("--std=c++17",))
+            module.compile()  # NVRTC runs here, at start-up, never on the first batch
+            self._modules.append(module)
+            for entry in entry_points(code):
+                launchers[entry.name] = partial(self._launch, module.get_function(entry.name))
+        return launchers
+
+    @staticmethod
+    def _launch(kernel: Any, grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+        kernel(grid, block, args)  # enqueued on the current stream, which on_stream() made ours
+
+    @contextlib.contextmanager
+    def on_stream(self) -> Iterator[None]:
+        caller = self._cupy.cuda.get_current_stream()
+        if caller.ptr == self.stream.ptr:  # nested scope
+            yield
+            return
+        self.stream.wait_event(caller.record())  # start after what the caller already enqueued
+        try:
+            with self.stream:
+                yield
+        finally:
+            caller.wait_event(self.stream.record())  # the caller's later work sees ours
+
+    def as_device(self, array: Any, dtype: Any = None) -> Any:
+        if isinstance(array, self._cupy.ndarray):
+            return self._cupy.ascontiguousarray(array, dtype=dtype)
+        return self.upload(np.ascontiguousarray(array, dtype=dtype))
+
+    def upload(self, host: np.ndarray) -> Any:
+        cupy = self._cupy
+        host = np.ascontiguousarray(host)
+        with self.on_stream():
+            device = cupy.empty(host.shape, dtype=host.dtype)
+            if host.nbytes == 0:
+                return device
+            slot = self._staging[self._next]
+            self._next = (self._next + 1) % len(self._staging)
+            buffer, event = slot
+            if event is not None:
+                event.synchronize()  # the previous copy out of this buffer has finished
+            if buffer is None or buffer.nbytes < host.nbytes:
+                buffer = self._cupyx.empty_pinned(
+                    max(host.nbytes, 2 * (0 if buffer is None else buffer.nbytes)), np.uint8
+                )
+            staged = buffer[: host.nbytes].view(host.dtype).reshape(host.shape)
+            np.copyto(staged, host)
+            device.set(staged, stream=self.stream)
+            slot[0], slot[1] = buffer, self.stream.record()
+        return device
+
+    def download(self, array: Any) -> np.ndarray:
+        if not isinstance(array, self._cupy.ndarray):
+            return np.asarray(array)
+        with self.on_stream():
+            host = array.get(stream=self.stream)
+            self.stream.synchronize()
+        return host
+
+
+class CudaBackend:
+    """:class:`streamguard.backends.base.Backend` on a CUDA device.
+
+    Parameters
+    ----------
+    bands, table_bits : geometry of the cross-account hash tables (the tables
+        themselves are owned by the detector; the kernels read B and T off them)
+    launch : block and grid tunables of every kernel
+    runtime : the device; a :class:`CupyRuntime` unless given (the CPU parity
+        tests give one that executes the kernels on the CPU)
+
+    Kernels are compiled by :meth:`warmup`, once; calling a function before it
+    raises, so a compilation can never land on the first batch.
+    """
+
+    name = "cuda"
+
+    def __init__(
+        self,
+        bands: int = 8,
+        table_bits: int = 16,
+        *,
+        launch: LaunchConfig | None = None,
+        runtime: KernelRuntime | None = None,
+    ) -> None:
+        self.bands = int(bands)
+        self.table_bits = int(table_bits)
+        self.launch = launch if launch is not None else LaunchConfig()
+        self.runtime = runtime if runtime is not None else CupyRuntime()
+        self.xp = self.runtime.xp
+        self._kernels: dict[str, Launcher] | None = None
+        self._fault: Any = None
+        self._fault_pending = False
+
+    # ----------------------------------------------------------------- plumbing
+
+    def warmup(self) -> None:
+        """Compile every kernel of ``kernels/*.cu`` (idempotent)."""
+        if self._kernels is None:
+            self._kernels = self.runtime.load(kernel_sources())
+            with self.runtime.on_stream():
+                self._fault = self.xp.zeros(1, dtype=self.xp.int32)
+
+    def asarray(self, host: np.ndarray) -> Any:
+        return self.runtime.as_device(host)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        host = self.runtime.download(array)
+        self._raise_on_fault()
+        return host
+
+    def launcher(self, entry: str) -> Launcher:
+        """The compiled entry point ``entry`` as ``launch(grid, block, args)`` (for tests and benchmarks)."""
+        if self._kernels is None:
+            raise RuntimeError(
+                "CudaBackend.warmup() must run before the first batch: the kernels are compiled there, never on the hot path"
+            )
+        return self._kernels[entry]
+
+    def _run(self, name: str, grid: tuple[int, ...], block: tuple[int, ...], *args: Any) -> None:
+        self.launcher(name)(grid, block, args)
+
+    def _raise_on_fault(self) -> None:
+        # One 4-byte download, only after a kernel that can meet a bad index ran.
+        if not self._fault_pending:
+            return
+        self._fault_pending = False
+        fault = int(self.runtime.download(self._fault)[0])
+        if fault:
+            with self.runtime.on_stream():
+                self._fault[...] = 0
+            raise IndexError("; ".join(message for bit, message in _FAULTS.items() if fault & bit))
+
+    def _blocks(self, items: int, per_block: int) -> int:
+        return max(1, min(self.launch.max_blocks, -(-items // per_block)))
+
+    def _per_warp(self, items: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """Grid and block of a one-warp-per-item kernel."""
+        warps = self.launch.warps_per_block
+        return (self._blocks(items, warps), 1, 1), (32 * warps, 1, 1)
+
+    def _per_thread(self, items: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """Grid and block of a one-thread-per-item kernel."""
+        return (self._blocks(items, self.launch.threads), 1, 1), (self.launch.threads, 1, 1)
+
+    def _state(self, array: Any, dtype: Any, ndim: int, what: str) -> Any:
+        """Check a state array that kernels update in place: it cannot be converted (the update would be lost)."""
+        if not isinstance(array, self.xp.ndarray):
+            raise TypeError(
+                f"{what} must be a {self.xp.__name__} array owned by the backend, got {type(array).__name__}"
+            )
+        if array.dtype != np.dtype(dtype) or array.ndim != ndim or not array.flags.c_contiguous:
+            raise TypeError(
+                f"{what} must be a C-contiguous {ndim}-d {np.dtype(dtype)} array, got {array.ndim}-d {array.dtype}"
+                f"{'' if array.flags.c_contiguous else ' (not contiguous)'}"
+            )
+        return array
+
+    def _slot_keys(self, slots: Any, n: int, capacity: int) -> Any:
+        """Composite keys ``slot * n + i`` sorted ascending (the layout of common.cuh).
+
+        Keys are unique, so any sort keeps each account's requests in batch
+        order. An out-of-range slot is mapped to ``capacity``, which the
+        kernels recognise as invalid (and report), instead of a negative key
+        whose ``/`` and ``%`` would not decode.
+        """
+        if (capacity + 1) * n >= _INT64_LIMIT:
+            raise ValueError(f"{capacity} slots x {n} requests overflow the int64 sort keys; use smaller batches")
+        keys = self.xp.empty(n, dtype=self.xp.int64)
+        grid, block = self._per_thread(n)
+        self._run("slot_keys", grid, block, slots, np.int64(n), np.int64(capacity), keys)
+        return self.xp.sort(keys)
+
+    # ------------------------------------------------------------ near-duplicates
+
+    def signatures(self, embeddings: Any, planes: Any, offsets: Any) -> Any:
+        """Pack ``sign(embeddings @ planes - offsets)`` into ``(n, bits/64)`` uint64 words.
+
+        embeddings : (n, d) float32 or float16 (cast to float32 first, as the
+        reference does); planes : (d, bits) float32; offsets : (bits,) float32.
+        The GEMM runs in cuBLAS; ``pack_sign_bits`` subtracts and packs.
+        """
+        xp = self.xp
+        with self.runtime.on_stream():
+            x = self.runtime.as_device(embeddings)
+            if x.ndim != 2:
+                raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
+            x = x if x.dtype == xp.float32 else x.astype(xp.float32)
+            planes = self.runtime.as_device(planes, np.float32)
+            offsets = self.runtime.as_device(offsets, np.float32)
+            n, bits = x.shape[0], planes.shape[1]
+            if bits % 64 or planes.shape[0] != x.shape[1] or offsets.shape != (bits,):
+                raise ValueError(
+                    f"planes must be (d={x.shape[1]}, bits) with bits a multiple of 64 and offsets (bits,); "
+                    f"got planes {planes.shape}, offsets {offsets.shape}"
+                )
+            out = xp.empty((n, bits // 64), dtype=xp.uint64)
+            if n == 0:
+                return out
+            projections = x @ planes
+            grid, block = self._per_warp(n * (bits // 64))
+            self._run("pack_sign_bits", grid, block, projections, offsets, np.int64(n), np.int64(bits), out)
+        return out
+
+    def dup_scan(self, sigs: Any, slots: Any, ring: Any, ring_count: Any) -> DupScan:
+        """Causal within-account scan, then ring insertion: one launch (see kernels/near_duplicate.cu).
+
+        sigs : (n, W) uint64; slots : (n,) int64; ring : (S, R, W) uint64 and
+        ring_count : (S,) int64, updated in place. Returns host (n,) int32.
+        """
+        xp = self.xp
+        with self.runtime.on_stream():
+            sigs = self.runtime.as_device(sigs, np.uint64)
+            slots = self.runtime.as_device(slots, np.int64)
+            ring = self._state(ring, np.uint64, 3, "ring")
+            ring_count = self._state(ring_count, np.int64, 1, "ring_count")
+            n, words = sigs.shape
+            capacity, window = ring.shape[0], ring.shape[1]
+            if ring.shape[2] != words or ring_count.shape[0] != capacity:
+                raise ValueError(
+                    f"ring {ring.shape} / ring_count {ring_count.shape} do not match signatures {sigs.shape}"
+                )
+            best = xp.empty(n, dtype=xp.int32)
+            if n == 0:
+                return DupScan(self.to_host(best))
+            keys = self._slot_keys(slots, n, capacity)
+            block = (32 * self.launch.warps_per_block, 1, 1)
+            self._fault_pending = True
+            self._run(
+                "dup_scan",
+                (self._blocks(n, 1), 1, 1),
+                block,
+                keys,
+                np.int64(n),
+                sigs,
+                np.int64(words),
+                ring,
+                ring_count,
+                np.int64(capacity),
+                np.int64(window),
+                best,
+                self._fault,
+            )
+        return DupScan(self.to_host(best))
+
+    def cross_lookup(
+        self,
+        sigs: Any,
+        slots: Any,
+        ts: Any,
+        table_slot: Any,
+        table_ts: Any,
+        table_sig: Any,
+        radius: int,
+        window_ms: int,
+    ) -> CrossMatch:
+        """Causal cross-account lookup through banded hash tables, then insertion.
+
+        The reference is a loop over requests in batch order. Here: hash every
+        (band, request) pair, sort the pairs by ``(b*T + bucket)*n + i``, and
+        in two launches find each pair's candidate and write the buckets.
+
+        Why it equals the loop. Fix band b and bucket q, and let
+        ``i1 < i2 < ... < ik`` be the requests of the batch that hash to q in
+        band b: exactly the sorted group (b, q), in this order since i is the
+        low part of a unique key. In the loop, only these requests touch
+        ``table[b, q]``, and each overwrites it after reading it, so request
+        ``i_m`` reads the entry written by ``i_(m-1)`` (slot, ts and signature of
+        that request), and ``i1`` reads the entry as the batch found it; after
+        the batch the bucket holds ``ik``. That is what ``cross_candidates``
+        reads (the previous pair of the group, else the table) and what
+        ``cross_best_insert`` writes (the last pair of each group), in a
+        separate launch so that every read precedes every write. The match
+        test (occupied, another account, ``|ts_i - ts| <= window_ms``,
+        ``distance <= radius``) is a function of that entry and request i
+        alone, and the best over bands is taken in increasing band order with
+        a strict ``<``, so the lowest band wins ties, as in the loop.
+
+        sigs : (n, W) uint64; slots, ts : (n,) int64; tables (B, T) int64,
+        (B, T) int64 and (B, T, W) uint64, updated in place. Returns host arrays.
+        """
+        xp = self.xp
+        with self.runtime.on_stream():
+            sigs = self.runtime.as_device(sigs, np.uint64)
+            slots = self.runtime.as_device(slots, np.int64)
+            ts = self.runtime.as_device(ts, np.int64)
+            table_slot = self._state(table_slot, np.int64, 2, "table_slot")
+            table_ts = self._state(table_ts, np.int64, 2, "table_ts")
+            table_sig = self._state(table_sig, np.uint64, 3, "table_sig")
+            n, words = sigs.shape
+            bands, size = table_slot.shape
+            table_bits = size.bit_length() - 1
+            if size < 1 or size != 1 << table_bits:
+                raise ValueError(f"the hash tables must have a power-of-two number of buckets, got {size}")
+            if table_ts.shape != (bands, size) or table_sig.shape != (bands, size, words):
+                raise ValueError(
+                    f"tables {table_slot.shape}, {table_ts.shape}, {table_sig.shape} do not match W={words}"
+                )
+            if bands * size * max(n, 1) >= _INT64_LIMIT:
+                raise ValueError(f"{bands} x {size} buckets x {n} requests overflow the int64 sort keys")
+            cross_slot = xp.full(n, -1, dtype=xp.int64)
+            cross_dist = xp.full(n, words * 64 + 1, dtype=xp.int32)
+            if n == 0:
+                return CrossMatch(self.to_host(cross_slot), self.to_host(cross_dist))
+            keys = xp.empty(bands * n, dtype=xp.int64)
+            grid, block = self._per_thread(bands * n)
+            self._run(
+                "band_hash",
+                grid,
+                block,
+                sigs,
+                np.int64(n),
+                np.int64(words),
+                np.int64(bands),
+                np.int64(table_bits),
+                keys,
+            )
+            keys = xp.sort(keys)
+            cand_dist = xp.empty((n, bands), dtype=xp.int32)
+            cand_slot = xp.empty((n, bands), dtype=xp.int64)
+            write_bucket = xp.empty((n, bands), dtype=xp.int64)
+            self._run(
+                "cross_candidates",
+                grid,
+                block,
+                keys,
+                np.int64(n),
+                np.int64(bands),
+                np.int64(table_bits),
+                sigs,
+                np.int64(words),
+                slots,
+                ts,
+                table_slot,
+                table_ts,
+                table_sig,
+                np.int64(radius),
+                np.int64(window_ms),
+                cand_dist,
+                cand_slot,
+                write_bucket,
+            )
+            grid, block = self._per_thread(n)
+            self._run(
+                "cross_best_insert",
+                grid,
+                block,
+                np.int64(n),
+                np.int64(bands),
+                np.int64(table_bits),
+                sigs,
+                np.int64(words),
+                slots,
+                ts,
+                cand_dist,
+                cand_slot,
+                write_bucket,
+                table_slot,
+                table_ts,
+                table_sig,
+                cross_slot,
+                cross_dist,
+            )
+        return CrossMatch(self.to_host(cross_slot), self.to_host(cross_dist))
+
+    # ------------------------------------------------------------------ coverage
+
+    def destyled_cells(
+        self,
+        embeddings: Any,
+        mean: Any,
+        centroids: Any,
+        slots: Any,
+        weights: Any,
+        style_sum: Any,
+        style_weight: Any,
+    ) -> tuple[Any, Any]:
+        """Cell of each request once its account's style is removed; then learn the style.
+
+        Four launches around two cuBLAS GEMMs (see kernels/coverage.cu).
+        embeddings : (n, d) float32 or float16; mean : (d,) float32;
+        centroids : (K, d) float32; slots : (n,) int64; weights : (n,) float64;
+        style_sum : (S, d) float32 and style_weight : (S,) float64, updated in
+        place. Returns device arrays cells (n,) int32 and residual_sq (n,) float32.
+        """
+        xp = self.xp
+        with self.runtime.on_stream():
+            x = self.runtime.as_device(embeddings)
+            if x.ndim != 2:
+                raise ValueError(f"embeddings must be (n, d), got shape {x.shape}")
+            if x.dtype == xp.float16:
+                center, x = "center_unit_f16", x.view(xp.uint16)  # converted exactly inside the kernel
+            else:
+                center, x = "center_unit_f32", x if x.dtype == xp.float32 else x.astype(xp.float32)
+            n, d = x.shape
+            mean = self.runtime.as_device(mean, np.float32)
+            centroids = self.runtime.as_device(centroids, np.float32)
+            slots = self.runtime.as_device(slots, np.int64)
+            weights = self.runtime.as_device(weights, np.float64)
+            style_sum = self._state(style_sum, np.float32, 2, "style_sum")
+            style_weight = self._state(style_weight, np.float64, 1, "style_weight")
+            cells_k = centroids.shape[0]
+            if mean.shape != (d,) or centroids.shape != (cells_k, d) or cells_k < 1 or style_sum.shape[1] != d:
+                raise ValueError(
+                    f"mean {mean.shape}, centroids {centroids.shape} and style_sum {style_sum.shape} must match d={d}"
+                )
+            if n == 0:
+                return xp.empty(0, dtype=xp.int32), xp.empty(0, dtype=xp.float32)
+            grid, block = self._per_warp(n)
+            unit = xp.empty((n, d), dtype=xp.float32)
+            self._run(center, grid, block, x, mean, np.int64(n), np.int64(d), unit)
+            scores = unit @ centroids.T
+            residual_sq = xp.empty(n, dtype=xp.float32)
+            weighted = xp.empty((n, d), dtype=xp.float32)
+            self._run(
+                "nearest_residual",
+                grid,
+                block,
+                scores,
+                np.int64(n),
+                np.int64(cells_k),
+                unit,
+                centroids,
+                np.int64(d),
+                weights,
+                residual_sq,
+                weighted,
+            )
+            capacity = style_sum.shape[0]
+            keys = self._slot_keys(slots, n, capacity)
+            destyled = xp.empty((n, d), dtype=xp.float32)
+            # One thread per column where d allows: the scan's sequential depth is then the account's size.
+            columns = min(self.launch.column_threads, -(-d // 32) * 32)
+            self._fault_pending = True
+            self._run(
+                "style_prefix",
+                (self._blocks(n, 1), 1, 1),
+                (columns, 1, 1),
+                keys,
+                np.int64(n),
+                np.int64(d),
+                unit,
+                weighted,
+                weights,
+                style_sum,
+                style_weight,
+                np.int64(capacity),
+                destyled,
+                self._fault,
+            )
+            scores = destyled @ centroids.T
+            cells = xp.empty(n, dtype=xp.int32)
+            self._run("row_argmax", grid, block, scores, np.int64(n), np.int64(cells_k), cells)
+        return cells, residual_sq
+
+    def histogram_add(self, hist: Any, slots: Any, cells: Any, weights: Any) -> None:
+        """``hist[slots[i], cells[i]] += float32(weights[i])`` with atomics; hist (S, T) float32 in place."""
+        with self.runtime.on_stream():
+            hist = self._state(hist, np.float32, 2, "hist")
+            slots = self.runtime.as_device(slots, np.int64)
+            cells = self.runtime.as_device(cells, np.int32)
+            weights = self.runtime.as_device(weights, np.float64)
+            n = slots.shape[0]
+            if cells.shape != (n,) or weights.shape != (n,):
+                raise ValueError(
+                    f"slots {slots.shape}, cells {cells.shape} and weights {weights.shape} must all be (n,)"
+                )
+            if n == 0:
+                return
+            grid, block = self._per_thread(n)
+            self._fault_pending = True
+            self._run(
+                "histogram_add",
+                grid,
+                block,
+                hist,
+                np.int64(hist.shape[0]),
+                np.int64(hist.shape[1]),
+                slots,
+                cells,
+                weights,
+                np.int64(n),
+                self._fault,
+            )
+
+    def coverage_reduce(self, hist: Any, slots: Any, surprisal: Any) -> dict[str, np.ndarray]:
+        """Per requested slot: ``sum_sq``, ``surprisal`` and ``distinct`` of its histogram row (host float64 (m,))."""
+        xp = self.xp
+        with self.runtime.on_stream():
+            hist = self.runtime.as_device(hist, np.float32)
+            slots = self.runtime.as_device(slots, np.int64)
+            surprisal = self.runtime.as_device(surprisal, np.float32)
+            if hist.ndim != 2 or surprisal.shape != (hist.shape[1],):
+                raise ValueError(f"hist must be (S, T) and surprisal (T,), got {hist.shape} and {surprisal.shape}")
+            m = slots.shape[0]
+            out = xp.empty((m, 3), dtype=xp.float64)
+            if m:
+                threads = self.launch.reduce_threads
+                self._fault_pending = True
+                self._run(
+                    "coverage_reduce",
+                    (self._blocks(m, 1), 1, 1),
+                    (threads, 1, 1),
+                    hist,
+                    np.int64(hist.shape[0]),
+                    np.int64(hist.shape[1]),
+                    slots,
+                    np.int64(m),
+                    surprisal,
+                    out,
+                    self._fault,
+                )
+        host = self.to_host(out)
+        return {
+            "sum_sq": np.ascontiguousarray(host[:, 0]),
+            "surprisal": np.ascontiguousarray(host[:, 1]),
+            "distinct": np.ascontiguousarray(host[:, 2]),
+        }

@@ -1,0 +1,89 @@
+"""The command line, end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from streamguard.backends import cuda_unavailable_reason
+from streamguard.cli import main
+
+
+def streamguard(*args, env_extra=None):
+    import os
+
+    env = dict(os.environ, STREAMGUARD_COVERAGE_WARMUP="1500", STREAMGUARD_COVERAGE_CELLS="256")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "streamguard", *args], capture_output=True, text=True, env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def traffic_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    result = streamguard("simulate", "--out", str(d / "t.parquet"), "--labels", str(d / "l.json"), "--seed", "5", "--scale", "0.1", "--dim", "48")
+    assert result.returncode == 0, result.stderr
+    return d
+
+
+def test_simulate_replay_eval(traffic_file):
+    d = traffic_file
+    replay = streamguard("replay", str(d / "t.parquet"), "--alerts", str(d / "a.jsonl"), "--backend", "numpy", "--save-codebook", str(d / "book.npz"))
+    assert replay.returncode == 0, replay.stderr
+    assert "events/s" in replay.stdout
+    alerts = [json.loads(line) for line in (d / "a.jsonl").read_text().splitlines()]
+    assert alerts and set(alerts[0]) == {"account_id", "ts", "score", "kind", "campaign_id", "evidence", "events_seen"}
+    assert (d / "book.npz").exists()
+    ev = streamguard("eval", "--labels", str(d / "l.json"), "--alerts", str(d / "a.jsonl"), "--traffic", str(d / "t.parquet"), "--json", str(d / "e.json"))
+    assert ev.returncode == 0, ev.stderr
+    assert "precision" in ev.stdout and "recall" in ev.stdout
+    report = json.loads((d / "e.json").read_text())
+    assert report["precision"] >= 0.5 and report["true_positives"] > 0
+
+
+def test_a_loaded_codebook_gives_the_same_alerts(traffic_file):
+    d = traffic_file
+    again = streamguard("replay", str(d / "t.parquet"), "--alerts", str(d / "b.jsonl"), "--backend", "numpy", "--codebook", str(d / "book.npz"))
+    assert again.returncode == 0, again.stderr
+    assert (d / "b.jsonl").read_text() == (d / "a.jsonl").read_text()
+
+
+def test_bad_rows_are_dead_lettered_and_the_run_goes_on(tmp_path):
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((40, 16)).astype(np.float32)
+    emb[3] = np.nan
+    emb[5] = 0.0
+    rows = [list(map(float, e)) for e in emb]
+    rows[7] = rows[7][:10]
+    table = pa.table(
+        {
+            "request_id": [f"r{i}" for i in range(40)],
+            "ts": pa.array(np.arange(40, dtype=np.int64) * 1000),
+            "account_id": [f"a{i % 4}" for i in range(40)],
+            "embedding": pa.array(rows, type=pa.list_(pa.float32())),
+        }
+    )
+    pq.write_table(table, tmp_path / "bad.parquet")
+    result = streamguard("replay", str(tmp_path / "bad.parquet"), "--alerts", str(tmp_path / "a.jsonl"), "--backend", "numpy")
+    assert result.returncode == 0, result.stderr
+    dead = [json.loads(line) for line in (tmp_path / "a.dead.jsonl").read_text().splitlines()]
+    assert sorted(d["record"]["request_id"] for d in dead) == ["r3", "r5", "r7"]
+    assert "37 requests" not in result.stdout and "(3 dead letters" in result.stdout
+
+
+def test_a_wrong_file_is_one_line_not_a_traceback(tmp_path, capsys):
+    (tmp_path / "x.parquet").write_text("hello")
+    assert main(["replay", str(tmp_path / "x.parquet"), "--alerts", str(tmp_path / "a.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "not a Parquet or Arrow IPC file" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(cuda_unavailable_reason() is None, reason="a CUDA device is present here")
+def test_cuda_without_a_device_fails_at_start_up(traffic_file, capsys):
+    d = traffic_file
+    assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "c.jsonl"), "--backend", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--backend cuda" in err and "Use --backend cpu or numpy" in err
