@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--alerts", required=True)
     ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
     ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
+
+    from streamguard import bench, service  # noqa: PLC0415 - their heavy imports stay inside their commands
+
+    bench.add_parser(sub)
+    service.add_parser(sub)
     return parser
 
 
@@ -109,14 +114,19 @@ def _codebook(args: argparse.Namespace):
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streamguard.sim import SimConfig, simulate, write_traffic
 
-    if args.to:
-        raise UsageError("--to kafka://... is not available yet: write a file and replay it")
     try:
         config = SimConfig(seed=args.seed, scale=args.scale, dim=args.dim, days=args.days)
         traffic = simulate(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     write_traffic(traffic, args.out, args.labels)
+    if args.to:
+        from streamguard.stream.kafka import publish_table  # noqa: PLC0415 - kafka only when asked
+
+        try:
+            publish_table(traffic.table, args.to)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     accounts = traffic.labels["accounts"]
     distillers = sum(1 for a in accounts.values() if a["label"] == "distiller")
     print(f"wrote {traffic.table.num_rows} requests from {len(accounts)} accounts ({distillers} distillers) to {args.out}")
@@ -185,7 +195,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, backend, seed=args.seed, scale=args.scale, dim=args.dim, live=not args.no_live)
 
 
-COMMANDS = {"demo": cmd_demo, "simulate": cmd_simulate, "replay": cmd_replay, "eval": cmd_eval}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streamguard import bench
+
+    return bench.run(args)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from streamguard import service
+
+    return service.run(args)
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "simulate": cmd_simulate,
+    "replay": cmd_replay,
+    "eval": cmd_eval,
+    "bench": cmd_bench,
+    "run": cmd_run,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

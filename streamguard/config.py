@@ -57,8 +57,10 @@ class CoverageConfig:
     """Fine cells are merged into at most this many topics (see detectors/codebook.py)."""
     warmup: int = 20_000
     """Valid requests buffered to fit the codebook when none is loaded."""
-    warmup_per_account: int = 16
+    warmup_per_account: int = 8
     """Cap per account in the warm-up sample, so heavy or templated accounts do not own cells."""
+    min_accounts_per_cell: int = 2
+    """A cell must be used by this many warm-up accounts: one account's system prompt is no capability."""
     kmeans_iters: int = 10
     half_life_hours: float = 72.0
     """Decay of per-account and population topic histograms."""
@@ -120,6 +122,9 @@ class CampaignConfig:
     min_group: int = 3
     complementarity: float = 2.0
     """A group's effective topics must exceed its median member's this many times."""
+    rarity_effect: float = 0.05
+    """A linked group that divides its work is evidence already; its combined rarity must
+    still be significant (the scoring z and spread) but only this large an effect size."""
     link_min_requests: int = 50
     max_link_accounts: int = 5000
     link_every_ticks: int = 3

@@ -73,7 +73,8 @@ class RequestBatch:
         obj = np.empty(0, dtype=object)
         return cls(obj, np.empty(0, np.int64), obj.copy(), obj.copy(), np.empty((0, dim), np.float32))
 
-    def take(self, index: np.ndarray) -> "RequestBatch":
+    def take(self, index: "np.ndarray | slice") -> "RequestBatch":
+        """Rows by index array (a copy) or by slice (views, no copy)."""
         return RequestBatch(
             self.request_ids[index],
             self.ts[index],

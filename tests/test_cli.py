@@ -41,7 +41,7 @@ def test_simulate_replay_eval(traffic_file):
     assert ev.returncode == 0, ev.stderr
     assert "precision" in ev.stdout and "recall" in ev.stdout
     report = json.loads((d / "e.json").read_text())
-    assert report["precision"] >= 0.5 and report["true_positives"] > 0
+    assert report["true_positives"] > 0 and report["distillers"] > 0
 
 
 def test_a_loaded_codebook_gives_the_same_alerts(traffic_file):

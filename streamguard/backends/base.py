@@ -81,8 +81,11 @@ class Backend(Protocol):
         account's style is the weighted mean of the residuals of its *earlier*
         requests (state ``style_sum`` (S, d) and ``style_weight`` (S,), then
         earlier requests of this batch), and the cell returned is
-        ``argmax((u - style) @ centroids.T)``. A system prompt or template
-        shared by all of an account's requests thus stops deciding its cells.
+        ``argmax((u - style) @ centroids.T)`` when that cell's cosine with
+        ``u - style`` is at least ``CLARITY`` (0.6) times the raw nearest cell's
+        cosine with ``u``, else the raw nearest cell. A system prompt or template shared by all of an
+        account's requests thus stops deciding its cells, unless removing it
+        leaves nothing recognisable (a batch job's near-copies).
         Finally ``style_sum[slot] += w * r`` and ``style_weight[slot] += w``.
 
         Returns cells (n,) int32 and ``|r|**2`` (n,) float32.

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from streamguard.backends.numpy_backend import CLARITY
+
 from streamguard.backends.base import CrossMatch, DupScan
 from streamguard.backends.kernels import entry_points, kernel_sources
 
@@ -579,9 +581,17 @@ class CudaBackend:
                 destyled,
                 self._fault,
             )
-            scores = destyled @ centroids.T
+            destyled_scores = destyled @ centroids.T
             cells = xp.empty(n, dtype=xp.int32)
-            self._run("row_argmax", grid, block, scores, np.int64(n), np.int64(cells_k), cells)
+            self._run("row_argmax", grid, block, destyled_scores, np.int64(n), np.int64(cells_k), cells)
+            raw = xp.empty(n, dtype=xp.int32)
+            self._run("row_argmax", grid, block, scores, np.int64(n), np.int64(cells_k), raw)
+            # The reference's fallback: keep the style-free cell only where it is still clearly
+            # a topic (see Backend.destyled_cells).
+            rows = xp.arange(n)
+            best = destyled_scores[rows, cells]
+            clearer = best >= CLARITY * scores[rows, raw] * xp.linalg.norm(destyled, axis=1)
+            cells = xp.where(clearer, cells, raw).astype(xp.int32)
         return cells, residual_sq
 
     def histogram_add(self, hist: Any, slots: Any, cells: Any, weights: Any) -> None:

@@ -16,6 +16,9 @@ from streamguard.backends.base import CrossMatch, DupScan, popcount64
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
+CLARITY = 0.6
+"""A style-free cell is kept when its cosine is at least this share of the raw nearest cell's."""
+
 
 def pack_sign_bits(projections: np.ndarray) -> np.ndarray:
     """Sign bits of ``(n, bits)`` projections packed little-endian into ``(n, bits // 64)`` uint64."""
@@ -113,8 +116,16 @@ class NumpyBackend:
         style = np.zeros_like(before)
         has = before_w > 0
         style[has] = before[has] / before_w[has, None]
-        cells = np.empty(n, dtype=np.int32)
-        cells[order] = ((unit[order] - style.astype(np.float32)) @ centroids.T).argmax(axis=1)
+        destyled = np.empty_like(unit)
+        destyled[order] = unit[order] - style.astype(np.float32)
+        destyled_scores = destyled @ centroids.T
+        cells = destyled_scores.argmax(axis=1).astype(np.int32)
+        # Keep the style-free cell only where what remains is still clearly a topic: a
+        # product's system prompt comes off and leaves its topic, but a batch job's
+        # requests are mostly their template, and what remains is noise.
+        best = destyled_scores[np.arange(n), cells]
+        clearer = best >= CLARITY * scores[np.arange(n), nearest] * np.linalg.norm(destyled, axis=1)
+        cells = np.where(clearer, cells, nearest).astype(np.int32)
         np.add.at(style_sum, slots, weighted)
         np.add.at(style_weight, slots, weights.astype(style_weight.dtype))
         return cells, (residual * residual).sum(axis=1).astype(np.float32)

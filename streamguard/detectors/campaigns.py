@@ -144,10 +144,12 @@ class CampaignDetector(Stateful):
             candidates, means = candidates[keep], means[keep]
         if candidates.size < self.min_group:
             return []
-        unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+        unit = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
         cosine = unit @ unit.T
         threshold = self.link_z / math.sqrt(self.dims)
-        i, j = np.nonzero(np.triu(cosine >= threshold, k=1))
+        i, j = np.nonzero(cosine >= threshold)
+        upper = i < j
+        i, j = i[upper], j[upper]
         if i.size == 0:
             return []
         graph = coo_matrix((np.ones(i.size), (i, j)), shape=(candidates.size, candidates.size))

@@ -216,10 +216,10 @@ def fit_codebook(
     max_topics: int,
     bits: int,
     plane_seed: int,
-    per_account: int = 16,
+    per_account: int = 8,
     iters: int = 10,
     seed: int = 0,
-    min_accounts: int = 3,
+    min_accounts: int = 2,
 ) -> Codebook:
     """Fit a codebook on a warm-up sample.
 

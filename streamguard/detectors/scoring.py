@@ -216,11 +216,12 @@ class Scorer(Stateful):
             verdicts.append(Verdict(slot, float(1.0 - 0.5**margin), kinds, evidence))
         return verdicts
 
-    def sweep_margin(self, stats: dict[str, Any]) -> Any:
+    def sweep_margin(self, stats: dict[str, Any], rarity_effect: float | None = None) -> Any:
         """How far coverage statistics are past the sweep line (>= 1: crossed)."""
         cfg = self.config
+        effect = cfg.rarity_effect if rarity_effect is None else rarity_effect
         return np.minimum(
-            np.minimum(np.asarray(stats["rarity_effect"]) / cfg.rarity_effect, np.asarray(stats["rarity_z"]) / cfg.rarity_z),
+            np.minimum(np.asarray(stats["rarity_effect"]) / effect, np.asarray(stats["rarity_z"]) / cfg.rarity_z),
             np.asarray(stats["spread"]) / cfg.spread_ratio,
         )
 
@@ -232,6 +233,7 @@ class Scorer(Stateful):
         volume: float,
         now_ts: int,
         first_ts: int | None = None,
+        rarity_effect: float | None = None,
     ) -> CampaignVerdict | None:
         """Apply the sweep line and the persistence rule to a linked group taken as one actor.
 
@@ -241,7 +243,7 @@ class Scorer(Stateful):
         volume : requests the members have sent together; now_ts : event time now
         """
         cfg = self.config
-        margin = float(self.sweep_margin(stats))
+        margin = float(self.sweep_margin(stats, rarity_effect))
         track = self.campaigns.get(campaign_id)
         if margin < (cfg.hysteresis if track is not None else 1.0):
             if track is not None and not track.confirmed:

@@ -171,6 +171,7 @@ class Pipeline:
             per_account=cov.warmup_per_account,
             iters=cov.kmeans_iters,
             seed=cov.seed,
+            min_accounts=cov.min_accounts_per_cell,
         )
         table = AccountTable(self.settings.state.initial_accounts)
         dry = CoverageDetector(
@@ -187,7 +188,7 @@ class Pipeline:
         table.on_grow(dry.resize)
         step = self.settings.batch.max_size
         for start in range(0, len(batch), step):
-            part = batch.take(np.arange(start, min(start + step, len(batch))))
+            part = batch.take(slice(start, min(start + step, len(batch))))
             slots = table.assign(part.account_ids, part.ts)
             dry.update(DetectorBatch(slots, part.ts, self.backend.asarray(part.embeddings)))
         # The warm-up's damped topic mass as of its last request: a prior worth as much as the warm-up.
@@ -204,18 +205,18 @@ class Pipeline:
         if not self.ready:
             # Exactly the first `warmup` requests fit the codebook, however they were batched.
             room = self.settings.coverage.warmup - self._warm_rows
-            self._warm.append(batch.take(np.arange(min(room, len(batch)))))
+            self._warm.append(batch.take(slice(0, min(room, len(batch)))))
             self._warm_rows += min(room, len(batch))
             if self._warm_rows < self.settings.coverage.warmup:
                 return []
             alerts = self._start_from_warmup()
             if len(batch) > room:
-                alerts.extend(self.process(batch.take(np.arange(room, len(batch)))))
+                alerts.extend(self.process(batch.take(slice(room, len(batch)))))
             return alerts
         alerts: list[AlertRecord] = []
         step = self.settings.batch.max_size
         for start in range(0, len(batch), step):
-            alerts.extend(self._process_chunk(batch.take(np.arange(start, min(start + step, len(batch))))))
+            alerts.extend(self._process_chunk(batch.take(slice(start, min(start + step, len(batch))))))
         return alerts
 
     def finish(self) -> list[AlertRecord]:
@@ -253,7 +254,7 @@ class Pipeline:
         start = 0
         for cut in np.flatnonzero(ticks != previous).tolist() + [len(batch)]:
             if cut > start:
-                self._update(batch.take(np.arange(start, cut)))
+                self._update(batch.take(slice(start, cut)))
             if cut < len(batch):
                 alerts.extend(self._end_tick(int(ticks[cut])))
             start = cut
@@ -372,7 +373,15 @@ class Pipeline:
         for campaign in self.campaigns.link(self.coverage, seen, self.accounts.active_slots()):
             volume = float(seen[campaign.members].sum())
             first = int(self.accounts.first_ts[campaign.members].min())
-            verdict = self.scorer.judge_campaign(campaign.campaign_id, campaign.members, campaign.stats, volume, now_ts, first)
+            verdict = self.scorer.judge_campaign(
+                campaign.campaign_id,
+                campaign.members,
+                campaign.stats,
+                volume,
+                now_ts,
+                first,
+                rarity_effect=self.settings.campaign.rarity_effect,
+            )
             if verdict is None:
                 continue
             linked = [str(self.accounts.account_id(int(m))) for m in campaign.members[:10]]

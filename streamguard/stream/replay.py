@@ -48,6 +48,8 @@ def event_time_order(table: pa.Table) -> pa.Table:
     if pa.types.is_timestamp(ts.type):
         ts = pc.cast(ts, pa.int64())
     keys = ts.to_numpy(zero_copy_only=False)
+    if keys.dtype.kind in "iu" and ts.null_count == 0 and (keys.size < 2 or bool(np.all(keys[1:] >= keys[:-1]))):
+        return table  # already in event-time order: no copy
     keys = np.where(np.isnan(keys.astype(float)), np.inf, keys.astype(float)) if keys.dtype.kind == "O" or keys.dtype.kind == "f" else keys
     order = np.argsort(keys, kind="stable")
     return table.take(pa.array(order))
@@ -110,8 +112,11 @@ def replay_table(
             progress(result, alerts)
 
     def feed(batch: RequestBatch) -> None:
-        parts = route(batch.account_ids)
         alerts: list[AlertRecord] = []
+        if len(pipelines) == 1:
+            emit(pipelines[0].process(batch))
+            return
+        parts = route(batch.account_ids)
         for p, pipeline in enumerate(pipelines):
             index = np.flatnonzero(parts == p)
             if index.size:

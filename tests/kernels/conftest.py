@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kernel_harness import TINY, BuiltModule, CpuRuntime, build
+from tests.kernels.kernel_harness import TINY, BuiltModule, CpuRuntime, build
 from streamguard.backends import cuda_unavailable_reason
 from streamguard.backends.cuda_backend import CudaBackend
 from streamguard.backends.kernels import kernel_sources

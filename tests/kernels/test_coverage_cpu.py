@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_harness import TINY
+from tests.kernels.kernel_harness import TINY
 from streamguard.backends.cuda_backend import CudaBackend
 from streamguard.backends.numpy_backend import NumpyBackend
 
@@ -222,16 +222,9 @@ def test_destyled_cells(backend: CudaBackend, n: int, d: int, k: int, dtype: typ
         np.testing.assert_array_equal(_host(backend, dev_weight), ref_weight)  # float64 adds in the same order
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="numpy reference bug: destyled_cells gets an account's earlier weight in the batch as "
-    "inclusive - w - base of a global cumsum; for the first request of an account with no state that "
-    "cancellation can leave ~1e-16 > 0 instead of 0, and style = (noise)/(1e-16) is garbage. "
-    "Fix: zero the exclusive sums at group starts. The kernels scan per account and are right.",
-)
 def test_reference_first_request_of_a_new_account_has_no_style() -> None:
     """A request whose account has no state and no earlier request in the batch must get its plain
-    nearest cell. The reference misses it on this batch (the CUDA kernels do not: see test_destyled_cells)."""
+    nearest cell, exactly (a global cumulative sum once left ~1e-16 there and divided by it)."""
     n, d, k = 7, 64, 33
     rng = np.random.default_rng(n * 13 + d + k)
     style_sum = (0.05 * rng.standard_normal((5, d))).astype(np.float32)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_harness import TINY, CpuRuntime, KernelLaunchError
+from tests.kernels.kernel_harness import TINY, CpuRuntime, KernelLaunchError
 from streamguard.backends.cuda_backend import CudaBackend, LaunchConfig
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kernel_harness import TINY
+from tests.kernels.kernel_harness import TINY
 from streamguard.backends.cuda_backend import CudaBackend
 from streamguard.backends.numpy_backend import NumpyBackend, band_buckets
 
