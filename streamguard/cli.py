@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--dim", type=int, default=384)
     sim.add_argument("--days", type=float, default=3.0)
     sim.add_argument("--to", default=None, help="also publish to kafka://host:port/topic")
+    sim.add_argument("--to-format", choices=["arrow", "json"], default="arrow", help="Kafka record format for --to")
+    sim.add_argument("--partitions", type=int, default=None, help="with --to: create the topic with this many partitions")
 
     rep = sub.add_parser("replay", help="the whole detector over a request file, in event-time order")
     rep.add_argument("file", help="Parquet or Arrow IPC request records")
@@ -124,9 +126,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from streamguard.stream.kafka import publish_table  # noqa: PLC0415 - kafka only when asked
 
         try:
-            publish_table(traffic.table, args.to)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
+            publish_table(traffic.table, args.to, fmt=args.to_format, partitions=args.partitions)
+        except Exception as exc:  # the broker's errors are many; the user needs one line
+            raise UsageError(f"cannot publish to {args.to}: {exc}") from None
     accounts = traffic.labels["accounts"]
     distillers = sum(1 for a in accounts.values() if a["label"] == "distiller")
     print(f"wrote {traffic.table.num_rows} requests from {len(accounts)} accounts ({distillers} distillers) to {args.out}")

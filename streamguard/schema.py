@@ -326,13 +326,13 @@ def validate_table(
         reasons[i] = f"wrong dimension: {lengths[i]} (stream dimension is {dim})"
     finite = np.isfinite(embeddings).all(axis=1)
     mark(good_len & ~finite, "embedding has NaN or Inf")
-    norms = np.linalg.norm(np.where(np.isfinite(embeddings), embeddings, 0.0), axis=1)
+    # float64: a finite float32 row above ~1e19 would overflow a float32 norm to inf.
+    norms = np.linalg.norm(np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64), axis=1)
     mark(good_len & finite & (norms <= 1e-12), "zero vector")
 
     ok = reasons == None  # noqa: E711
     ok_idx = np.flatnonzero(ok)
-    clean = embeddings[ok_idx]
-    clean /= norms[ok_idx, None].astype(np.float32)
+    clean = (embeddings[ok_idx].astype(np.float64) / norms[ok_idx, None]).astype(np.float32)
     batch = RequestBatch(request_ids[ok_idx], ts[ok_idx], account_ids[ok_idx], org_ids[ok_idx], clean)
 
     dead: list[DeadLetter] = []

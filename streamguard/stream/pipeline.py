@@ -302,7 +302,7 @@ class Pipeline:
         self._touched.clear()
         alerts = self._score(touched)
         if ended % self.settings.campaign.link_every_ticks == 0:
-            alerts.extend(self._score_campaigns(int(self._watermark or 0)))
+            alerts.extend(self._score_campaigns())
         if ended % cfg.evict_every_ticks == 0:
             self._evict_idle()
         alerts.sort(key=lambda a: (a.ts, a.account_id))
@@ -365,12 +365,14 @@ class Pipeline:
                 self.stats.alerts_by_kind[k] += 1
         return alerts
 
-    def _score_campaigns(self, now_ts: int) -> list[AlertRecord]:
+    def _score_campaigns(self) -> list[AlertRecord]:
         """Link accounts into groups and alert the members of groups that cross the line."""
         assert self.near_duplicate and self.coverage and self.campaigns
         seen = self.near_duplicate.seen
         alerts = []
         for campaign in self.campaigns.link(self.coverage, seen, self.accounts.active_slots()):
+            # The group's event time: its latest request, whatever batch it arrived in.
+            now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())
             first = int(self.accounts.first_ts[campaign.members].min())
             verdict = self.scorer.judge_campaign(

@@ -55,3 +55,25 @@ def test_warmup_uses_exactly_the_first_requests(small_settings, batch):
     for start in range(0, 3000, 7):
         b.process(batch.take(np.arange(start, min(start + 7, 3000))))
     np.testing.assert_array_equal(a.codebook.centroids, b.codebook.centroids)
+
+
+def test_campaign_alerts_do_not_depend_on_batch_size():
+    """Regression: campaign alerts once took their time from the last batch's end."""
+    from streamguard.backends import create_backend
+    from streamguard.config import load_settings
+    from streamguard.sim import SimConfig, simulate
+
+    table = event_time_order(simulate(SimConfig(seed=3, scale=0.3, dim=64)).table)
+    valid, _ = validate_table(table, 64)
+    settings = load_settings(environ={})
+
+    def alerts(step):
+        pipeline = Pipeline(settings, create_backend("auto"))
+        out = []
+        for start in range(0, len(valid), step):
+            out += pipeline.process(valid.take(slice(start, min(start + step, len(valid)))))
+        return alerts_of(out + pipeline.finish())
+
+    reference = alerts(16384)
+    assert any(a[1] == "campaign" for a in reference), "this traffic must raise campaign alerts"
+    assert alerts(1365) == reference

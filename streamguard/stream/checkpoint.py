@@ -1,0 +1,227 @@
+"""Per-partition checkpoints: pipeline state and the input offset it covers, written together.
+
+Layout under ``--state-dir`` (one directory per input partition)::
+
+    STATE/
+      <topic>/
+        partition-00002/
+          MANIFEST.json                       the commit point (see below)
+          snapshot-000000012345-<id>.pkl      Pipeline.snapshot(), pickled
+
+``MANIFEST.json`` names the snapshot file with its SHA-256 and size, and holds
+the offset it covers (the next record to process), the number of alerts the
+partition has emitted so far, and what the alert sinks need to make their
+output idempotent after a crash. A checkpoint is written as: snapshot to a
+temporary file, fsync, rename; manifest to a temporary file, fsync, rename
+over ``MANIFEST.json``, fsync the directory. The manifest rename is atomic, so
+a reader sees the old checkpoint or the new one, never a mix; the previous
+snapshot is deleted only after the new manifest is durable.
+
+Snapshots are pickles: the state directory must be writable by streamguard
+alone (a pickle from an untrusted writer runs code when loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import time
+import uuid
+from contextlib import nullcontext
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, ContextManager
+
+MANIFEST = "MANIFEST.json"
+FORMAT_VERSION = 1
+_SNAPSHOT = re.compile(r"snapshot-\d+-[0-9a-f]+\.pkl\Z")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that exists but cannot be used (corrupt, other topic, other dimension)."""
+
+
+@dataclass
+class Checkpoint:
+    """One partition's durable state.
+
+    Attributes
+    ----------
+    topic, partition : the input partition
+    offset : next input offset to process; every record before it is in ``snapshot``
+    snapshot : ``Pipeline.snapshot()``
+    alerts_emitted : alerts the partition has produced so far (alert sequence numbers ``0..n-1``)
+    dim : the stream's embedding dimension, None before the first valid request
+    alert_scan_from : alerts-topic partition -> an offset at or before every alert
+        this partition may have exported after this checkpoint (where the
+        restore-time duplicate scan starts)
+    alerts_file, alerts_file_pos : the JSON Lines alert file and its size once
+        this checkpoint's alerts were fsynced
+    checkpoint_id : unique id of this checkpoint (a replica that still holds the
+        partition in memory compares it to tell whether someone else moved on)
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    snapshot: dict[str, Any]
+    alerts_emitted: int = 0
+    dim: int | None = None
+    alert_scan_from: dict[int, int] = field(default_factory=dict)
+    alerts_file: str | None = None
+    alerts_file_pos: int = 0
+    checkpoint_id: str = ""
+    written_at: float = 0.0
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointStore:
+    """Checkpoints of one input topic under ``root``.
+
+    Several replicas may share ``root`` (a ReadWriteMany volume): each
+    partition is written only by its current owner in the consumer group.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], topic: str) -> None:
+        if not topic or "/" in topic or topic in (".", ".."):
+            raise ValueError(f"invalid topic name {topic!r}")
+        self.root = Path(root)
+        self.topic = topic
+        self.topic_dir = self.root / topic
+
+    def partition_dir(self, partition: int) -> Path:
+        return self.topic_dir / f"partition-{int(partition):05d}"
+
+    # ------------------------------------------------------------- reading
+
+    def manifest(self, partition: int) -> dict[str, Any] | None:
+        """The partition's manifest, or None when it was never checkpointed."""
+        path = self.partition_dir(partition) / MANIFEST
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            manifest = json.loads(text)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: corrupt manifest ({exc})") from None
+        if manifest.get("version") != FORMAT_VERSION:
+            raise CheckpointError(f"{path}: manifest version {manifest.get('version')} is not {FORMAT_VERSION}")
+        if manifest.get("topic") != self.topic or manifest.get("partition") != partition:
+            raise CheckpointError(f"{path}: manifest is for {manifest.get('topic')}/{manifest.get('partition')}")
+        return manifest
+
+    def manifests(self) -> dict[int, dict[str, Any]]:
+        """Every partition's manifest (partition -> manifest)."""
+        found: dict[int, dict[str, Any]] = {}
+        if not self.topic_dir.is_dir():
+            return found
+        for child in sorted(self.topic_dir.iterdir()):
+            match = re.fullmatch(r"partition-(\d+)", child.name)
+            if match and (child / MANIFEST).exists():
+                manifest = self.manifest(int(match.group(1)))
+                if manifest is not None:
+                    found[int(match.group(1))] = manifest
+        return found
+
+    def load(self, partition: int) -> Checkpoint | None:
+        """The partition's last checkpoint, or None when there is none.
+
+        Raises
+        ------
+        CheckpointError
+            When the manifest or its snapshot is unreadable or does not match
+            its checksum: resuming from nothing would silently forget the
+            partition's history, so this needs an operator.
+        """
+        manifest = self.manifest(partition)
+        if manifest is None:
+            return None
+        path = self.partition_dir(partition) / manifest["snapshot"]
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: snapshot named by the manifest is unreadable ({exc})") from None
+        if len(blob) != manifest["snapshot_bytes"] or hashlib.sha256(blob).hexdigest() != manifest["snapshot_sha256"]:
+            raise CheckpointError(f"{path}: snapshot does not match the manifest's size and checksum")
+        try:
+            snapshot = pickle.loads(blob)
+        except Exception as exc:  # unpickling raises many types on a bad blob
+            raise CheckpointError(f"{path}: snapshot cannot be unpickled ({exc})") from None
+        return Checkpoint(
+            topic=self.topic,
+            partition=partition,
+            offset=int(manifest["offset"]),
+            snapshot=snapshot,
+            alerts_emitted=int(manifest["alerts_emitted"]),
+            dim=manifest.get("dim"),
+            alert_scan_from={int(k): int(v) for k, v in manifest.get("alert_scan_from", {}).items()},
+            alerts_file=manifest.get("alerts_file"),
+            alerts_file_pos=int(manifest.get("alerts_file_pos", 0)),
+            checkpoint_id=str(manifest["checkpoint_id"]),
+            written_at=float(manifest.get("written_at", 0.0)),
+        )
+
+    # ------------------------------------------------------------- writing
+
+    def save(self, checkpoint: Checkpoint, guard: Callable[[], ContextManager[bool]] | None = None) -> Checkpoint | None:
+        """Write ``checkpoint`` atomically; returns it with its new id and time. Old snapshots are removed.
+
+        ``guard`` (optional) is entered around the commit point: when it yields
+        False (the partition was revoked meanwhile) nothing is committed and
+        None is returned. Ownership cannot change while the guard is held.
+        """
+        if checkpoint.topic != self.topic:
+            raise ValueError(f"checkpoint of topic {checkpoint.topic!r} given to the store of {self.topic!r}")
+        directory = self.partition_dir(checkpoint.partition)
+        fresh = not directory.exists()
+        directory.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            _fsync_dir(directory.parent)
+        checkpoint.checkpoint_id = uuid.uuid4().hex
+        checkpoint.written_at = time.time()
+        blob = pickle.dumps(checkpoint.snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+        name = f"snapshot-{checkpoint.offset:012d}-{checkpoint.checkpoint_id[:12]}.pkl"
+        _write_durably(directory / name, blob)
+        # Not dataclasses.asdict: it would deep-copy the whole snapshot.
+        manifest = {f.name: getattr(checkpoint, f.name) for f in fields(checkpoint) if f.name != "snapshot"}
+        manifest.update(
+            version=FORMAT_VERSION,
+            snapshot=name,
+            snapshot_bytes=len(blob),
+            snapshot_sha256=hashlib.sha256(blob).hexdigest(),
+            alert_scan_from={str(k): v for k, v in sorted(checkpoint.alert_scan_from.items())},
+        )
+        data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
+        with guard() if guard is not None else nullcontext(True) as owned:
+            if not owned:
+                (directory / name).unlink(missing_ok=True)
+                return None
+            _write_durably(directory / MANIFEST, data)
+            _fsync_dir(directory)
+            for old in directory.iterdir():
+                if old.name != name and (_SNAPSHOT.match(old.name) or old.name.endswith(".tmp")):
+                    try:
+                        old.unlink()
+                    except FileNotFoundError:
+                        pass
+        return checkpoint

@@ -1,0 +1,515 @@
+"""Kafka plumbing: the consumer-group source, client settings, and the request producer.
+
+The service talks to Kafka only through :class:`Source` (consume, seek, pause,
+commit, rebalance marks), so its loop runs the same against a real broker
+(:class:`KafkaSource`) and against the in-memory source of the unit tests.
+
+kafka-python is imported lazily: ``import streamguard.stream.kafka`` costs
+nothing on a machine without a broker.
+
+Two measured facts shape this module (see FIELD-NOTES.md):
+
+- kafka-python 3 runs rebalance callbacks on its network thread, and only
+  while the poll loop is blocked inside ``poll()``: the listener here only
+  *marks* partitions; the loop does the checkpoint and restore work after
+  ``poll()`` returns.
+- Tansu answers ListOffsets wrongly after batch writes; the high watermark in
+  fetch responses is right, so lag is computed from :meth:`Source.highwater`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Iterator, Mapping, Protocol
+from urllib.parse import urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamguard.stream.decode import Record, arrow_stream_bytes
+from streamguard.stream.partitioner import partition_for
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Client and service settings of ``streamguard run`` (TOML ``[kafka]``, env ``STREAMGUARD_KAFKA_<FIELD>``).
+
+    Security settings are passed through to kafka-python unchanged.
+    """
+
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (or OAUTHBEARER, GSSAPI as kafka-python supports them)."""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    """Prefer the environment (a Kubernetes Secret) to a flag or a file."""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    max_poll_records: int = 64
+    """Records per poll: one Arrow record can hold hundreds of requests."""
+    fetch_max_bytes: int = 64 * MiB
+    """Raised from the client default: one Arrow record holds hundreds of requests."""
+    max_partition_fetch_bytes: int = 16 * MiB
+    request_timeout_ms: int = 30_000
+    reconnect_backoff_max_ms: int = 5_000
+    checkpoint_interval_s: float = 10.0
+    """Alerts are exported and state checkpointed this often (and on revoke, shutdown, idle)."""
+    queue_max_rows: int = 0
+    """Decoded rows waiting per partition before it is paused; 0 = 4 x batch.max_size."""
+    poll_timeout_ms: int = 200
+    liveness_timeout_s: float = 120.0
+    """/healthz fails when the loop has not turned for this long."""
+    export_timeout_s: float = 30.0
+    """Wait this long for the broker to acknowledge alerts before retrying the checkpoint later."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaConfig":
+        """Defaults overridden by ``STREAMGUARD_KAFKA_<FIELD>`` variables."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"STREAMGUARD_KAFKA_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(raw, f.default)
+        return replace(cls(), **values)
+
+    def client_options(self) -> dict[str, Any]:
+        """Security and network options common to consumers, producers and admin clients."""
+        options: dict[str, Any] = {
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            options["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password:
+            options["sasl_plain_password"] = self.sasl_password
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, name):
+                    options[name] = getattr(self, name)
+        return options
+
+
+def _coerce(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def parse_kafka_url(url: str) -> tuple[str, str]:
+    """``kafka://host:port[,host:port]/topic`` -> (bootstrap servers, topic)."""
+    parsed = urlparse(url)
+    topic = parsed.path.lstrip("/")
+    if parsed.scheme != "kafka" or not parsed.netloc or not topic or "/" in topic:
+        raise ValueError(f"{url!r}: expected kafka://HOST:PORT/TOPIC")
+    return parsed.netloc, topic
+
+
+# ------------------------------------------------------------------ source
+
+
+class Source(Protocol):
+    """What the service loop needs from a consumer group (partitions are of one topic)."""
+
+    topic: str
+    ownership: Ownership
+    """Bumped by the rebalance listener on revocation (see :class:`Ownership`)."""
+
+    def poll(self, timeout_s: float) -> dict[int, list[Record]]:
+        """Records per partition, in offset order (empty when none arrived in time)."""
+
+    def take_rebalance(self) -> list[tuple[str, set[int]]]:
+        """Rebalance events since the last call, in order: ``("revoked"|"assigned", partitions)``."""
+
+    def seek(self, partition: int, offset: int | None) -> None:
+        """Next record to fetch; None = the earliest retained record."""
+
+    def pause(self, partitions: set[int]) -> None: ...
+
+    def resume(self, partitions: set[int]) -> None: ...
+
+    def commit(self, offsets: Mapping[int, int]) -> bool:
+        """Commit next-offsets to the group (for lag monitoring); False when it failed."""
+
+    def highwater(self, partition: int) -> int | None:
+        """High watermark from the last fetch response, None before the first."""
+
+    def connected(self) -> bool:
+        """False while the group coordinator cannot be reached."""
+
+    def partition_count(self) -> int | None: ...
+
+    def close(self) -> None:
+        """Leave the group and release the client."""
+
+
+class Ownership:
+    """Revocation epochs of partitions, bumped the moment a partition is revoked.
+
+    A checkpoint written in the background commits only while holding
+    :meth:`holding` with the epoch it was taken at: once the rebalance
+    listener has marked the partition revoked (which happens before this
+    member rejoins the group, hence before anyone else can own it), a late
+    write is dropped instead of landing under the next owner.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._epoch: dict[int, int] = {}
+
+    def revoke(self, partitions: set[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                self._epoch[p] = self._epoch.get(p, 0) + 1
+
+    def epoch(self, partition: int) -> int:
+        with self._lock:
+            return self._epoch.get(partition, 0)
+
+    @contextmanager
+    def holding(self, partition: int, epoch: int) -> Iterator[bool]:
+        """Yields whether the partition is still owned since ``epoch``; revocation waits until exit."""
+        with self._lock:
+            yield self._epoch.get(partition, 0) == epoch
+
+
+class _Marks:
+    """Rebalance listener: runs on kafka-python's network thread, so it only records events."""
+
+    def __init__(self, ownership: Ownership) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, set[int]]] = []
+        self.ownership = ownership
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        partitions = {tp.partition for tp in revoked}
+        self.ownership.revoke(partitions)
+        with self._lock:
+            self._events.append(("revoked", partitions))
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self.on_partitions_revoked(lost)
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with self._lock:
+            self._events.append(("assigned", {tp.partition for tp in assigned}))
+
+    def take(self) -> list[tuple[str, set[int]]]:
+        with self._lock:
+            events, self._events = self._events, []
+        return events
+
+
+class KafkaSource:
+    """A kafka-python consumer in a group, subscribed to one topic; offsets are never auto-committed."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, group_id: str, config: KafkaConfig, client_id: str = "streamguard") -> None:
+        from kafka import ConsumerRebalanceListener, KafkaConsumer
+
+        self.topic = topic
+        self.config = config
+        self.ownership = Ownership()
+        self._marks = _Marks(self.ownership)
+        marks = self._marks
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked: Any) -> None:
+                marks.on_partitions_revoked(revoked)
+
+            def on_partitions_assigned(self, assigned: Any) -> None:
+                marks.on_partitions_assigned(assigned)
+
+            def on_partitions_lost(self, lost: Any) -> None:
+                marks.on_partitions_lost(lost)
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap_servers.split(","),
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+            max_poll_records=config.max_poll_records,
+            fetch_max_bytes=config.fetch_max_bytes,
+            max_partition_fetch_bytes=config.max_partition_fetch_bytes,
+            **config.client_options(),
+        )
+        self._consumer.subscribe([topic], listener=Listener())
+
+    def _tp(self, partition: int) -> Any:
+        from kafka import TopicPartition
+
+        return TopicPartition(self.topic, partition)
+
+    def poll(self, timeout_s: float) -> dict[int, list[Record]]:
+        from kafka.errors import KafkaError
+
+        try:
+            polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        except KafkaError as exc:
+            log.warning("poll failed (%s); retrying", exc)
+            time.sleep(min(timeout_s, 1.0))
+            return {}
+        return {
+            tp.partition: [Record(m.offset, m.value, m.key) for m in messages]
+            for tp, messages in polled.items()
+            if tp.topic == self.topic
+        }
+
+    def take_rebalance(self) -> list[tuple[str, set[int]]]:
+        return self._marks.take()
+
+    def assigned(self) -> set[int]:
+        return {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
+
+    def seek(self, partition: int, offset: int | None) -> None:
+        tp = self._tp(partition)
+        if partition not in self.assigned():
+            return
+        if offset is None:
+            self._consumer.seek_to_beginning(tp)
+        else:
+            self._consumer.seek(tp, offset)
+
+    def pause(self, partitions: set[int]) -> None:
+        owned = self.assigned()
+        self._consumer.pause(*[self._tp(p) for p in partitions if p in owned])
+
+    def resume(self, partitions: set[int]) -> None:
+        owned = self.assigned()
+        self._consumer.resume(*[self._tp(p) for p in partitions if p in owned])
+
+    def commit(self, offsets: Mapping[int, int]) -> bool:
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        owned = self.assigned()
+        todo = {self._tp(p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items() if p in owned}
+        if not todo:
+            return True
+        try:
+            self._consumer.commit(todo, timeout_ms=self.config.request_timeout_ms)
+        except (KafkaError, RuntimeError) as exc:
+            log.info("offset commit failed (%s); the checkpoint holds the offsets, the next commit catches up", exc)
+            return False
+        return True
+
+    def highwater(self, partition: int) -> int | None:
+        try:
+            return self._consumer.highwater(self._tp(partition))
+        except Exception:  # IllegalStateError once the partition is no longer assigned
+            return None
+
+    def connected(self) -> bool:
+        return not self._consumer._coordinator.coordinator_unknown()
+
+    def partition_count(self) -> int | None:
+        try:
+            found = self._consumer.partitions_for_topic(self.topic)
+        except Exception as exc:  # broker unreachable
+            log.debug("partitions_for_topic failed: %s", exc)
+            return None
+        return len(found) if found else None
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False, timeout_ms=5_000)
+        except Exception as exc:
+            log.warning("consumer close failed: %s", exc)
+
+
+# ----------------------------------------------------------------- topics
+
+
+def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, config: KafkaConfig | None = None) -> int:
+    """Create ``topic`` with ``partitions`` partitions unless it exists; returns its partition count."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    config = config or KafkaConfig()
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers.split(","), **config.client_options())
+    try:
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()
+    probe = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","), enable_auto_commit=False, **config.client_options())
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            found = probe.partitions_for_topic(topic)
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    finally:
+        probe.close()
+    if not found:
+        raise RuntimeError(f"topic {topic} does not show up in the cluster metadata")
+    return len(found)
+
+
+# ---------------------------------------------------------------- producer
+
+
+def request_producer(bootstrap_servers: str, config: KafkaConfig | None = None, **overrides: Any) -> Any:
+    """A KafkaProducer tuned for request records (large batches, acknowledged by all replicas)."""
+    from kafka import KafkaProducer
+
+    config = config or KafkaConfig()
+    options: dict[str, Any] = dict(
+        acks="all",
+        linger_ms=20,
+        batch_size=1 * MiB,
+        max_request_size=8 * MiB,
+        **config.client_options(),
+    )
+    options.update(overrides)
+    return KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), **options)
+
+
+def _ts_ms(table: pa.Table) -> np.ndarray:
+    col = table.column("ts").combine_chunks()
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.timestamp("ms"), safe=False).cast(pa.int64())
+    return col.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def json_values(table: pa.Table, embedding: str = "list") -> list[bytes]:
+    """One JSON request per row (``embedding`` as a list, or ``"b64"``: ``embedding_b64``)."""
+    if embedding not in ("list", "b64"):
+        raise ValueError("embedding must be 'list' or 'b64'")
+    from base64 import b64encode
+
+    ts = _ts_ms(table)
+    ids = table.column("request_id").to_pylist()
+    accounts = table.column("account_id").to_pylist()
+    orgs = table.column("org_id").to_pylist() if "org_id" in table.column_names else [None] * table.num_rows
+    emb = table.column("embedding").combine_chunks()
+    out = []
+    for i in range(table.num_rows):
+        vec = emb[i].values.to_numpy(zero_copy_only=False).astype(np.float32)
+        record: dict[str, Any] = {"request_id": ids[i], "ts": int(ts[i]), "account_id": accounts[i], "org_id": orgs[i]}
+        if embedding == "list":
+            record["embedding"] = vec.tolist()
+        else:
+            record["embedding_b64"] = b64encode(vec.astype("<f4").tobytes()).decode("ascii")
+        out.append(json.dumps(record, separators=(",", ":")).encode())
+    return out
+
+
+def publish_table(
+    table: pa.Table,
+    url: str,
+    fmt: str = "arrow",
+    batch_rows: int = 256,
+    *,
+    partitions: int | None = None,
+    config: KafkaConfig | None = None,
+    event_time: bool = True,
+    embedding: str = "list",
+    producer: Any = None,
+) -> int:
+    """Publish request records to ``kafka://host:port/topic``; returns the number of messages.
+
+    Rows keep the table's order within each partition (sorted by event time
+    first unless ``event_time=False``: that is the order ``replay`` feeds, so
+    ``run`` on the topic gives ``replay --partitions N``'s alerts).
+
+    Parameters
+    ----------
+    fmt : ``"json"``: one message per request, key = account_id; ``"arrow"``:
+        rows grouped by the default partitioner of account_id, one Arrow IPC
+        stream of up to ``batch_rows`` rows per message (embedding as
+        ``fixed_size_list<float32>[D]``)
+    partitions : create the topic with this many partitions if it is missing
+    embedding : JSON only, ``"list"`` or ``"b64"``
+    """
+    if fmt not in ("arrow", "json"):
+        raise ValueError(f"fmt must be 'arrow' or 'json', got {fmt!r}")
+    if batch_rows < 1:
+        raise ValueError("batch_rows must be >= 1")
+    bootstrap, topic = parse_kafka_url(url)
+    if event_time:
+        from streamguard.stream.replay import event_time_order
+
+        table = event_time_order(table)
+    if partitions is not None:
+        ensure_topic(bootstrap, topic, partitions, config)
+    own = producer is None
+    producer = producer or request_producer(bootstrap, config)
+    try:
+        count = producer.partitions_for(topic)
+        n_parts = len(count) if count else 1
+        sent = 0
+        if fmt == "json":
+            keys = table.column("account_id").to_pylist()
+            for key, value in zip(keys, json_values(table, embedding), strict=True):
+                producer.send(topic, key=key.encode() if key is not None else None, value=value)
+                sent += 1
+        else:
+            table = _arrow_request_table(table)
+            accounts = table.column("account_id").to_pylist()
+            cache: dict[str, int] = {}
+            parts = np.array([cache.setdefault(a, partition_for(a, n_parts)) if a is not None else 0 for a in accounts])
+            for p in range(n_parts):
+                rows = np.flatnonzero(parts == p)
+                for start in range(0, rows.size, batch_rows):
+                    chunk = table.take(pa.array(rows[start : start + batch_rows]))
+                    producer.send(topic, value=arrow_stream_bytes(chunk), partition=p)
+                    sent += 1
+        producer.flush()
+        return sent
+    finally:
+        if own:
+            producer.close()
+
+
+def _arrow_request_table(table: pa.Table) -> pa.Table:
+    """The contract's columns, embeddings as fixed_size_list<float32>[D] when every row has D values."""
+    from streamguard.schema import infer_dim
+
+    cols = ["request_id", "ts", "account_id", "embedding"] + (["org_id"] if "org_id" in table.column_names else [])
+    table = table.select(cols)
+    emb = table.column("embedding")
+    if not pa.types.is_fixed_size_list(emb.type):
+        dim = infer_dim(table)
+        lengths = pc.list_value_length(emb).to_numpy(zero_copy_only=False)
+        if emb.null_count == 0 and (lengths == dim).all():
+            flat = pc.list_flatten(emb.combine_chunks()).cast(pa.float32())
+            fixed = pa.FixedSizeListArray.from_arrays(flat, dim)
+            table = table.set_column(table.column_names.index("embedding"), "embedding", fixed)
+    elif emb.type.value_type != pa.float32():
+        table = table.set_column(
+            table.column_names.index("embedding"), "embedding", emb.cast(pa.list_(pa.float32(), emb.type.list_size))
+        )
+    return table

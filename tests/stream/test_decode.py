@@ -1,0 +1,202 @@
+"""Record decoding: both contract formats, every poison kind, and a fuzz over arbitrary values.
+
+No broker: ``decode_records`` is pure. The fuzz test checks the invariant the
+service relies on: whatever the bytes, no exception, and every record either
+yields valid rows or lands in the dead letters with a reason (an Arrow record
+may do both, row by row).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamguard.schema import request_schema, validate_table
+from streamguard.stream.decode import Record, RecordDecoder, arrow_stream_bytes, sniff
+
+D = 8
+
+
+def arrow_value(n: int = 4, dim: int = D, seed: int = 0, nan_row: int | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, dim)).astype(np.float32)
+    if nan_row is not None:
+        emb[nan_row, 0] = np.nan
+    table = pa.table(
+        {
+            "request_id": [f"r{seed}-{i}" for i in range(n)],
+            "ts": pa.array(1_700_000_000_000 + np.arange(n), pa.int64()).cast(pa.timestamp("ms")),
+            "account_id": [f"acct-{i % 2}" for i in range(n)],
+            "org_id": [None] * n,
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), dim),
+        },
+        schema=request_schema(dim),
+    )
+    return arrow_stream_bytes(table)
+
+
+def json_value(i: int = 0, dim: int = D, b64: bool = False, **over) -> bytes:
+    vec = (np.arange(dim, dtype=np.float32) + 1.0) / dim
+    obj = {"request_id": f"j{i}", "ts": 1_700_000_000_000 + i, "account_id": "acct-j", "org_id": None}
+    if b64:
+        obj["embedding_b64"] = base64.b64encode(vec.astype("<f4").tobytes()).decode()
+    else:
+        obj["embedding"] = vec.tolist()
+    obj.update(over)
+    return json.dumps(obj).encode()
+
+
+def decode(*values: bytes | None, dim: int | None = D):
+    return RecordDecoder(dim).decode_records([Record(i, v) for i, v in enumerate(values)], source="kafka:t/0")
+
+
+def test_both_formats_decode_to_the_rows_validate_table_gives() -> None:
+    value = arrow_value(5)
+    out = decode(value, json_value(1), json_value(2, b64=True))
+    assert len(out.batch) == 7 and not out.dead
+    table = pa.ipc.open_stream(value).read_all()
+    expected, _ = validate_table(table, D)
+    np.testing.assert_array_equal(out.batch.embeddings[:5], expected.embeddings)
+    # list and base64 carry the same float32 values
+    np.testing.assert_array_equal(out.batch.embeddings[5], out.batch.embeddings[6])
+    assert out.batch.request_ids.tolist()[5:] == ["j1", "j2"]
+    assert sniff(value) == "arrow" and sniff(json_value()) == "json" and sniff(b"\x00garbage") == "unknown"
+
+
+def test_a_huge_but_finite_embedding_is_a_direction_like_any_other() -> None:
+    out = decode(json_value(embedding=[0.0] * (D - 1) + [1.8446744073709552e19]))
+    assert len(out.batch) == 1 and not out.dead
+    np.testing.assert_allclose(np.linalg.norm(out.batch.embeddings, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (b"\x00\x01garbage", "undecodable: neither"),
+        (b"", "undecodable: empty value"),
+        (None, "undecodable: empty value"),
+        (b"{not json", "undecodable: not JSON"),
+        (b"[1, 2]", "undecodable"),
+        (json_value(dim=D + 3), "wrong dimension: 11"),
+        (json_value(embedding=[float("nan")] * D), "embedding has NaN or Inf"),
+        (json_value(embedding=[0.0] * D), "zero vector"),
+        (json_value(account_id=None), "missing account_id"),
+        (json_value(ts=None), "missing ts"),
+        (json_value(ts="yesterday"), "undecodable: JSON field ts"),
+        (json_value(embedding=["a"] * D), "undecodable: JSON field embedding"),
+        (json_value(embedding_b64="!!!"), "undecodable: both"),
+        (json.dumps({"request_id": "x", "ts": 1, "account_id": "a", "embedding_b64": "AAAAAAA="}).encode(), "undecodable: embedding_b64 holds 5 bytes"),
+        (arrow_value()[:-40], "undecodable: truncated or corrupt Arrow"),
+        (arrow_value()[:7], "undecodable: truncated or corrupt Arrow"),
+    ],
+)
+def test_poison_values_are_dead_lettered_with_a_reason(value: bytes | None, reason: str) -> None:
+    out = decode(json_value(0), value, json_value(2))
+    assert len(out.batch) == 2, "good records around a poison one still flow"
+    assert [d.offset for d in out.dead] == [1]
+    assert out.dead[0].reason.startswith(reason), out.dead[0].reason
+    assert out.dead[0].original_bytes() == (value or b"")
+
+
+def test_one_bad_row_of_an_arrow_record_is_dead_lettered_as_that_row() -> None:
+    out = decode(arrow_value(6, nan_row=3))
+    assert len(out.batch) == 5
+    (dead,) = out.dead
+    assert dead.row == 3 and dead.reason == "embedding has NaN or Inf"
+    row = pa.ipc.open_stream(dead.original_bytes()).read_all()
+    assert row.num_rows == 1 and row.column("request_id")[0].as_py() == "r0-3"
+
+
+def test_wrong_dimension_arrow_record_is_dead_lettered_row_by_row() -> None:
+    out = decode(arrow_value(3, dim=D + 1))
+    assert len(out.batch) == 0 and len(out.dead) == 3
+    assert all(d.reason.startswith("wrong dimension: 9") for d in out.dead)
+
+
+def test_dimension_comes_from_the_first_usable_record_when_not_given() -> None:
+    decoder = RecordDecoder(None)
+    out = decoder.decode_records([Record(0, b"junk"), Record(1, arrow_value(2, dim=12))])
+    assert decoder.dim == 12 and len(out.batch) == 2 and len(out.dead) == 1
+
+
+# -------------------------------------------------------------------- fuzz
+
+FUZZ = settings(max_examples=2_500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+GOOD_ARROW = arrow_value(4, seed=1)
+GOOD_JSON = json_value(0)
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)
+)
+json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+
+
+def check_invariant(values: list[bytes | None]) -> None:
+    out = decode(*values)
+    assert out.batch.embeddings.shape == (len(out.batch), D)
+    assert np.isfinite(out.batch.embeddings).all()
+    if len(out.batch):
+        np.testing.assert_allclose(np.linalg.norm(out.batch.embeddings, axis=1), 1.0, rtol=1e-5)
+    dead_offsets = {d.offset for d in out.dead}
+    assert all(d.reason for d in out.dead)
+    assert all(isinstance(d.original_bytes(), bytes) for d in out.dead)
+    # Each record decodes to rows or is dead-lettered; rows are conserved.
+    assert out.rows == len(out.batch) + sum(1 for d in out.dead)
+    assert dead_offsets <= set(range(len(values)))
+
+
+@FUZZ
+@given(st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+def test_fuzz_arbitrary_bytes(values: list[bytes]) -> None:
+    check_invariant(values)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(0, len(GOOD_ARROW) - 1), st.integers(0, 255), st.integers(1, len(GOOD_ARROW))), max_size=4))
+def test_fuzz_mutated_arrow(mutations: list[tuple[int, int, int]]) -> None:
+    values = []
+    for position, byte, cut in mutations or [(0, 0xFF, len(GOOD_ARROW))]:
+        data = bytearray(GOOD_ARROW)
+        data[position] = byte
+        values.append(bytes(data[:cut]))
+    check_invariant(values)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["request_id", "ts", "account_id", "org_id", "embedding", "embedding_b64", "x"]), json_values, max_size=6))
+def test_fuzz_json_objects(obj: dict) -> None:
+    try:
+        value = json.dumps(obj, allow_nan=True).encode()
+    except (ValueError, OverflowError):
+        return
+    check_invariant([value, GOOD_JSON])
+
+
+@FUZZ
+@given(
+    st.lists(st.one_of(st.floats(width=32), st.integers(-5, 5)), min_size=0, max_size=2 * D),
+    st.one_of(st.integers(-(2**64), 2**64), st.floats(), st.text(max_size=4), st.none()),
+    st.booleans(),
+)
+def test_fuzz_json_requests(embedding: list, ts: object, b64: bool) -> None:
+    obj: dict = {"request_id": "r", "ts": ts, "account_id": "a"}
+    if b64:
+        obj["embedding_b64"] = base64.b64encode(np.asarray(embedding, dtype="<f4").tobytes()).decode()
+    else:
+        obj["embedding"] = embedding
+    check_invariant([json.dumps(obj).encode(), GOOD_ARROW])
+
+
+def test_consecutive_arrow_records_map_bad_rows_back_to_their_record() -> None:
+    out = decode(arrow_value(4, seed=1), arrow_value(6, seed=2, nan_row=3), json_value(9), arrow_value(2, seed=3, nan_row=0))
+    assert len(out.batch) == 4 + 5 + 1 + 1
+    assert [(d.offset, d.row) for d in out.dead] == [(1, 3), (3, 0)]
+    row = pa.ipc.open_stream(out.dead[0].original_bytes()).read_all()
+    assert row.column("request_id")[0].as_py() == "r2-3"
+    assert out.batch.request_ids.tolist()[:5] == ["r1-0", "r1-1", "r1-2", "r1-3", "r2-0"]

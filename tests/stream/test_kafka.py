@@ -1,0 +1,311 @@
+"""``streamguard run`` against a real broker (Tansu), in subprocesses.
+
+Each test owns its topics and consumer group on the session's broker. The
+oracle is ``streamguard replay --partitions 3`` over the same records with the
+same codebook file; where partitions fit their own codebooks, it is one
+:class:`Pipeline` per partition fed in topic order (what ``run`` must equal
+when it never stops).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+pytestmark = pytest.mark.kafka
+
+
+def manifest_offsets(state_dir: Path, topic: str) -> dict[int, int]:
+    out = {}
+    for path in (state_dir / topic).glob("partition-*/MANIFEST.json"):
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        out[int(manifest["partition"])] = int(manifest["offset"])
+    return out
+
+
+def messages_per_partition(table: pa.Table, fmt: str, batch_rows: int = 256, partitions: int = 3) -> dict[int, int]:
+    from streamguard.stream.partitioner import partition_for
+
+    rows = Counter(partition_for(a, partitions) for a in table.column("account_id").to_pylist())
+    if fmt == "json":
+        return dict(rows)
+    return {p: -(-n // batch_rows) for p, n in rows.items()}
+
+
+def alert_messages(kit: Any, topic: str) -> list[dict[str, Any]]:
+    """Alerts read from the topic, checked for the contract's key and for duplicate sequence numbers."""
+    messages = kit.read_topic(topic)
+    ids = []
+    out = []
+    for m in messages:
+        alert = json.loads(m.value)
+        headers = dict(m.headers)
+        assert m.key.decode() == alert["account_id"]
+        ids.append((headers["streamguard.source"], int(headers["streamguard.seq"])))
+        out.append(alert)
+    assert len(ids) == len(set(ids)), "an alert was exported twice"
+    return out
+
+
+def canonical(alerts: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps(a, sort_keys=True) for a in alerts)
+
+
+def assert_same_alerts(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
+    """Equal as multisets of whole records; on failure, name the records and fields that differ."""
+    if canonical(got) == canonical(want):
+        return
+    extra = Counter(canonical(got)) - Counter(canonical(want))
+    missing = Counter(canonical(want)) - Counter(canonical(got))
+    lines = [f"{len(got)} alerts, expected {len(want)}"]
+    for text in missing:
+        a = json.loads(text)
+        twins = [json.loads(t) for t in extra if json.loads(t)["account_id"] == a["account_id"] and json.loads(t)["ts"] == a["ts"]]
+        if twins:
+            b = twins[0]
+            fields = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+            evidence = {k: (a["evidence"].get(k), b["evidence"].get(k)) for k in set(a["evidence"]) | set(b["evidence"])
+                        if a["evidence"].get(k) != b["evidence"].get(k)}
+            lines.append(f"differs {a['account_id']}@{a['ts']}: {fields.keys() - {'evidence'}} evidence {evidence}")
+        else:
+            lines.append(f"missing {a['account_id']}@{a['ts']} {a['kind']} seen={a['events_seen']}")
+    for text in extra:
+        a = json.loads(text)
+        lines.append(f"extra {a['account_id']}@{a['ts']} {a['kind']} seen={a['events_seen']}")
+    raise AssertionError("\n".join(lines))
+
+
+@pytest.fixture(scope="module")
+def own_codebook_alerts(traffic: Any) -> list[dict[str, Any]]:
+    """Alerts of one Pipeline per partition fitting its own codebook, fed each partition's rows in order."""
+    from streamguard.backends import create_backend
+    from streamguard.config import load_settings
+    from streamguard.schema import validate_table
+    from streamguard.stream.partitioner import partition_for
+    from streamguard.stream.pipeline import Pipeline
+
+    settings = load_settings(traffic.config)
+    backend = create_backend("numpy", settings.near_duplicate.bands, settings.near_duplicate.table_bits)
+    parts = np.array([partition_for(a, 3) for a in traffic.table.column("account_id").to_pylist()])
+    alerts = []
+    for p in range(3):
+        batch, dead = validate_table(traffic.table.take(pa.array(np.flatnonzero(parts == p))), 32)
+        assert not dead
+        pipeline = Pipeline(settings, backend)
+        alerts += pipeline.process(batch) + pipeline.finish()
+    assert alerts
+    return [a.to_dict() for a in alerts]
+
+
+def test_run_equals_replay_on_three_partitions(kit: Any, traffic: Any, jsonl: Any, keys: Any) -> None:
+    topic, alerts_topic, dlq = kit.name("req"), kit.name("alerts"), kit.name("dlq")
+    kit.create_topic(topic, 3)
+    kit.publish(traffic.table, topic, fmt="arrow")
+    svc = kit.start_service(
+        topic, kit.name("g"), kit.tmp / "state", alerts_topic=alerts_topic, dead_letter_topic=dlq,
+        codebook=traffic.codebook, config=traffic.config,
+    )
+    assert svc.wait(180) == 0, svc.log()[-3000:]
+    from_topic = alert_messages(kit, alerts_topic)
+    assert keys(from_topic) == keys(traffic.replay_alerts)
+    # Not only the keys: the whole records (scores, evidence) are those of replay, once each.
+    assert_same_alerts(from_topic, traffic.replay_alerts)
+    assert_same_alerts(jsonl(svc.alerts_file), traffic.replay_alerts)
+    assert kit.read_topic(dlq) == []
+    offsets = manifest_offsets(svc.state_dir, topic)
+    assert offsets == messages_per_partition(traffic.table, "arrow")
+
+
+def test_sigterm_checkpoints_commits_and_leaves_the_group(kit: Any, traffic: Any, wait_for: Any) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    topic, group = kit.name("req"), kit.name("g")
+    kit.create_topic(topic, 3)
+    part = traffic.table.slice(0, 6000)
+    kit.publish(part, topic, fmt="json", embedding="b64")
+    expected = messages_per_partition(part, "json")
+    state = kit.tmp / "state"
+    svc = kit.start_service(topic, group, state, codebook=traffic.codebook, config=traffic.config, idle=None)
+    wait_for(lambda: svc.http("/readyz") == 200, 60, "/readyz")
+    assert svc.http("/healthz") == 200
+    wait_for(lambda: manifest_offsets(state, topic) == expected, 60, "checkpoints covering every record")
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{svc.metrics_port}/metrics", timeout=5).read().decode()
+    assert "streamguard_ready 1.0" in body
+    total = sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith("streamguard_requests_total{"))
+    assert total == part.num_rows
+    assert 'streamguard_consumer_lag_records{partition="0"} 0.0' in body
+    started = time.monotonic()
+    svc.terminate()
+    assert svc.wait(30) == 0, svc.log()[-3000:]
+    assert time.monotonic() - started < 20
+    assert "stopping (SIGTERM)" in svc.log()
+    consumer = KafkaConsumer(bootstrap_servers=kit.broker.bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        committed = {p: consumer.committed(TopicPartition(topic, p)) for p in range(3)}
+    finally:
+        consumer.close()
+    assert committed == expected == manifest_offsets(state, topic)
+
+
+def test_kill9_at_random_points_loses_and_duplicates_nothing(
+    kit: Any, traffic: Any, jsonl: Any, keys: Any, own_codebook_alerts: Any, checkpoint_counts: Any, wait_for: Any
+) -> None:
+    """No --codebook: each partition fits its own, so kills also land during the warm-up buffering."""
+    topic, alerts_topic, group = kit.name("req"), kit.name("alerts"), kit.name("g")
+    kit.create_topic(topic, 3)
+    kit.publish(traffic.table, topic, fmt="arrow", batch_rows=32)
+    total = sum(messages_per_partition(traffic.table, "arrow", batch_rows=32).values())
+    state, alerts_file = kit.tmp / "state", kit.tmp / "alerts.jsonl"
+    rng = random.Random(20261122)
+    kills = sorted(rng.uniform(0.05, 0.7) for _ in range(3))
+    progress = []
+    for fraction in kills:
+        svc = kit.start_service(
+            topic, group, state, "--checkpoint-interval", "0.25", alerts_topic=alerts_topic, alerts_file=alerts_file,
+            config=traffic.config,
+        )
+        def reached(svc: Any = svc, fraction: float = fraction) -> bool:
+            return sum(manifest_offsets(state, topic).values()) >= fraction * total or svc.proc.poll() is not None
+
+        wait_for(reached, 120, f"progress to {fraction:.0%}", interval=0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        assert svc.proc.poll() is None, "the run ended before the kill"
+        svc.kill9()
+        progress.append(sum(manifest_offsets(state, topic).values()))
+    assert sum(p < total for p in progress) >= 2, f"kills should land mid-stream: checkpointed {progress} of {total}"
+    final = kit.start_service(topic, group, state, alerts_topic=alerts_topic, alerts_file=alerts_file, config=traffic.config)
+    assert final.wait(180) == 0, final.log()[-3000:]
+    from_topic = alert_messages(kit, alerts_topic)
+    assert_same_alerts(from_topic, own_codebook_alerts)
+    assert_same_alerts(jsonl(alerts_file), own_codebook_alerts)
+    assert checkpoint_counts(state, topic, traffic.config) == traffic.counts
+
+
+def test_two_replicas_split_partitions_and_hand_over_when_one_dies(kit: Any, traffic: Any, keys: Any, wait_for: Any) -> None:
+    topic, alerts_topic, group = kit.name("req"), kit.name("alerts"), kit.name("g")
+    kit.create_topic(topic, 3)
+    kit.publish(traffic.table, topic, fmt="json")
+    state = kit.tmp / "state"
+    common = {"alerts_topic": alerts_topic, "codebook": traffic.codebook, "config": traffic.config}
+    a = kit.start_service(topic, group, state, tag="a", idle=5.0, **common)
+    # b outlives a's session timeout even when its own partitions run dry first.
+    b = kit.start_service(topic, group, state, tag="b", idle=15.0, **common)
+
+    def active(svc: Any) -> set[int] | None:
+        lines = [line for line in svc.log().splitlines() if "partitions assigned:" in line]
+        if not lines:
+            return None
+        return set(json.loads(lines[-1].rsplit("(active ", 1)[1].rstrip(")")))
+
+    def split() -> bool:
+        pa_, pb = active(a), active(b)
+        return bool(pa_ and pb and not (pa_ & pb) and (pa_ | pb) == {0, 1, 2})
+
+    wait_for(split, 60, "the two replicas to split the partitions")
+    mine = active(a)
+    expected = messages_per_partition(traffic.table, "json")
+    # Kill `a` once it has checkpointed part, not all, of its partitions' records.
+    wait_for(lambda: sum(manifest_offsets(state, topic).get(p, 0) for p in mine) >= 0.1 * sum(expected[p] for p in mine),
+             120, "replica a to checkpoint", interval=0.02)
+    assert sum(manifest_offsets(state, topic).get(p, 0) for p in mine) < sum(expected[p] for p in mine)
+    a.kill9()
+    wait_for(lambda: active(b) == {0, 1, 2}, 60, "replica b to take over every partition")
+    assert b.wait(180) == 0, b.log()[-3000:]
+    from_topic = alert_messages(kit, alerts_topic)
+    assert_same_alerts(from_topic, traffic.replay_alerts)
+    assert manifest_offsets(state, topic) == expected
+
+
+def test_poison_records_are_dead_lettered_while_good_ones_flow(kit: Any, traffic: Any, jsonl: Any) -> None:
+    from streamguard.stream.decode import arrow_stream_bytes
+
+    topic, alerts_topic, dlq = kit.name("req"), kit.name("alerts"), kit.name("dlq")
+    kit.create_topic(topic, 3)
+    first, second = traffic.table.slice(0, 12000), traffic.table.slice(12000)
+    kit.publish(first, topic, fmt="arrow")
+    good = json.loads(kit_json_row(traffic.table))
+    bad_arrow = traffic.table.slice(0, 3).select(["request_id", "ts", "account_id", "org_id", "embedding"])
+    emb = np.full((3, 32), np.nan, np.float32)
+    bad_arrow = bad_arrow.set_column(4, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), 32))
+    good_arrow_bytes = arrow_stream_bytes(traffic.table.slice(0, 50))
+    poison = [
+        (b"\x00\x13garbage bytes", "undecodable: neither"),
+        (json.dumps({**good, "embedding": good["embedding"][:31]}).encode(), "wrong dimension: 31"),
+        (json.dumps({**good, "embedding": [float("nan")] * 32}).encode(), "embedding has NaN or Inf"),
+        (good_arrow_bytes[: len(good_arrow_bytes) // 2], "undecodable: truncated or corrupt Arrow"),
+        (json.dumps({**good, "embedding": [0.0] * 32}).encode(), "zero vector"),
+        (b"", "undecodable: empty value"),
+    ]
+    kit.produce_raw(topic, [(i % 3, None, value) for i, (value, _) in enumerate(poison)])
+    kit.produce_raw(topic, [(1, None, arrow_stream_bytes(bad_arrow))])
+    kit.publish(second, topic, fmt="arrow")
+    svc = kit.start_service(topic, kit.name("g"), kit.tmp / "state", alerts_topic=alerts_topic, dead_letter_topic=dlq,
+                            codebook=traffic.codebook, config=traffic.config)
+    assert svc.wait(180) == 0, svc.log()[-3000:]
+    assert_same_alerts(alert_messages(kit, alerts_topic), traffic.replay_alerts)
+    dead = kit.read_topic(dlq)
+    by_value: dict[bytes, dict[str, bytes]] = {}
+    rows = []
+    for m in dead:
+        headers = dict(m.headers)
+        assert headers["streamguard.source.topic"].decode() == topic
+        if "streamguard.source.row" in headers:
+            rows.append((m, headers))
+        else:
+            by_value[m.value or b""] = headers
+    for i, (value, reason) in enumerate(poison):
+        headers = by_value[value]
+        assert headers["streamguard.reason"].decode().startswith(reason)
+        assert int(headers["streamguard.source.partition"]) == i % 3
+    assert len(rows) == 3
+    for m, headers in rows:
+        assert headers["streamguard.reason"].decode() == "embedding has NaN or Inf"
+        row = pa.ipc.open_stream(m.value).read_all()
+        assert row.num_rows == 1 and row.column("request_id")[0].as_py() in bad_arrow.column("request_id").to_pylist()
+    assert len(dead) == len(poison) + 3
+    assert "9 dead letters" in svc.log()
+
+
+def kit_json_row(table: pa.Table) -> bytes:
+    from streamguard.stream.kafka import json_values
+
+    return json_values(table.slice(0, 1))[0]
+
+
+@pytest.mark.slow
+def test_broker_killed_and_restarted_loses_nothing(s3_broker: Any, traffic: Any, jsonl: Any, wait_for: Any) -> None:
+    """Tansu on S3 (moto): topics, records and committed offsets survive a broker kill -9."""
+    kit = s3_broker
+    topic, alerts_topic = kit.name("req"), kit.name("alerts")
+    kit.create_topic(topic, 3)
+    kit.create_topic(alerts_topic, 3)
+    first, second = traffic.table.slice(0, 14000), traffic.table.slice(14000)
+    kit.publish(first, topic, fmt="arrow")
+    state = kit.tmp / "state"
+    svc = kit.start_service(topic, kit.name("g"), state, alerts_topic=alerts_topic, codebook=traffic.codebook,
+                            config=traffic.config, idle=5.0)
+    expected_first = messages_per_partition(first, "arrow")
+    wait_for(lambda: manifest_offsets(state, topic) == expected_first, 120, "the first half to be checkpointed")
+    kit.broker.kill()
+    wait_for(lambda: svc.http("/readyz") == 503, 30, "/readyz to fail while the broker is away")
+    time.sleep(7)  # longer than --stop-after-idle: an outage is not idleness
+    assert svc.proc.poll() is None, svc.log()[-3000:]
+    assert svc.http("/healthz") == 200
+    kit.broker.start()
+    kit.publish(second, topic, fmt="arrow")
+    assert svc.wait(240) == 0, svc.log()[-3000:]
+    assert_same_alerts(alert_messages(kit, alerts_topic), traffic.replay_alerts)
+    assert_same_alerts(jsonl(svc.alerts_file), traffic.replay_alerts)
