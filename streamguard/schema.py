@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -353,9 +353,3 @@ def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
             value = [None if v is None else (float(v) if math.isfinite(float(v)) else str(float(v))) for v in value]
         out[key] = value
     return out
-
-
-def iter_table_batches(table: pa.Table, rows: int) -> Iterable[tuple[int, pa.Table]]:
-    """Slices of ``rows`` rows with their starting row number."""
-    for start in range(0, table.num_rows, rows):
-        yield start, table.slice(start, rows)

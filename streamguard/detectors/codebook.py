@@ -70,11 +70,6 @@ class Codebook:
         return int(self.planes.shape[1])
 
     @property
-    def centroid_offsets(self) -> np.ndarray:
-        """(K,) float32: ``mean @ centroids.T``, so argmax needs no centred copy of the batch."""
-        return (self.mean @ self.centroids.T).astype(np.float32)
-
-    @property
     def plane_offsets(self) -> np.ndarray:
         """(bits,) float32: ``mean @ planes``."""
         return (self.mean @ self.planes).astype(np.float32)
