@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scale", type=float, default=1.0)
     sim.add_argument("--dim", type=int, default=384)
     sim.add_argument("--days", type=float, default=3.0)
+    sim.add_argument(
+        "--evasion",
+        action="append",
+        default=[],
+        metavar="SCENARIO",
+        help="plant an evasion scenario's distillers too (repeatable; 'all' for every one): "
+        "paraphrased, mixed_into_product, round_robin, slow_10x, population_mix",
+    )
     sim.add_argument("--to", default=None, help="also publish to kafka://host:port/topic")
     sim.add_argument("--to-format", choices=["arrow", "json"], default="arrow", help="Kafka record format for --to")
     sim.add_argument("--partitions", type=int, default=None, help="with --to: create the topic with this many partitions")
@@ -75,10 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
     ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
 
-    from streamguard import bench, service  # noqa: PLC0415 - their heavy imports stay inside their commands
+    from streamguard import bench, evasion_table, service  # noqa: PLC0415 - their heavy imports stay inside their commands
 
     bench.add_parser(sub)
     service.add_parser(sub)
+    _add_settings_flags(evasion_table.add_parser(sub))
     return parser
 
 
@@ -117,7 +126,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from streamguard.sim import SimConfig, simulate, write_traffic
 
     try:
-        config = SimConfig(seed=args.seed, scale=args.scale, dim=args.dim, days=args.days)
+        from streamguard.sim import KNOWN_EVASIONS
+
+        evasion = sorted(KNOWN_EVASIONS) if "all" in args.evasion else args.evasion
+        config = SimConfig(seed=args.seed, scale=args.scale, dim=args.dim, days=args.days, evasion=tuple(evasion))
         traffic = simulate(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -203,6 +215,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench.run(args)
 
 
+def cmd_evasion(args: argparse.Namespace) -> int:
+    from streamguard import evasion_table
+
+    settings = _settings(args)
+    backend = _backend(args, settings)
+    try:
+        return evasion_table.run(args, settings, backend)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streamguard import service
 
@@ -216,6 +239,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "bench": cmd_bench,
     "run": cmd_run,
+    "evasion": cmd_evasion,
 }
 
 

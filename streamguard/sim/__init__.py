@@ -31,11 +31,13 @@ from streamguard.sim.behaviours import (
     generate_population,
     plan_population,
 )
+from streamguard.sim.evasion import EVASION_KINDS, SCENARIOS, plant_evasions
 from streamguard.sim.world import Catalog, World, build_world, embed_requests
 
 __all__ = [
     "BENIGN_KINDS",
     "DISTILLER_KINDS",
+    "EVASION_KINDS",
     "KINDS",
     "KNOWN_EVASIONS",
     "Latent",
@@ -48,9 +50,8 @@ __all__ = [
 
 LABELS_VERSION = 1
 
-# Evasion strategies are reserved for a later version; none is implemented
-# yet, so any name is rejected rather than silently ignored.
-KNOWN_EVASIONS: frozenset[str] = frozenset()
+# Evasion scenarios (see evasion.py); an unknown name is rejected, never ignored.
+KNOWN_EVASIONS: frozenset[str] = frozenset(SCENARIOS)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class SimConfig:
     start_ms : int
         Start of the period, epoch ms (default 2026-01-01T00:00Z).
     evasion : tuple of str
-        Reserved; must be names from ``KNOWN_EVASIONS`` (currently none).
+        Evasion scenarios to plant on top of the ordinary population (names
+        from ``KNOWN_EVASIONS``; see ``evasion.py``).
     """
 
     seed: int = 0
@@ -90,7 +92,7 @@ class SimConfig:
             raise ValueError(f"days must cover at least one hour, got {self.days!r}")
         unknown = sorted(set(self.evasion) - KNOWN_EVASIONS)
         if unknown:
-            known = ", ".join(sorted(KNOWN_EVASIONS)) or "none yet"
+            known = ", ".join(sorted(KNOWN_EVASIONS))
             raise ValueError(f"unknown evasion strategies {unknown}; known: {known}")
 
 
@@ -200,6 +202,7 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1)
     plan = plan_population(rng_acct, config.scale)
     generate_population(builder, plan)
+    plant_evasions(builder, tuple(config.evasion), config.seed)
     rows = builder.rows()
     n = rows["ts"].shape[0]
 

@@ -37,6 +37,8 @@ DISTILLER_KINDS: tuple[str, ...] = (
     "campaign_member",
 )
 KINDS: tuple[str, ...] = BENIGN_KINDS + DISTILLER_KINDS
+EVASION_PREFIX = "evade_"
+"""Kinds of the evasion scenarios (``sim/evasion.py``) start with this; they are distillers."""
 
 MS_PER_S = 1_000
 MS_PER_MIN = 60_000
@@ -60,7 +62,8 @@ class Account:
     @property
     def label(self) -> str:
         """``"distiller"`` or ``"benign"``."""
-        return "distiller" if self.kind in DISTILLER_KINDS else "benign"
+        distiller = self.kind in DISTILLER_KINDS or self.kind.startswith(EVASION_PREFIX)
+        return "distiller" if distiller else "benign"
 
 
 @dataclass
