@@ -99,6 +99,13 @@ class ScoringConfig:
     hysteresis: float = 0.8
     """Once crossed, an account stays pending until its margin falls below this (not 1.0),
     so evidence hovering at the line is not reset by every wobble."""
+    alert_budget: float = 0.0
+    """At most this many alerts per 10,000 established accounts per event-time day (0: no cap).
+    Over budget, the strongest alerts go out and the rest stay pending, judged again each tick
+    and counted as held back; see README, "Calibration"."""
+    allowlist: str = ""
+    """File of account ids and org ids (one per line, # comments) never alerted nor linked into
+    a campaign; their traffic still counts in the population."""
     realert_growth: float = 1.0
     """Alert an account again once its volume has grown by this fraction since the last alert."""
     tick_ms: int = 300_000
@@ -129,6 +136,15 @@ class CampaignConfig:
     max_link_accounts: int = 5000
     link_every_ticks: int = 3
     """Link accounts every this many scoring ticks."""
+    shared_prompt_links: float = 3.0
+    """Link two accounts once they sent near-duplicates of each other's prompts this many
+    times (decayed): one popular prompt sent by both is not a link."""
+    edge_half_life_hours: float = 24.0
+    """Shared-prompt evidence between two accounts halves after this long."""
+    link_orgs: bool = True
+    """Accounts billing to the same org_id link on weaker evidence (an org alone is no link:
+    companies have many employees): styles at org_link_z, or one shared prompt."""
+    org_link_z: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -176,6 +192,10 @@ class Settings:
             raise ValueError("coverage.half_life_hours must be > 0")
         if self.batch.max_size < 1:
             raise ValueError("batch.max_size must be >= 1")
+        if self.scoring.alert_budget < 0:
+            raise ValueError(f"scoring.alert_budget must be >= 0 (0: no cap), got {self.scoring.alert_budget}")
+        if self.scoring.allowlist and not Path(self.scoring.allowlist).is_file():
+            raise ValueError(f"scoring.allowlist: {self.scoring.allowlist} is not a readable file")
         return self
 
     def hamming_radius(self) -> int:

@@ -9,6 +9,20 @@ mean of that residual (its *style*); this detector projects styles to a few
 dimensions, links accounts whose styles point the same way, and scores each
 linked group as one actor on its combined topic histogram.
 
+Styles are one of three kinds of link:
+
+- **style**: the accounts' mean topic residuals point the same way (a shared
+  template, even when no two prompts are alike);
+- **shared prompts**: the accounts sent near-duplicates of each other's
+  prompts (the cross-account hits of the near-duplicate detector). Each hit
+  adds 1 to the pair's edge weight, which halves every
+  ``edge_half_life_hours``; a pair is linked at ``shared_prompt_links``, so
+  two accounts that once sent the same popular prompt are not;
+- **org**: the accounts bill to the same ``org_id``. A company has many
+  employees, so an org alone never makes one actor; it lowers the bar of the
+  other two links instead: styles of the same org link at ``org_link_z``, and
+  one shared prompt links two accounts of the same org.
+
 Three rules keep benign accounts out:
 
 - a style must stand out of its own noise (``style_snr``): the mean of ``n``
@@ -68,7 +82,7 @@ class CampaignDetector(Stateful):
     capacity : initial number of account slots
     """
 
-    _state_fields = ("capacity", "campaign_of")
+    _state_fields = ("capacity", "campaign_of", "org_of", "edges")
 
     def __init__(
         self,
@@ -80,6 +94,10 @@ class CampaignDetector(Stateful):
         complementarity: float = 2.0,
         link_min_requests: int = 50,
         max_link_accounts: int = 5000,
+        shared_prompt_links: float = 3.0,
+        edge_half_life_hours: float = 24.0,
+        link_orgs: bool = True,
+        org_link_z: float = 3.0,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -90,9 +108,16 @@ class CampaignDetector(Stateful):
         self.complementarity = float(complementarity)
         self.link_min_requests = int(link_min_requests)
         self.max_link_accounts = int(max_link_accounts)
+        self.shared_prompt_links = float(shared_prompt_links)
+        self.edge_rate = math.log(2.0) / (float(edge_half_life_hours) * 3_600_000.0)
+        self.link_orgs = bool(link_orgs)
+        self.org_link_z = float(org_link_z) if link_orgs else float(link_z)
         self.capacity = int(capacity)
         self.dims = int(projection.shape[1])
         self.campaign_of = np.full(capacity, "", dtype=object)
+        self.org_of = np.full(capacity, "", dtype=object)
+        # Shared-prompt evidence per pair of slots (lo << 32 | hi) -> [weight, event time of the weight].
+        self.edges: dict[int, list[float]] = {}
 
     # ------------------------------------------------------------ state layout
 
@@ -101,68 +126,164 @@ class CampaignDetector(Stateful):
         if extra <= 0:
             return
         self.campaign_of = np.concatenate([self.campaign_of, np.full(extra, "", dtype=object)])
+        self.org_of = np.concatenate([self.org_of, np.full(extra, "", dtype=object)])
         self.capacity = capacity
 
     def reset(self, slots: np.ndarray) -> None:
         self.campaign_of[slots] = ""
+        self.org_of[slots] = ""
+        gone = set(np.asarray(slots, dtype=np.int64).tolist())
+        if gone and self.edges:
+            self.edges = {k: v for k, v in self.edges.items() if (k >> 32) not in gone and (k & 0xFFFFFFFF) not in gone}
 
     def state_bytes_per_account(self) -> int:
-        return 8
+        # Campaign id and org references; edges are counted by edge_count() (a few per linked account).
+        return 16
+
+    # ---------------------------------------------------------------- evidence
+
+    def observe(self, slots: np.ndarray, ts: np.ndarray, cross_slot: np.ndarray, org_ids: np.ndarray | None) -> None:
+        """Remember who shared prompts with whom, and billing orgs (host arrays, one batch in order).
+
+        Parameters
+        ----------
+        slots, ts : (n,) int64; cross_slot : (n,) int64, the other account of a cross-account
+        near-duplicate or -1; org_ids : (n,) object array of str or None
+        """
+        if org_ids is not None:
+            has = np.flatnonzero(np.fromiter((bool(o) for o in org_ids), dtype=bool, count=len(org_ids)))
+            if has.size:
+                self.org_of[slots[has]] = org_ids[has]
+        hit = np.flatnonzero(cross_slot >= 0)
+        if hit.size == 0:
+            return
+        a, b = slots[hit], cross_slot[hit]
+        keys = (np.minimum(a, b) << 32) | np.maximum(a, b)
+        for key, t in zip(keys.tolist(), ts[hit].tolist()):
+            edge = self.edges.get(key)
+            if edge is None:
+                self.edges[key] = [1.0, float(t)]
+            else:
+                # Kept as of the latest time seen (the stream is only mostly ordered): a late hit adds less.
+                if t >= edge[1]:
+                    edge[0] = edge[0] * math.exp(-self.edge_rate * (t - edge[1])) + 1.0
+                    edge[1] = float(t)
+                else:
+                    edge[0] += math.exp(-self.edge_rate * (edge[1] - t))
+
+    def edge_weights(self, now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs (lo, hi) of slots and their shared-prompt weight decayed to ``now_ts``; drops spent edges."""
+        if not self.edges:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0)
+        keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
+        raw = np.array(list(self.edges.values()), dtype=np.float64)
+        weight = raw[:, 0] * np.exp(-self.edge_rate * np.maximum(now_ts - raw[:, 1], 0.0))
+        spent = weight < 0.05
+        if spent.any():
+            for key in keys[spent].tolist():
+                del self.edges[key]
+            keys, weight = keys[~spent], weight[~spent]
+        return keys >> 32, keys & 0xFFFFFFFF, weight
 
     # ----------------------------------------------------------------- linking
 
-    def link(self, coverage: CoverageDetector, seen: np.ndarray, active: np.ndarray) -> list[Campaign]:
-        """Link accounts by style, group them and score each group on its combined histogram.
+    def link(
+        self,
+        coverage: CoverageDetector,
+        seen: np.ndarray,
+        active: np.ndarray,
+        now_ts: int,
+        cross_dups: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+    ) -> list[Campaign]:
+        """Link accounts by style, shared prompts and org; score each group on its combined evidence.
 
         Parameters
         ----------
         coverage : the coverage detector (histograms and decay sums)
-        seen : (S,) int64 requests per slot
-        active : (a,) int64 slots of live accounts
+        seen : (S,) int64 requests per slot; cross_dups : (S,) int64 cross-account near-duplicates
+        active : (a,) int64 slots of live accounts; now_ts : event time of the linking pass
+        excluded : (S,) bool, slots never linked (the allowlist)
         """
         from scipy.sparse import coo_matrix  # noqa: PLC0415 - linking runs every few batches
         from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
 
+        nodes = active[seen[active] >= self.link_min_requests]
+        if excluded is not None:
+            nodes = nodes[~excluded[nodes]]
+        if nodes.size < self.min_group:
+            return []
+        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts)]
+        kinds = ("style", "shared_prompts")
+        i = np.concatenate([p[0] for p in pairs])
+        j = np.concatenate([p[1] for p in pairs])
+        if i.size == 0:
+            return []
+        # Node positions of the slots at each end of every link.
+        pi, pj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
+        graph = coo_matrix((np.ones(i.size), (pi, pj)), shape=(nodes.size, nodes.size))
+        count, labels = connected_components(graph, directed=False)
+        sizes = np.bincount(labels, minlength=count)
+        link_kind = np.concatenate([np.full(p[0].size, k) for k, p in enumerate(pairs)])
+        campaigns = []
+        for label in np.flatnonzero(sizes >= self.min_group):
+            members = np.sort(nodes[labels == label])
+            stats = self.group_stats(coverage, members)
+            if stats["complementarity"] < self.complementarity:
+                continue
+            inside = labels[pi] == label
+            for k, name in enumerate(kinds):
+                stats[f"links_{name}"] = float(np.count_nonzero(inside & (link_kind == k)))
+            orgs = self.org_of[members]
+            stats["links_same_org"] = float(np.count_nonzero(inside & (self.org_of[i] == self.org_of[j]) & (self.org_of[i] != "")))
+            stats["orgs"] = float(len(set(orgs[orgs != ""].tolist())))
+            if cross_dups is not None:
+                stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
+            campaigns.append(Campaign(self._campaign_id(members), members, stats))
+        return campaigns
+
+    def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of slots whose styles stand out of their noise and point the same way."""
+        empty = (np.empty(0, np.int64), np.empty(0, np.int64))
         if coverage.residual_count == 0:
-            return []
-        candidates = active[seen[active] >= self.link_min_requests]
-        if candidates.size < self.min_group:
-            return []
-        w = coverage.w_sum[candidates]
-        w2 = coverage.w2_sum[candidates]
+            return empty
+        w = coverage.w_sum[nodes]
+        w2 = coverage.w2_sum[nodes]
         n_eff = np.where(w2 > 0, w * w / np.where(w2 > 0, w2, 1.0), 0.0)
-        style = self.backend.to_host(coverage.style_sum[self.backend.asarray(candidates)]).astype(np.float64)
+        style = self.backend.to_host(coverage.style_sum[self.backend.asarray(nodes)]).astype(np.float64)
         means = (style @ self.projection) / np.maximum(w, 1e-300)[:, None]
         # A random projection keeps |r|^2 on average, so the noise floor is the mean residual energy / n.
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
         strong = snr >= self.style_snr
-        candidates, means, snr = candidates[strong], means[strong], snr[strong]
+        candidates, means, snr = nodes[strong], means[strong], snr[strong]
         if candidates.size > self.max_link_accounts:
             keep = np.argsort(-snr, kind="stable")[: self.max_link_accounts]
             keep.sort()
             candidates, means = candidates[keep], means[keep]
-        if candidates.size < self.min_group:
-            return []
+        if candidates.size < 2:
+            return empty
         unit = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
         cosine = unit @ unit.T
-        threshold = self.link_z / math.sqrt(self.dims)
-        i, j = np.nonzero(cosine >= threshold)
+        i, j = np.nonzero(cosine >= min(self.link_z, self.org_link_z) / math.sqrt(self.dims))
         upper = i < j
-        i, j = i[upper], j[upper]
-        if i.size == 0:
-            return []
-        graph = coo_matrix((np.ones(i.size), (i, j)), shape=(candidates.size, candidates.size))
-        count, labels = connected_components(graph, directed=False)
-        sizes = np.bincount(labels, minlength=count)
-        campaigns = []
-        for label in np.flatnonzero(sizes >= self.min_group):
-            members = np.sort(candidates[labels == label])
-            stats = self.group_stats(coverage, members)
-            if stats["complementarity"] < self.complementarity:
-                continue
-            campaigns.append(Campaign(self._campaign_id(members), members, stats))
-        return campaigns
+        i, j = candidates[i[upper]], candidates[j[upper]]
+        strong = cosine[np.searchsorted(candidates, i), np.searchsorted(candidates, j)] >= self.link_z / math.sqrt(self.dims)
+        return i[strong | self._same_org(i, j)], j[strong | self._same_org(i, j)]
+
+    def _same_org(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        if not self.link_orgs:
+            return np.zeros(i.shape[0], dtype=bool)
+        return (self.org_of[i] == self.org_of[j]) & (self.org_of[i] != "")
+
+    def _shared_prompt_pairs(self, nodes: np.ndarray, now_ts: int) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of slots that sent near-duplicates of each other's prompts often enough, lately."""
+        lo, hi, weight = self.edge_weights(now_ts)
+        keep = np.isin(lo, nodes) & np.isin(hi, nodes)
+        lo, hi, weight = lo[keep], hi[keep], weight[keep]
+        linked = (weight >= self.shared_prompt_links) | ((weight >= 1.0) & self._same_org(lo, hi))
+        return lo[linked], hi[linked]
 
     def group_stats(self, coverage: CoverageDetector, members: np.ndarray) -> dict[str, float]:
         """Coverage statistics of the group as one actor, plus how it divides the work."""

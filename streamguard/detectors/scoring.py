@@ -27,26 +27,60 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
 import numpy as np
 
 from streamguard.config import ScoringConfig
 from streamguard.detectors.state import Stateful
 
-FEATURES = ("rarity_effect", "spread", "dup_rate", "cross_rate")
+FEATURES = ("rarity_effect", "rarity_z", "spread", "dup_rate", "cross_rate", "sweep_margin")
+DAY_MS = 86_400_000
 
 
 @dataclass
 class PopulationBaseline:
-    """Robust location and scale of each feature over established accounts."""
+    """Robust location and scale of each feature over established accounts, and its quantiles.
+
+    ``sorted`` keeps each feature's values over the (sampled, at most 20,000)
+    established accounts of the last refresh, so an alert can say where the
+    account stands in the live population (its percentile).
+    """
 
     median: dict[str, float] = field(default_factory=dict)
     mad: dict[str, float] = field(default_factory=dict)
     accounts: int = 0
+    sorted: dict[str, np.ndarray] = field(default_factory=dict)
 
     def threshold(self, feature: str, k: float, floor: float, min_accounts: int) -> float:
         if self.accounts < min_accounts or feature not in self.median:
             return floor
         return max(floor, self.median[feature] + k * self.mad[feature])
+
+    def percentile(self, feature: str, value: float) -> float | None:
+        """Share (0-100) of established accounts whose ``feature`` is at most ``value``."""
+        values = self.sorted.get(feature)
+        if values is None or values.size == 0:
+            return None
+        return 100.0 * float(np.searchsorted(values, value, side="right")) / values.size
+
+    def quantile(self, feature: str, q: float) -> float | None:
+        values = self.sorted.get(feature)
+        if values is None or values.size == 0:
+            return None
+        return float(np.quantile(values, q))
+
+
+def read_allowlist(path: str) -> frozenset[str]:
+    """Account ids and org ids from ``path``, one per line; blank lines and ``#`` comments skipped."""
+    if not path:
+        return frozenset()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError as exc:
+        raise ValueError(f"scoring.allowlist: cannot read {path}: {exc.strerror or exc}") from None
+    return frozenset(line.split("#", 1)[0].strip() for line in lines) - {""}
 
 
 @dataclass
@@ -70,6 +104,7 @@ def robust_baseline(features: dict[str, np.ndarray]) -> PopulationBaseline:
         mad = float(np.median(np.abs(values - med))) * 1.4826
         base.median[name] = med
         base.mad[name] = max(mad, 1e-6)
+        base.sorted[name] = np.sort(values).astype(np.float32)
         base.accounts = max(base.accounts, int(values.size))
     return base
 
@@ -82,6 +117,7 @@ class CampaignVerdict:
     members: np.ndarray
     score: float
     evidence: dict[str, Any]
+    kinds: list[str] = field(default_factory=lambda: ["campaign"])
 
 
 @dataclass
@@ -101,7 +137,7 @@ class Scorer(Stateful):
     capacity : initial number of account slots
     """
 
-    _state_fields = ("capacity", "baseline", "crossed_ts", "crossed_n", "alerted_n", "campaigns")
+    _state_fields = ("capacity", "baseline", "crossed_ts", "crossed_n", "alerted_n", "campaigns", "recent_alerts", "held_back")
 
     def __init__(self, config: ScoringConfig, capacity: int = 4096) -> None:
         self.config = config
@@ -111,6 +147,9 @@ class Scorer(Stateful):
         self.crossed_n = np.zeros(capacity, dtype=np.int64)
         self.alerted_n = np.zeros(capacity, dtype=np.int64)
         self.campaigns: dict[str, _CampaignTrack] = {}
+        # Event times of the alerts of the last day (the alert budget), and alerts held back by it.
+        self.recent_alerts: list[int] = []
+        self.held_back = 0
 
     def resize(self, capacity: int) -> None:
         extra = capacity - self.capacity
@@ -127,7 +166,21 @@ class Scorer(Stateful):
         self.alerted_n[slots] = 0
 
     def refresh_baseline(self, features: dict[str, np.ndarray]) -> None:
+        features = dict(features, sweep_margin=self.sweep_margin(features))
         self.baseline = robust_baseline({k: v for k, v in features.items() if k in FEATURES})
+
+    def budget_left(self, now_ts: int) -> float:
+        """Alerts still allowed in the day ending at ``now_ts`` (inf without a budget)."""
+        budget = self.config.alert_budget
+        if budget <= 0:
+            return float("inf")
+        self.recent_alerts = [t for t in self.recent_alerts if t > now_ts - DAY_MS]
+        allowed = math.floor(budget * max(self.baseline.accounts, self.config.population_min_accounts) / 10_000.0)
+        return max(allowed, 1) - len(self.recent_alerts)
+
+    def spend_budget(self, now_ts: int, alerts: int) -> None:
+        if self.config.alert_budget > 0:
+            self.recent_alerts.extend([int(now_ts)] * alerts)
 
     def thresholds(self) -> dict[str, float]:
         cfg, base = self.config, self.baseline
@@ -153,6 +206,7 @@ class Scorer(Stateful):
         now_ts: np.ndarray,
         features: dict[str, np.ndarray],
         first_ts: np.ndarray | None = None,
+        exempt: np.ndarray | None = None,
     ) -> list[Verdict]:
         """Decide, for each touched account, whether it crosses the line now.
 
@@ -163,6 +217,7 @@ class Scorer(Stateful):
         now_ts : (m,) int64 event time of each account's latest request
         features : (m,) float64 arrays: the coverage statistics and the rates
         first_ts : (m,) int64 event time of each account's first request
+        exempt : (m,) bool, accounts never alerted (the allowlist)
         """
         if first_ts is None:
             first_ts = np.full(slots.shape[0], np.iinfo(np.int64).min // 2, dtype=np.int64)
@@ -181,6 +236,9 @@ class Scorer(Stateful):
         # Accounts that clearly stopped crossing lose their pending confirmation.
         self.crossed_ts[slots[pending & ~holding]] = -1
         crossing |= pending & holding & (seen >= cfg.min_requests)
+        if exempt is not None:
+            crossing &= ~exempt
+        granted_n: list[int] = []
         for i in np.flatnonzero(crossing):
             slot = int(slots[i])
             if self.crossed_ts[slot] < 0:
@@ -191,10 +249,12 @@ class Scorer(Stateful):
                 continue
             if self.alerted_n[slot] and seen[i] < self.alerted_n[slot] * (1.0 + cfg.realert_growth):
                 continue
+            # Confirmation happens while the line is held (hysteresis), so name what is held.
+            swept = sweep_margin[i] >= cfg.hysteresis
             kinds = []
-            if cross[i] or (sweep[i] and dup[i]):
+            if cross_margin[i] >= cfg.hysteresis or (swept and dup[i]):
                 kinds.append("near_duplicate")
-            if sweep[i]:
+            if swept:
                 kinds.append("coverage_sweep")
             margin = max(float(sweep_margin[i]), float(cross_margin[i]))
             evidence = {
@@ -209,12 +269,35 @@ class Scorer(Stateful):
                 "cross_account_duplicate_rate": round(float(features["cross_rate"][i]), 4),
                 "cross_account_threshold": round(thr["cross_rate"], 4),
                 "population_accounts": self.baseline.accounts,
+                "population_percentile": self._percentiles(features, sweep_margin, i),
                 "first_crossed_ts": int(self.crossed_ts[slot]),
                 "events_at_first_crossing": int(self.crossed_n[slot]),
             }
-            self.alerted_n[slot] = seen[i]
             verdicts.append(Verdict(slot, float(1.0 - 0.5**margin), kinds, evidence))
-        return verdicts
+            granted_n.append(int(seen[i]))
+        if not verdicts:
+            return verdicts
+        # The alert budget: the strongest first; the others stay pending and are judged again next tick.
+        now = int(now_ts.max())
+        room = self.budget_left(now)
+        order = sorted(range(len(verdicts)), key=lambda k: (-verdicts[k].score, verdicts[k].slot))
+        keep = sorted(order[: int(min(room, len(order)))] if room < len(order) else order)
+        self.held_back += len(verdicts) - len(keep)
+        self.spend_budget(now, len(keep))
+        for k in keep:
+            self.alerted_n[verdicts[k].slot] = granted_n[k]
+        return [verdicts[k] for k in keep]
+
+    def _percentiles(self, features: dict[str, np.ndarray], sweep_margin: np.ndarray, i: int) -> dict[str, float]:
+        """Where account ``i`` stands among the established accounts of the live population (0-100)."""
+        values = {name: float(features[name][i]) for name in ("rarity_effect", "spread", "dup_rate", "cross_rate")}
+        values["sweep_margin"] = float(sweep_margin[i])
+        out = {}
+        for name, value in values.items():
+            pct = self.baseline.percentile(name, value)
+            if pct is not None:
+                out[name] = round(pct, 2)
+        return out
 
     def sweep_margin(self, stats: dict[str, Any], rarity_effect: float | None = None) -> Any:
         """How far coverage statistics are past the sweep line (>= 1: crossed)."""
@@ -235,15 +318,19 @@ class Scorer(Stateful):
         first_ts: int | None = None,
         rarity_effect: float | None = None,
     ) -> CampaignVerdict | None:
-        """Apply the sweep line and the persistence rule to a linked group taken as one actor.
+        """Apply the sweep and duplicate lines and the persistence rule to a linked group as one actor.
 
         Parameters
         ----------
-        members : (m,) int64 slots; stats : the group's coverage statistics
+        members : (m,) int64 slots; stats : the group's coverage statistics (and
+        ``cross_rate``, its members' cross-account near-duplicate rate, when known)
         volume : requests the members have sent together; now_ts : event time now
         """
         cfg = self.config
-        margin = float(self.sweep_margin(stats, rarity_effect))
+        sweep = float(self.sweep_margin(stats, rarity_effect))
+        # A group that shares prompts among itself at the rate an account would be alerted for.
+        dup = float(stats.get("cross_rate", 0.0)) / max(self.thresholds()["cross_rate"], 1e-9)
+        margin = max(sweep, dup)
         track = self.campaigns.get(campaign_id)
         if margin < (cfg.hysteresis if track is not None else 1.0):
             if track is not None and not track.confirmed:
@@ -258,9 +345,17 @@ class Scorer(Stateful):
         if not track.confirmed:
             return None
         new = np.array([m for m in members.tolist() if m not in track.alerted], dtype=np.int64)
+        room = self.budget_left(now_ts)
+        if new.size > room:
+            self.held_back += int(new.size - max(room, 0))
+            new = new[: int(max(room, 0))]
         if new.size == 0:
             return None
+        self.spend_budget(now_ts, int(new.size))
         track.alerted.update(new.tolist())
+        # A group's sweep is what "campaign" means; sharing prompts across the group is named too.
+        kinds = ["campaign"] + (["near_duplicate"] if dup >= 1.0 else [])
+        links = {k[len("links_"):]: int(v) for k, v in stats.items() if k.startswith("links_") and v}
         evidence = {
             "campaign_members": int(stats["members"]),
             "campaign_rarity_effect": round(stats["rarity_effect"], 3),
@@ -269,6 +364,8 @@ class Scorer(Stateful):
             "campaign_spread_vs_population": round(stats["spread"], 3),
             "campaign_complementarity": round(stats["complementarity"], 2),
             "campaign_requests": int(volume),
+            "campaign_cross_account_duplicate_rate": round(float(stats.get("cross_rate", 0.0)), 4),
+            "campaign_links": links,
             "first_crossed_ts": int(track.crossed_ts),
         }
-        return CampaignVerdict(campaign_id, new, float(1.0 - 0.5**margin), evidence)
+        return CampaignVerdict(campaign_id, new, float(1.0 - 0.5**margin), evidence, kinds)

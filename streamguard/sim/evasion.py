@@ -10,6 +10,10 @@ campaigns, both are planted.
 - ``paraphrased``: every prompt freshly worded, no template, nothing repeated,
   so no near-duplicate evidence at all; a campaign of 30 accounts splits the
   space, and single sweepers work alone.
+- ``resampled``: a campaign that drops its templates (so no style links
+  its accounts) but, to harvest several answers per prompt, sends a third of
+  each account's prompts again from another member: the accounts share
+  prompts, each at a rate under the per-account line.
 - ``mixed_into_product``: a legitimate product account (one system prompt,
   the population's topic mix, thousands of requests a day) whose owner
   slips a sweep into 10-25% of its traffic.
@@ -44,7 +48,14 @@ from streamguard.sim.behaviours import (
     diurnal_times,
 )
 
-SCENARIOS: tuple[str, ...] = ("paraphrased", "mixed_into_product", "round_robin", "slow_10x", "population_mix")
+SCENARIOS: tuple[str, ...] = (
+    "paraphrased",
+    "resampled",
+    "mixed_into_product",
+    "round_robin",
+    "slow_10x",
+    "population_mix",
+)
 EVASION_KINDS: tuple[str, ...] = tuple(f"evade_{name}" for name in SCENARIOS)
 
 
@@ -115,6 +126,36 @@ def paraphrased(b: TrafficBuilder) -> None:
         _sweeper(b, kind, n, a, z, templated=False, follow_population=False)
 
 
+def resampled(b: TrafficBuilder) -> None:
+    """30 members without templates; each resends a third of the previous member's prompts, hours later."""
+    rng, w = b.rng, b.world
+    n_members = 30
+    ca, cz = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
+    peak, amp = float(rng.uniform(0, 24)), float(rng.uniform(0.1, 0.5))
+    slices = np.array_split(rng.permutation(w.n_subtopics).astype(np.int32), n_members)
+    own = []
+    for i in range(n_members):
+        n = _log_skewed(rng, 150, 850, 1.5)
+        a, z = _window(rng, ca, cz, (cz - ca) * rng.uniform(0.3, 0.8))
+        ts = diurnal_times(rng, n, a, z, peak, amp)
+        sub, content, text = _fresh(b, _sweep(rng, slices[i], n))
+        own.append((ts, sub, content, text))
+    for i in range(n_members):
+        ts, sub, content, text = own[i]
+        pts, psub, pcontent, ptext = own[i - 1]
+        pick = rng.random(pts.shape[0]) < 0.33
+        # The same prompt, verbatim, from another account of the campaign 1-6 hours later.
+        again = np.minimum(pts[pick] + (rng.uniform(1, 6, size=int(pick.sum())) * 3_600_000).astype(np.int64), b.t1 - 1)
+        cat = np.concatenate
+        ts, sub, content, text = cat([ts, again]), cat([sub, psub[pick]]), cat([content, pcontent[pick]]), cat([text, ptext[pick]])
+        order = np.argsort(ts, kind="stable")
+        n = ts.shape[0]
+        b.emit(
+            Account("evade_resampled", campaign="evade-resampled-0"),
+            ts[order], sub[order], _none(n), _none(n), content[order], text[order],
+        )
+
+
 def mixed_into_product(b: TrafficBuilder) -> None:
     """Product accounts (see ``behaviours.product``) with a sweep hidden in their traffic."""
     rng, w = b.rng, b.world
@@ -178,6 +219,7 @@ def population_mix(b: TrafficBuilder) -> None:
 
 GENERATORS: dict[str, Callable[[TrafficBuilder], None]] = {
     "paraphrased": paraphrased,
+    "resampled": resampled,
     "mixed_into_product": mixed_into_product,
     "round_robin": round_robin,
     "slow_10x": slow_10x,

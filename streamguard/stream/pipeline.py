@@ -30,7 +30,7 @@ from streamguard.detectors.campaigns import CampaignDetector, make_style_project
 from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
-from streamguard.detectors.scoring import Scorer
+from streamguard.detectors.scoring import Scorer, read_allowlist
 from streamguard.schema import AlertRecord, RequestBatch
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Pipeline:
         self.coverage: CoverageDetector | None = None
         self.campaigns: CampaignDetector | None = None
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
+        self.allowlist = read_allowlist(settings.scoring.allowlist)
         self._warm: list[RequestBatch] = []
         self._warm_rows = 0
         self._tick: int | None = None
@@ -145,6 +146,10 @@ class Pipeline:
             complementarity=camp.complementarity,
             link_min_requests=camp.link_min_requests,
             max_link_accounts=camp.max_link_accounts,
+            shared_prompt_links=camp.shared_prompt_links,
+            edge_half_life_hours=camp.edge_half_life_hours,
+            link_orgs=camp.link_orgs,
+            org_link_z=camp.org_link_z,
             capacity=capacity,
         )
         for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
@@ -286,6 +291,8 @@ class Pipeline:
         t = now
         self.coverage.update(det_batch)
         stage["coverage"] += time.perf_counter() - t
+        assert self.campaigns is not None
+        self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids)
         self._touched.update(np.unique(slots).tolist())
         self.stats.near_duplicates += int(nd.is_dup.sum())
         self.stats.cross_duplicates += int(nd.is_cross_dup.sum())
@@ -342,7 +349,8 @@ class Pipeline:
         now_ts = self.accounts.last_ts[touched]
         features = self.account_features(touched)
         alerts = []
-        for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched]):
+        exempt = self._allowlisted(touched) if self.allowlist else None
+        for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched], exempt):
             i = int(np.searchsorted(touched, verdict.slot))
             evidence = dict(verdict.evidence)
             partner = int(self.near_duplicate.last_partner[verdict.slot])
@@ -365,12 +373,27 @@ class Pipeline:
                 self.stats.alerts_by_kind[k] += 1
         return alerts
 
+    def _allowlisted(self, slots: np.ndarray) -> np.ndarray:
+        """(m,) bool: the account, or the org it bills to, is on the allowlist."""
+        assert self.campaigns is not None
+        ids = (self.accounts.account_id(int(s)) for s in slots.tolist())
+        orgs = self.campaigns.org_of[slots]
+        return np.fromiter(
+            (a in self.allowlist or o in self.allowlist for a, o in zip(ids, orgs)), dtype=bool, count=slots.size
+        )
+
     def _score_campaigns(self) -> list[AlertRecord]:
         """Link accounts into groups and alert the members of groups that cross the line."""
         assert self.near_duplicate and self.coverage and self.campaigns
         seen = self.near_duplicate.seen
         alerts = []
-        for campaign in self.campaigns.link(self.coverage, seen, self.accounts.active_slots()):
+        now = self._watermark if self._watermark is not None else 0
+        active = self.accounts.active_slots()
+        excluded = None
+        if self.allowlist:
+            excluded = np.zeros(self.accounts.capacity, dtype=bool)
+            excluded[active] = self._allowlisted(active)
+        for campaign in self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded):
             # The group's event time: its latest request, whatever batch it arrived in.
             now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())
@@ -395,7 +418,7 @@ class Pipeline:
                         account_id=str(self.accounts.account_id(slot)),
                         ts=now_ts,
                         score=round(verdict.score, 4),
-                        kind="campaign",
+                        kind="+".join(verdict.kinds),
                         campaign_id=verdict.campaign_id,
                         evidence=evidence,
                         events_seen=int(seen[slot]),

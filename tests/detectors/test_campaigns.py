@@ -7,6 +7,8 @@ from streamguard.detectors.near_duplicate import DetectorBatch
 from tests.reference import unit_rows
 
 DIM, TOPICS = 96, 48
+HOUR = 3_600_000
+NOW = 1_767_225_600_000
 
 
 def build(rng):
@@ -36,12 +38,12 @@ def test_members_sharing_a_template_are_linked_and_divide_the_work():
     for user in range(8, 30):  # ordinary users, no shared template
         send(rng, cov, centroids, user, rng.integers(0, TOPICS, 60))
     seen = np.r_[np.full(8, 120), np.full(22, 60), np.zeros(34)].astype(np.int64)
-    campaigns = camp.link(cov, seen, np.arange(30))
+    campaigns = camp.link(cov, seen, np.arange(30), NOW)
     assert len(campaigns) == 1
     assert sorted(campaigns[0].members.tolist()) == list(range(8))
     assert campaigns[0].stats["complementarity"] > 3
     # The id is stable while the group persists.
-    again = camp.link(cov, seen, np.arange(30))
+    again = camp.link(cov, seen, np.arange(30), NOW)
     assert again[0].campaign_id == campaigns[0].campaign_id
 
 
@@ -53,4 +55,76 @@ def test_accounts_repeating_the_same_work_are_not_a_campaign():
     for runner in range(5):  # five accounts run the same benchmark suite with one template
         send(rng, cov, centroids, runner, suite, template)
     seen = np.r_[np.full(5, 150), np.zeros(59)].astype(np.int64)
-    assert camp.link(cov, seen, np.arange(5)) == []
+    assert camp.link(cov, seen, np.arange(5), NOW) == []
+
+
+def share_prompts(camp, a, b, times, ts=NOW):
+    """``times`` cross-account near-duplicates between slots ``a`` (the later sender) and ``b``."""
+    n = int(times)
+    camp.observe(np.full(n, a, np.int64), np.full(n, ts, np.int64), np.full(n, b, np.int64), None)
+
+
+def slices_without_template(rng, cov, centroids, members, per_member=120):
+    """Members covering their own slice of topics, with no style in common."""
+    for member in members:
+        send(rng, cov, centroids, member, rng.integers(member * 6 % TOPICS, member * 6 % TOPICS + 6, per_member))
+
+
+def test_accounts_sharing_prompts_repeatedly_are_linked_without_a_template():
+    rng = np.random.default_rng(2)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))
+    seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
+    assert camp.link(cov, seen, np.arange(8), NOW) == []  # nothing links them yet
+    for member in range(1, 8):  # a chain: each resends some of the previous member's prompts
+        share_prompts(camp, member, member - 1, 4)
+    cross = np.r_[np.full(8, 4), np.zeros(56)].astype(np.int64)
+    campaigns = camp.link(cov, seen, np.arange(8), NOW, cross_dups=cross)
+    assert len(campaigns) == 1 and campaigns[0].members.tolist() == list(range(8))
+    assert campaigns[0].stats["links_shared_prompts"] == 7
+    assert campaigns[0].stats["cross_rate"] == 4 / 120
+
+
+def test_one_popular_prompt_in_common_is_no_link_and_old_evidence_fades():
+    rng = np.random.default_rng(3)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))
+    seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
+    for member in range(1, 8):  # everyone once sent the same famous prompt
+        share_prompts(camp, member, 0, 1)
+    assert camp.link(cov, seen, np.arange(8), NOW) == []
+    for member in range(1, 8):  # strong evidence, but two days old: 3 x 2**-2 < 3
+        share_prompts(camp, member, member - 1, 3, ts=NOW - 48 * HOUR)
+    assert camp.link(cov, seen, np.arange(8), NOW) == []
+    lo, hi, weight = camp.edge_weights(NOW)
+    assert weight.max() < 3.0 and lo.size == hi.size == weight.size
+
+
+def test_an_org_alone_is_no_link_but_lowers_the_bar():
+    rng = np.random.default_rng(4)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))
+    seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
+    orgs = np.array(["org-a"] * 8, dtype=object)
+    camp.observe(np.arange(8, dtype=np.int64), np.full(8, NOW, np.int64), np.full(8, -1, np.int64), orgs)
+    assert camp.link(cov, seen, np.arange(8), NOW) == []  # employees of one company
+    for member in range(1, 8):  # one shared prompt per pair is enough inside one org
+        share_prompts(camp, member, member - 1, 1)
+    campaigns = camp.link(cov, seen, np.arange(8), NOW)
+    assert len(campaigns) == 1 and campaigns[0].members.size == 8
+    assert campaigns[0].stats["links_same_org"] == 7
+
+
+def test_allowlisted_and_evicted_accounts_are_not_linked():
+    rng = np.random.default_rng(5)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))
+    seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
+    for member in range(1, 8):
+        share_prompts(camp, member, member - 1, 4)
+    excluded = np.zeros(64, dtype=bool)
+    excluded[2] = True  # the chain breaks into 0-1 (too small) and 3-7
+    campaigns = camp.link(cov, seen, np.arange(8), NOW, excluded=excluded)
+    assert [c.members.tolist() for c in campaigns] == [[3, 4, 5, 6, 7]]
+    camp.reset(np.array([5]))
+    assert all(5 not in (k >> 32, k & 0xFFFFFFFF) for k in camp.edges)

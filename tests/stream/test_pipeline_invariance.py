@@ -75,5 +75,5 @@ def test_campaign_alerts_do_not_depend_on_batch_size():
         return alerts_of(out + pipeline.finish())
 
     reference = alerts(16384)
-    assert any(a[1] == "campaign" for a in reference), "this traffic must raise campaign alerts"
+    assert any(a[1].startswith("campaign") for a in reference), "this traffic must raise campaign alerts"
     assert alerts(1365) == reference
