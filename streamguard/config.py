@@ -145,6 +145,10 @@ class CampaignConfig:
     """Accounts billing to the same org_id link on weaker evidence (an org alone is no link:
     companies have many employees): styles at org_link_z, or one shared prompt."""
     org_link_z: float = 3.0
+    min_links: int = 2
+    """A member must be linked to this many others of its group (one link may be chance)."""
+    style_min_topics: float = 3.0
+    """A style links only accounts spread over this many effective topics (else it is a topic)."""
 
 
 @dataclass(frozen=True)

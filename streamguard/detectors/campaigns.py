@@ -23,7 +23,11 @@ Styles are one of three kinds of link:
   other two links instead: styles of the same org link at ``org_link_z``, and
   one shared prompt links two accounts of the same org.
 
-Three rules keep benign accounts out:
+Four rules keep benign accounts out:
+
+- a member needs links to at least ``min_links`` others of its group: a
+  benign account whose personal template happens to point like a campaign's,
+  or that once resent one of its prompts, is attached by a single link;
 
 - a style must stand out of its own noise (``style_snr``): the mean of ``n``
   unrelated residuals has squared norm ``E|r|^2 / n``; accounts with no
@@ -63,6 +67,10 @@ class Campaign:
     stats: dict[str, float]
 
 
+FOREIGN_BASE = 1 << 31
+"""Node ids at and above this stand for accounts of other partitions (see remote.py)."""
+
+
 def make_style_projection(dim: int, dims: int, seed: int) -> np.ndarray:
     """(dim, dims) float32 Gaussian projection scaled to preserve norms."""
     rng = np.random.default_rng(seed)
@@ -82,7 +90,7 @@ class CampaignDetector(Stateful):
     capacity : initial number of account slots
     """
 
-    _state_fields = ("capacity", "campaign_of", "org_of", "edges")
+    _state_fields = ("capacity", "campaign_of", "org_of", "edges", "foreign_nodes", "next_foreign")
 
     def __init__(
         self,
@@ -98,6 +106,8 @@ class CampaignDetector(Stateful):
         edge_half_life_hours: float = 24.0,
         link_orgs: bool = True,
         org_link_z: float = 3.0,
+        min_links: int = 2,
+        style_min_topics: float = 3.0,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -112,12 +122,17 @@ class CampaignDetector(Stateful):
         self.edge_rate = math.log(2.0) / (float(edge_half_life_hours) * 3_600_000.0)
         self.link_orgs = bool(link_orgs)
         self.org_link_z = float(org_link_z) if link_orgs else float(link_z)
+        self.min_links = int(min_links)
+        self.style_min_topics = float(style_min_topics)
         self.capacity = int(capacity)
         self.dims = int(projection.shape[1])
         self.campaign_of = np.full(capacity, "", dtype=object)
         self.org_of = np.full(capacity, "", dtype=object)
-        # Shared-prompt evidence per pair of slots (lo << 32 | hi) -> [weight, event time of the weight].
+        # Shared-prompt evidence per pair of nodes (lo << 32 | hi) -> [weight, event time of the weight].
+        # Nodes are slots, or FOREIGN_BASE + n for accounts of other partitions (known by key only).
         self.edges: dict[int, list[float]] = {}
+        self.foreign_nodes: dict[int, int] = {}
+        self.next_foreign = 0
 
     # ------------------------------------------------------------ state layout
 
@@ -155,11 +170,25 @@ class CampaignDetector(Stateful):
             if has.size:
                 self.org_of[slots[has]] = org_ids[has]
         hit = np.flatnonzero(cross_slot >= 0)
-        if hit.size == 0:
+        self._add_edges(slots[hit], cross_slot[hit], ts[hit])
+
+    def observe_foreign(self, slots: np.ndarray, ts: np.ndarray, foreign_keys: np.ndarray) -> None:
+        """Shared prompts between accounts of this partition and accounts of others (see remote.py)."""
+        nodes = np.array([self._foreign_node(int(k)) for k in foreign_keys.tolist()], dtype=np.int64)
+        self._add_edges(np.asarray(slots, dtype=np.int64), nodes, np.asarray(ts, dtype=np.int64))
+
+    def _foreign_node(self, key: int) -> int:
+        node = self.foreign_nodes.get(key)
+        if node is None:
+            node = self.foreign_nodes[key] = FOREIGN_BASE + self.next_foreign
+            self.next_foreign = (self.next_foreign + 1) % FOREIGN_BASE
+        return node
+
+    def _add_edges(self, a: np.ndarray, b: np.ndarray, ts: np.ndarray) -> None:
+        if a.size == 0:
             return
-        a, b = slots[hit], cross_slot[hit]
         keys = (np.minimum(a, b) << 32) | np.maximum(a, b)
-        for key, t in zip(keys.tolist(), ts[hit].tolist()):
+        for key, t in zip(keys.tolist(), ts.tolist()):
             edge = self.edges.get(key)
             if edge is None:
                 self.edges[key] = [1.0, float(t)]
@@ -184,6 +213,9 @@ class CampaignDetector(Stateful):
             for key in keys[spent].tolist():
                 del self.edges[key]
             keys, weight = keys[~spent], weight[~spent]
+            if self.foreign_nodes:
+                referenced = set((keys & 0xFFFFFFFF).tolist())
+                self.foreign_nodes = {k: n for k, n in self.foreign_nodes.items() if n in referenced}
         return keys >> 32, keys & 0xFFFFFFFF, weight
 
     # ----------------------------------------------------------------- linking
@@ -220,23 +252,35 @@ class CampaignDetector(Stateful):
         j = np.concatenate([p[1] for p in pairs])
         if i.size == 0:
             return []
-        # Node positions of the slots at each end of every link.
-        pi, pj = np.searchsorted(nodes, i), np.searchsorted(nodes, j)
-        graph = coo_matrix((np.ones(i.size), (pi, pj)), shape=(nodes.size, nodes.size))
+        # Vertices: the local nodes, and accounts of other partitions that connect them.
+        vertices = np.union1d(nodes, j[j >= FOREIGN_BASE])
+        pi, pj = np.searchsorted(vertices, i), np.searchsorted(vertices, j)
+        graph = coo_matrix((np.ones(i.size), (pi, pj)), shape=(vertices.size, vertices.size))
         count, labels = connected_components(graph, directed=False)
-        sizes = np.bincount(labels, minlength=count)
+        local = vertices < FOREIGN_BASE
+        sizes = np.bincount(labels[local], minlength=count)
         link_kind = np.concatenate([np.full(p[0].size, k) for k, p in enumerate(pairs)])
         campaigns = []
+        # Distinct neighbours of every vertex: one link alone does not make an account a member.
+        lo_v, hi_v = np.minimum(pi, pj), np.maximum(pi, pj)
+        distinct = np.unique(lo_v * vertices.size + hi_v)
+        degree = np.bincount(np.r_[distinct // vertices.size, distinct % vertices.size], minlength=vertices.size)
         for label in np.flatnonzero(sizes >= self.min_group):
-            members = np.sort(nodes[labels == label])
+            in_group = (labels == label) & local
+            members = vertices[in_group & (degree >= self.min_links)]
+            if members.size < self.min_group:
+                continue
             stats = self.group_stats(coverage, members)
             if stats["complementarity"] < self.complementarity:
                 continue
             inside = labels[pi] == label
             for k, name in enumerate(kinds):
                 stats[f"links_{name}"] = float(np.count_nonzero(inside & (link_kind == k)))
+            stats["links_other_partitions"] = float(np.count_nonzero((labels == label) & ~local))
             orgs = self.org_of[members]
-            stats["links_same_org"] = float(np.count_nonzero(inside & (self.org_of[i] == self.org_of[j]) & (self.org_of[i] != "")))
+            same_org = (i < FOREIGN_BASE) & (j < FOREIGN_BASE)
+            same_org[same_org] = self._same_org(i[same_org], j[same_org])
+            stats["links_same_org"] = float(np.count_nonzero(inside & same_org))
             stats["orgs"] = float(len(set(orgs[orgs != ""].tolist())))
             if cross_dups is not None:
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
@@ -256,7 +300,10 @@ class CampaignDetector(Stateful):
         # A random projection keeps |r|^2 on average, so the noise floor is the mean residual energy / n.
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
-        strong = snr >= self.style_snr
+        # A template shapes requests whatever their topic: over one or two topics a "style" is
+        # just where those topics sit, and would link everyone asking about them.
+        topics = coverage.account_stats(nodes)["effective_topics"]
+        strong = (snr >= self.style_snr) & (topics >= self.style_min_topics)
         candidates, means, snr = nodes[strong], means[strong], snr[strong]
         if candidates.size > self.max_link_accounts:
             keep = np.argsort(-snr, kind="stable")[: self.max_link_accounts]
@@ -280,9 +327,13 @@ class CampaignDetector(Stateful):
     def _shared_prompt_pairs(self, nodes: np.ndarray, now_ts: int) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots that sent near-duplicates of each other's prompts often enough, lately."""
         lo, hi, weight = self.edge_weights(now_ts)
-        keep = np.isin(lo, nodes) & np.isin(hi, nodes)
+        # Both ends linkable here, or a local node and an account of another partition.
+        keep = np.isin(lo, nodes) & (np.isin(hi, nodes) | (hi >= FOREIGN_BASE))
         lo, hi, weight = lo[keep], hi[keep], weight[keep]
-        linked = (weight >= self.shared_prompt_links) | ((weight >= 1.0) & self._same_org(lo, hi))
+        local = hi < FOREIGN_BASE
+        same_org = np.zeros(lo.size, dtype=bool)
+        same_org[local] = self._same_org(lo[local], hi[local])
+        linked = (weight >= self.shared_prompt_links) | ((weight >= 1.0) & same_org)
         return lo[linked], hi[linked]
 
     def group_stats(self, coverage: CoverageDetector, members: np.ndarray) -> dict[str, float]:

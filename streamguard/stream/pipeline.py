@@ -30,6 +30,7 @@ from streamguard.detectors.campaigns import CampaignDetector, make_style_project
 from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
+from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist
 from streamguard.schema import AlertRecord, RequestBatch
 
@@ -49,6 +50,7 @@ class PipelineStats:
     batch_seconds: list[float] = field(default_factory=list)
     near_duplicates: int = 0
     cross_duplicates: int = 0
+    remote_duplicates: int = 0
     evicted: int = 0
 
 
@@ -81,6 +83,10 @@ class Pipeline:
         self.campaigns: CampaignDetector | None = None
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
         self.allowlist = read_allowlist(settings.scoring.allowlist)
+        # Signature sharing between partitions (off unless enable_sharing is called).
+        self.remote: RemoteIndex | None = None
+        self.partition = 0
+        self._outgoing: list[SignatureBatch] = []
         self._warm: list[RequestBatch] = []
         self._warm_rows = 0
         self._tick: int | None = None
@@ -98,6 +104,53 @@ class Pipeline:
         return self.near_duplicate is not None
 
     # ----------------------------------------------------------------- set-up
+
+    # ------------------------------------------------------- across partitions
+
+    def enable_sharing(self, partition: int) -> None:
+        """Exchange signatures with the pipelines of other partitions (see detectors/remote.py).
+
+        The caller moves :meth:`drain_signatures` of every pipeline to
+        :meth:`ingest_signatures` of the others (the service does it through
+        Kafka). Shared-prompt links then reach across partitions.
+        """
+        cfg = self.settings
+        self.partition = int(partition)
+        self.remote = RemoteIndex(
+            cfg.signature.bits // 64, cfg.hamming_radius(), cfg.near_duplicate.cross_window_ms, bands=cfg.near_duplicate.bands
+        )
+
+    def drain_signatures(self) -> list[SignatureBatch]:
+        """Signatures of the requests processed since the last call (empty unless sharing)."""
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def ingest_signatures(self, batch: SignatureBatch) -> int:
+        """Signatures from another partition; returns how many matched a request of this one."""
+        if self.remote is None or batch.source == self.partition or len(batch) == 0:
+            return 0
+        match = self.remote.ingest(batch)
+        if self.campaigns is not None and match.rows.size:
+            self.campaigns.observe_foreign(match.local_slots, match.ts, match.foreign_keys)
+        self.stats.remote_duplicates += int(match.rows.size)
+        return int(match.rows.size)
+
+    def _share(self, batch: RequestBatch, slots: np.ndarray, embeddings: Any, nd: Any) -> None:
+        assert self.remote is not None and self.near_duplicate is not None and self.campaigns is not None
+        nd_det = self.near_duplicate
+        sigs = np.ascontiguousarray(
+            self.backend.to_host(self.backend.signatures(embeddings, nd_det.planes, nd_det.plane_offsets)), dtype=np.uint64
+        )
+        match = self.remote.match_local(sigs, slots, batch.ts)
+        if match.rows.size:
+            # A request already matched within this partition is counted once.
+            fresh = match.rows[nd.cross_slot[match.rows] < 0]
+            np.add.at(nd_det.cross_dups, slots[fresh], 1)
+            self.campaigns.observe_foreign(match.local_slots, match.ts, match.foreign_keys)
+            self.stats.remote_duplicates += int(match.rows.size)
+        unique, inverse = np.unique(batch.account_ids, return_inverse=True)
+        keys = account_keys(unique)[inverse]
+        self._outgoing.append(SignatureBatch(sigs, keys, batch.ts.copy(), self.partition))
 
     def _grow_examples(self, capacity: int) -> None:
         extra = capacity - self._last_request.shape[0]
@@ -150,6 +203,8 @@ class Pipeline:
             edge_half_life_hours=camp.edge_half_life_hours,
             link_orgs=camp.link_orgs,
             org_link_z=camp.org_link_z,
+            min_links=camp.min_links,
+            style_min_topics=camp.style_min_topics,
             capacity=capacity,
         )
         for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
@@ -293,6 +348,8 @@ class Pipeline:
         stage["coverage"] += time.perf_counter() - t
         assert self.campaigns is not None
         self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids)
+        if self.remote is not None:
+            self._share(batch, slots, det_batch.embeddings, nd)
         self._touched.update(np.unique(slots).tolist())
         self.stats.near_duplicates += int(nd.is_dup.sum())
         self.stats.cross_duplicates += int(nd.is_cross_dup.sum())

@@ -76,13 +76,25 @@ def test_accounts_sharing_prompts_repeatedly_are_linked_without_a_template():
     slices_without_template(rng, cov, centroids, range(8))
     seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
     assert camp.link(cov, seen, np.arange(8), NOW) == []  # nothing links them yet
-    for member in range(1, 8):  # a chain: each resends some of the previous member's prompts
-        share_prompts(camp, member, member - 1, 4)
+    for member in range(8):  # a ring: each resends some of the previous member's prompts
+        share_prompts(camp, member, (member - 1) % 8, 4)
     cross = np.r_[np.full(8, 4), np.zeros(56)].astype(np.int64)
     campaigns = camp.link(cov, seen, np.arange(8), NOW, cross_dups=cross)
     assert len(campaigns) == 1 and campaigns[0].members.tolist() == list(range(8))
-    assert campaigns[0].stats["links_shared_prompts"] == 7
+    assert campaigns[0].stats["links_shared_prompts"] == 8
     assert campaigns[0].stats["cross_rate"] == 4 / 120
+
+
+def test_an_account_attached_by_a_single_link_is_not_a_member():
+    rng = np.random.default_rng(6)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(9))
+    seen = np.r_[np.full(9, 120), np.zeros(55)].astype(np.int64)
+    for member in range(8):
+        share_prompts(camp, member, (member - 1) % 8, 4)
+    share_prompts(camp, 8, 3, 5)  # slot 8 resent a few of member 3's prompts, once in a while
+    campaigns = camp.link(cov, seen, np.arange(9), NOW)
+    assert [c.members.tolist() for c in campaigns] == [list(range(8))]
 
 
 def test_one_popular_prompt_in_common_is_no_link_and_old_evidence_fades():
@@ -108,11 +120,11 @@ def test_an_org_alone_is_no_link_but_lowers_the_bar():
     orgs = np.array(["org-a"] * 8, dtype=object)
     camp.observe(np.arange(8, dtype=np.int64), np.full(8, NOW, np.int64), np.full(8, -1, np.int64), orgs)
     assert camp.link(cov, seen, np.arange(8), NOW) == []  # employees of one company
-    for member in range(1, 8):  # one shared prompt per pair is enough inside one org
-        share_prompts(camp, member, member - 1, 1)
+    for member in range(8):  # one shared prompt per pair is enough inside one org
+        share_prompts(camp, member, (member - 1) % 8, 1)
     campaigns = camp.link(cov, seen, np.arange(8), NOW)
     assert len(campaigns) == 1 and campaigns[0].members.size == 8
-    assert campaigns[0].stats["links_same_org"] == 7
+    assert campaigns[0].stats["links_same_org"] == 8
 
 
 def test_allowlisted_and_evicted_accounts_are_not_linked():
@@ -120,11 +132,12 @@ def test_allowlisted_and_evicted_accounts_are_not_linked():
     centroids, cov, camp = build(rng)
     slices_without_template(rng, cov, centroids, range(8))
     seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
-    for member in range(1, 8):
-        share_prompts(camp, member, member - 1, 4)
+    for member in range(8):
+        for back in (1, 2):  # each resends prompts of the two members before it
+            share_prompts(camp, member, (member - back) % 8, 4)
     excluded = np.zeros(64, dtype=bool)
-    excluded[2] = True  # the chain breaks into 0-1 (too small) and 3-7
+    excluded[2] = True
     campaigns = camp.link(cov, seen, np.arange(8), NOW, excluded=excluded)
-    assert [c.members.tolist() for c in campaigns] == [[3, 4, 5, 6, 7]]
+    assert [c.members.tolist() for c in campaigns] == [[0, 1, 3, 4, 5, 6, 7]]
     camp.reset(np.array([5]))
     assert all(5 not in (k >> 32, k & 0xFFFFFFFF) for k in camp.edges)
