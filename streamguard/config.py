@@ -41,8 +41,11 @@ class SignatureConfig:
 
 @dataclass(frozen=True)
 class NearDuplicateConfig:
-    window: int = 64
-    """Recent signatures kept per account (the per-account ring)."""
+    window: int = 65_536
+    """The within-account search covers the account's requests among the last `window`
+    requests this pipeline has seen. The pipeline keeps 2 * window signatures (16 B each
+    at 128 bits, plus 8 B of chain link: 3 MiB at the default) whatever the number of
+    accounts; a request's scan costs its account's requests in that window."""
     bands: int = 8
     """Cross-account lookup: the signature is split into this many bands."""
     table_bits: int = 16
