@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--alerts", required=True, help="alerts JSON Lines output")
     rep.add_argument("--dead-letters", default=None, help="dead letters JSON Lines (default: ALERTS.dead.jsonl)")
     rep.add_argument("--partitions", type=int, default=1, help="shard accounts as Kafka's default partitioner would")
+    rep.add_argument(
+        "--alert-account-hash",
+        action="store_true",
+        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
+        help="put the account's keyed hash into each alert's evidence.account_hash, as `run` does with the same flag; "
+        "needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
+    )
     _add_metrics_flags(rep, linger=True)
     _add_settings_flags(rep)
 
@@ -211,6 +218,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.partitions < 1:
         raise UsageError("--partitions must be >= 1")
     _check_metrics_flags(args)
+    key, stable = hmac_key_from_env()
+    if args.alert_account_hash and not stable:
+        raise UsageError("--alert-account-hash needs STREAMGUARD_HMAC_KEY")
     try:
         table = read_request_file(args.file)
     except RecordFileError as exc:
@@ -218,10 +228,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     backend = _backend(args, settings)
     endpoint = _endpoint(args, backend)
     metrics = endpoint.metrics if endpoint is not None else None
-    # Alert records carry the account's keyed hash whenever the key is stable, as `run` writes them.
-    key, stable = hmac_key_from_env()
     alert_hash = None
-    if stable:
+    if args.alert_account_hash:
         alert_hash = metrics.account_hash if metrics is not None else account_hasher(key)
     dead_path = args.dead_letters or str(Path(args.alerts).with_suffix("")) + ".dead.jsonl"
     alerts = JsonLinesAlertSink(args.alerts)

@@ -78,7 +78,7 @@ class RunOptions:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     alert_hash: Callable[[str], str] | None = None
     """Keyed hash put into each alert's ``evidence["account_hash"]`` (the label of the
-    top-N gauge); None without a stable ``STREAMGUARD_HMAC_KEY``."""
+    top-N gauge): ``--alert-account-hash``, which needs ``STREAMGUARD_HMAC_KEY``."""
     shutdown_grace_s: float = 40.0
     """SIGTERM to exit: the last round and leaving the group (Kubernetes grants 60 s, after a 5 s preStop)."""
 
@@ -808,6 +808,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-port", type=int, default=num("METRICS_PORT", int), help="serve /metrics /healthz /readyz (env STREAMGUARD_METRICS_PORT)")
     p.add_argument("--metrics-addr", default=_env("METRICS_ADDR", "0.0.0.0"), help="bind address of the metrics port")
+    p.add_argument(
+        "--alert-account-hash",
+        action="store_true",
+        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
+        help="put the account's keyed hash (the account_hash label of the metrics) into each alert's "
+        "evidence.account_hash; needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
+    )
     p.add_argument("--stop-after-idle", type=float, default=num("STOP_AFTER_IDLE", float), metavar="SECONDS", help="exit 0 once no record arrived for this long")
     p.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
     p.add_argument("--backend", default=_env("BACKEND", "auto"), choices=["auto", "cuda", "cpu", "numpy"], help="array backend (env STREAMGUARD_BACKEND)")
@@ -914,12 +921,14 @@ def _run(args: argparse.Namespace) -> int:
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     key, stable_key = hmac_key_from_env()
+    if args.alert_account_hash and not stable_key:
+        raise ValueError("--alert-account-hash needs STREAMGUARD_HMAC_KEY (a stable key, from a Secret)")
     if not stable_key:
-        log.warning("STREAMGUARD_HMAC_KEY is not set: account hashes in metrics change at every restart and stay out of alert records")
+        log.warning("STREAMGUARD_HMAC_KEY is not set: account hashes in metrics change at every restart")
     metrics = StreamguardMetrics(registry, key)
     metrics.backend_info(backend.name, backend_device(backend))
     metrics.ready(False)
-    options.alert_hash = metrics.account_hash if stable_key else None
+    options.alert_hash = metrics.account_hash if args.alert_account_hash else None
     kernel_timer = instrument_kernels(metrics, backend)
 
     holder: dict[str, Any] = {}

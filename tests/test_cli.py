@@ -92,14 +92,17 @@ def test_cuda_without_a_device_fails_at_start_up(traffic_file, capsys):
 # -- demo and replay: metrics flags ---------------------------------------------------------
 
 
-def test_metrics_flags_are_checked_before_any_work(traffic_file, capsys):
+def test_metrics_flags_are_checked_before_any_work(traffic_file, capsys, monkeypatch):
     d = traffic_file
+    monkeypatch.delenv("STREAMGUARD_HMAC_KEY", raising=False)
     assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--linger", "5"]) == 2
     assert "--linger needs --metrics-port" in capsys.readouterr().err
     assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--pace", "0"]) == 2
     assert "--pace must be > 0" in capsys.readouterr().err
     assert main(["demo", "--metrics-port", "70000"]) == 2
     assert "--metrics-port must be in 0..65535" in capsys.readouterr().err
+    assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--alert-account-hash"]) == 2
+    assert "--alert-account-hash needs STREAMGUARD_HMAC_KEY" in capsys.readouterr().err
 
 
 def test_demo_and_replay_help_document_the_metrics_flags():
@@ -127,7 +130,7 @@ def test_replay_serves_metrics_while_it_runs_and_lingers(traffic_file, tmp_path)
     env = dict(os.environ, STREAMGUARD_COVERAGE_WARMUP="1500", STREAMGUARD_COVERAGE_CELLS="256", STREAMGUARD_HMAC_KEY="cli-key")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamguard", "replay", str(d / "t.parquet"), "--alerts", str(tmp_path / "a.jsonl"),
-         "--backend", "cpu", "--metrics-port", "0", "--pace", "20000", "--linger", "60"],
+         "--backend", "cpu", "--metrics-port", "0", "--pace", "20000", "--linger", "60", "--alert-account-hash"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     try:

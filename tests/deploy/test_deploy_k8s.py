@@ -277,4 +277,4 @@ def test_every_streamguard_variable_of_the_pod_is_read_by_the_code(overlay, monk
             if changed:
                 break
         assert changed, f"{name} is not read by `streamguard run`"
-        assert [str(v) for v in changed.values()] == [value], (name, changed)
+        assert [str(v).lower() for v in changed.values()] == [value.lower()], (name, changed)

@@ -251,6 +251,11 @@ def test_prometheus_scrapes_a_running_demo_and_fires_the_rules(tmp_path: Path, t
         # --- SIGTERM during --linger is a clean exit ------------------------------------------------
         demo.send_signal(signal.SIGTERM)
         assert demo.wait(timeout=15) == 0
+    except AssertionError as exc:  # say what the two processes said
+        demo_out.flush()
+        logs = "\n".join(f"--- {name} (last lines) ---\n" + "\n".join((tmp_path / name).read_text().splitlines()[-25:])
+                         for name in ("demo.log", "prometheus.log") if (tmp_path / name).exists())
+        raise AssertionError(f"{exc}\n{logs}") from exc
     finally:
         if demo is not None:
             stop(demo)
