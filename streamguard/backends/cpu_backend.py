@@ -544,6 +544,10 @@ def _dup_walk(
     """
     words = sorted_sigs.shape[0]
     capacity = window_sig.shape[0]
+    # Every position a walk visits lies in [base, start + n), fewer than `capacity` positions
+    # from `base`: its row is one subtraction away, no 64-bit division per step.
+    base = max(0, start - window)
+    base_row = base % capacity
     for g in prange(bounds.shape[0] - 1):
         a = bounds[g]
         b = bounds[g + 1]
@@ -553,11 +557,20 @@ def _dup_walk(
         lo = b
         hi = b
         while p >= 0 and p >= oldest:
-            row = p % capacity
+            row = base_row + (p - base)
+            if row >= capacity:
+                row -= capacity
             while lo > a and start + order[lo - 1] > p:
                 lo -= 1
             while hi > lo and start + order[hi - 1] > p + window:
                 hi -= 1
+            if words == 2 and hi - lo < 8:  # few requests (most accounts): no views to set up
+                e0 = window_sig[row, 0]
+                e1 = window_sig[row, 1]
+                for j in range(lo, hi):
+                    best[j] = min(best[j], _popcount(sorted_sigs[0, j] ^ e0) + _popcount(sorted_sigs[1, j] ^ e1))
+                p = window_prev[row]
+                continue
             # Views from 0: indices the compiler knows are non-negative, so the loop vectorises
             # (indexing [lo, hi) directly costs a negative-index check per element: 5x slower).
             run = best[lo:hi]
