@@ -3,10 +3,12 @@
 // oracle: streamguard/backends/numpy_backend.py (pack_sign_bits, band_buckets,
 // NumpyBackend.dup_scan, NumpyBackend.cross_lookup).
 //
-// Layouts (C order): n requests, W = bits/64 words, S slots, R ring entries,
+// Layouts (C order): n requests, W = bits/64 words, S slots, C window rows,
 // B bands, T = 2**table_bits buckets.
 //   sigs (n, W) u64 (bit j of word w = hyperplane 64w+j); slots, ts (n,) i64
-//   ring (S, R, W) u64, ring_count (S,) i64 (entry k of an account at k % R)
+//   window_sig (C, W) u64, window_prev (C,) i64: the pipeline's request at
+//     position p in row p % C, with the position of its account's previous
+//     request (-1: none); head (S,) i64: each account's latest position (-1)
 //   table_slot, table_ts (B, T) i64 (slot -1 = empty), table_sig (B, T, W) u64
 //   sorted keys: see common.cuh (`slot * n + i` for the within-account scan,
 //   `(b * T + bucket) * n + i` for the cross-account lookup)
@@ -44,7 +46,7 @@ __device__ void pack_sign_bits_impl(const T* __restrict__ proj, const T* __restr
 // ------------------------------------------------------ slot-sorted batches
 // slot_keys: keys[i] = s * n + i, s = slots[i] when 0 <= slots[i] < capacity,
 // else capacity (which the scans recognise as invalid and report). Sorted by
-// CuPy, these give the account groups of common.cuh to dup_scan and, in
+// CuPy, these give the account groups of common.cuh to dup_link/dup_scan and, in
 // coverage.cu, to style_prefix; one launch instead of a chain of CuPy ufuncs.
 //   grid: (ceil(n / block) capped, 1, 1); block: (any, 1, 1); shared: none.
 //   slots (n,) i64; keys (n,) i64 out; (capacity + 1) * n < 2**63 (checked in Python).
@@ -58,67 +60,70 @@ __device__ void slot_keys_impl(const T* __restrict__ slots, long long n, long lo
 }
 
 // ------------------------------------------------------ within-account scan
-// dup_scan: for each account group of the slot-sorted batch, every request's
-// smallest Hamming distance to the R requests of its account that precede it
-// (ring entries, then earlier requests of the batch); then the group's last R
-// requests go into the ring and ring_count grows by the group size.
-//   grid  : (min(n, cap), 1, 1), grid-stride over positions; a block owns the
-//           group that starts at its position (other positions are skipped).
-//   block : (32*k, 1, 1); warp per request, lanes over the R partners.
-//   shared: one long long (the group end, found by thread 0).
-//   keys (n,) sorted `slot*n + i`; sigs (n, W); ring (S, R, W); ring_count (S,);
-//   best (n,) i32 out (bits+1 when nothing precedes); fault: kFaultDupScanSlot.
-// Why one block per account: the scan reads only its own account's ring and
-// the insertion writes only its own account's ring, so a __syncthreads between
-// the two is the only ordering needed and the whole step is one launch.
+// Request i of the batch has position q = start + i. Two launches, so that
+// every read of `head` (dup_link) happens before any write (dup_scan).
+//
+// dup_link: insert the batch. Row q % C takes the signature and the position
+// of the account's previous request: the previous request of its group in the
+// slot-sorted batch, or head[slot] for the group's first.
+//   grid  : (ceil(n / block) capped, 1, 1), grid-stride over sorted positions.
+//   block : (any, 1, 1); one thread per request; shared: none.
+//   keys (n,) sorted `slot*n + i`; sigs (n, W); window_sig (C, W) and
+//   window_prev (C,) written; head (S,) read; fault: kFaultDupScanSlot.
+//   Needs n <= C - window (checked in Python): no row a query reads is overwritten.
+template <typename Word>
+__device__ void dup_link_impl(const long long* __restrict__ keys, long long n, const Word* __restrict__ sigs,
+                              long long words, Word* __restrict__ window_sig, long long* __restrict__ window_prev,
+                              long long rows, const long long* __restrict__ head, long long slots, long long start,
+                              int* __restrict__ fault) {
+  for (long long p = global_thread(); p < n; p += total_threads()) {
+    const long long slot = keys[p] / n;
+    const long long i = keys[p] % n;
+    if (slot < 0 || slot >= slots) {
+      atomicOr(fault, kFaultDupScanSlot);
+      continue;
+    }
+    const long long row = (start + i) % rows;
+    window_prev[row] = group_starts_at(keys, n, p) ? head[slot] : start + keys[p - 1] % n;
+    for (long long w = 0; w < words; ++w) window_sig[row * words + w] = sigs[i * words + w];
+  }
+}
+
+// dup_scan: each request walks its account's chain from window_prev[q % C]
+// back while the position is in [q - window, q): the smallest Hamming
+// distance; then the last request of each group becomes its account's head.
+//   grid  : (ceil(n / block) capped, 1, 1), grid-stride over sorted positions.
+//   block : (any, 1, 1); one thread per request, in slot-sorted order, so a
+//           warp mostly walks one account's chain (the same rows, which L1/L2
+//           then serve). shared: none.
+//   keys (n,) sorted; sigs (n, W); window_sig, window_prev read; head (S,)
+//   written; best (n,) i32 out (bits+1 when nothing precedes); fault as dup_link.
+// Cost: one dependent load of window_prev per step, as many steps as the
+// account has requests in the window (a heavy account's requests walk long
+// chains; a stop at distance 0 cannot change the minimum).
 template <typename Word>
 __device__ void dup_scan_impl(const long long* __restrict__ keys, long long n, const Word* __restrict__ sigs,
-                              long long words, Word* __restrict__ ring, long long* __restrict__ ring_count,
-                              long long slots, long long window, int* __restrict__ best, int* __restrict__ fault) {
-  __shared__ long long s_end;
+                              long long words, const Word* __restrict__ window_sig,
+                              const long long* __restrict__ window_prev, long long rows, long long* __restrict__ head,
+                              long long slots, long long start, long long window, int* __restrict__ best,
+                              int* __restrict__ fault) {
   const int none = static_cast<int>(words * 64 + 1);
-  const unsigned lane = lane_id();
-  for (long long start = blockIdx.x; start < n; start += gridDim.x) {
-    if (!group_starts_at(keys, n, start)) continue;  // uniform over the block
-    if (threadIdx.x == 0) s_end = group_end(keys, n, start);
-    __syncthreads();
-    const long long end = s_end;
-    const long long slot = keys[start] / n;
-    const bool valid = slot >= 0 && slot < slots;
-    const long long count = valid ? ring_count[slot] : 0;
-    const Word* own_ring = ring + (valid ? slot : 0) * window * words;
-    for (long long p = start + threadIdx.x / kWarp; p < end; p += warps_per_block()) {
-      const long long rank = p - start;
-      const long long i = keys[p] % n;
-      const Word* sig = sigs + i * words;
-      int nearest = none;
-      for (long long k = lane + 1; valid && k <= window; k += kWarp) {
-        const Word* partner;
-        if (k <= rank) {
-          partner = sigs + (keys[p - k] % n) * words;
-        } else {
-          const long long entry = count - (k - rank);
-          if (entry < 0) break;  // entries only get older as k grows
-          partner = own_ring + (entry % window) * words;
-        }
-        nearest = min_of(nearest, hamming(sig, partner, words));
-      }
-      nearest = warp_min(nearest);
-      if (lane == 0) best[i] = nearest;
-    }
-    __syncthreads();  // every read of this account's ring is done before it is written
-    if (valid) {
-      const long long size = end - start;
-      const long long first = size > window ? size - window : 0;
-      for (long long r = first + threadIdx.x; r < size; r += blockDim.x) {
-        const Word* sig = sigs + (keys[start + r] % n) * words;
-        Word* slot_entry = ring + (slot * window + (count + r) % window) * words;
-        for (long long w = 0; w < words; ++w) slot_entry[w] = sig[w];
-      }
-      if (threadIdx.x == 0) ring_count[slot] = count + size;
-    } else if (threadIdx.x == 0) {
+  for (long long p = global_thread(); p < n; p += total_threads()) {
+    const long long slot = keys[p] / n;
+    const long long i = keys[p] % n;
+    if (slot < 0 || slot >= slots) {
       atomicOr(fault, kFaultDupScanSlot);
+      continue;
     }
+    const long long q = start + i;
+    const long long oldest = q - window > 0 ? q - window : 0;
+    const Word* sig = sigs + i * words;
+    int nearest = none;
+    for (long long at = window_prev[q % rows]; at >= oldest && nearest > 0; at = window_prev[at % rows]) {
+      nearest = min_of(nearest, hamming(sig, window_sig + (at % rows) * words, words));
+    }
+    best[i] = nearest;
+    if (p == n - 1 || keys[p + 1] / n != slot) head[slot] = q;
   }
 }
 
@@ -268,10 +273,19 @@ extern "C" __global__ void slot_keys(const long long* slots, long long n, long l
   sg::slot_keys_impl<long long>(slots, n, capacity, keys);
 }
 
+extern "C" __global__ void dup_link(const long long* keys, long long n, const unsigned long long* sigs,
+                                    long long words, unsigned long long* window_sig, long long* window_prev,
+                                    long long rows, const long long* head, long long slots, long long start,
+                                    int* fault) {
+  sg::dup_link_impl<unsigned long long>(keys, n, sigs, words, window_sig, window_prev, rows, head, slots, start, fault);
+}
+
 extern "C" __global__ void dup_scan(const long long* keys, long long n, const unsigned long long* sigs,
-                                    long long words, unsigned long long* ring, long long* ring_count, long long slots,
-                                    long long window, int* best, int* fault) {
-  sg::dup_scan_impl<unsigned long long>(keys, n, sigs, words, ring, ring_count, slots, window, best, fault);
+                                    long long words, const unsigned long long* window_sig,
+                                    const long long* window_prev, long long rows, long long* head, long long slots,
+                                    long long start, long long window, int* best, int* fault) {
+  sg::dup_scan_impl<unsigned long long>(keys, n, sigs, words, window_sig, window_prev, rows, head, slots, start,
+                                        window, best, fault);
 }
 
 extern "C" __global__ void band_hash(const unsigned long long* sigs, long long n, long long words, long long bands,

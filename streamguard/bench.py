@@ -16,9 +16,14 @@ travel between machines, and between runs on a shared one):
   stream-centred space, as the detector defines it), answered by a NumPy
   brute force (the ground truth), faiss ``IndexFlatIP`` (exact), faiss
   ``IndexBinaryFlat`` over streamguard's own SimHash signatures, and
-  streamguard's within-account scan; queries/s, recall, precision, and the
-  recall of each Hamming radius.
-- ``memory``: peak RSS, state bytes per active account; ``churn``: accounts
+  streamguard's within-account scan (its window of the last W requests,
+  walked along each account's chain); queries/s, recall, precision, the
+  recall of each Hamming radius, and the length of the chains walked (the
+  account's requests in the window: what a query costs). The recall a
+  per-account ring of the last R requests would have had (the scan before
+  the window) is kept for comparison.
+- ``memory``: peak RSS, state bytes per active account and the fixed state
+  of a pipeline (the window, the cross-account tables); ``churn``: accounts
   that keep arriving and going idle, and how many stay active.
 
 Output: a table on the terminal, ``bench.json`` and ``bench.png`` in ``--out``.
@@ -223,14 +228,16 @@ def flops_per_event(dim: int, settings: Any) -> dict[str, float]:
     ``gemm`` is what the reference algorithm does in GEMMs: the signature
     projection ``d * bits * 2`` and two cell GEMMs ``2 * d * K * 2`` (nearest
     cell, then the destyled cell). ``other`` estimates the rest (centring and
-    normalising, residuals, the style prefix, argmaxes, the Hamming scan).
+    normalising, residuals, the style prefix, argmaxes; not the Hamming scan,
+    whose length is measured in the near-duplicate section).
     """
     bits = settings.signature.bits
     cells = settings.coverage.cells
-    window = settings.near_duplicate.window
     signature = dim * bits * 2
     cell_gemms = 2 * dim * cells * 2
-    other = 4 * dim + 5 * dim + 6 * dim + 2 * cells + window * (bits // 64) * 3
+    # The Hamming scan (3 integer operations per signature word and chain entry) is not
+    # counted: its length is the account's requests in the window, see near_duplicate.mean_chain.
+    other = 4 * dim + 5 * dim + 6 * dim + 2 * cells
     return {
         "signature": signature,
         "cells": cell_gemms,
@@ -299,6 +306,7 @@ def replay_run(table: Any, settings: Any, backend: Any, codebook: Any) -> tuple[
         "stage_seconds": {k: round(float(v), 4) for k, v in pipeline.stats.stage_seconds.items()},
         "alerts": len(alerts),
         "state_bytes_per_account": int(pipeline.state_bytes_per_account()),
+        "fixed_state_bytes": dict(pipeline.near_duplicate.fixed_state_bytes()) if pipeline.near_duplicate else {},
     }
     return numbers, alerts
 
@@ -371,10 +379,12 @@ def faiss_binary(codes: np.ndarray, acct: np.ndarray, first: int, window: int, r
     return found
 
 
-def _min_hamming_in_window(sigs: np.ndarray, acct: np.ndarray, first: int, window: int, block: int) -> np.ndarray:
-    """Per query, the smallest Hamming distance to an earlier same-account request in the window (bits+1 if none)."""
+def _min_hamming_in_window(sigs: np.ndarray, acct: np.ndarray, first: int, window: int, block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, the smallest Hamming distance to an earlier same-account request in the window (bits+1 if
+    none), and the number of those requests (the length of the chain streamguard's scan walks)."""
     n, words = sigs.shape
     best = np.full(n - first, words * 64 + 1, dtype=np.int64)
+    chain = np.zeros(n - first, dtype=np.int64)
     order = np.argsort(acct, kind="stable")
     sorted_acct = acct[order]
     for s in range(first, n, block):
@@ -390,7 +400,8 @@ def _min_hamming_in_window(sigs: np.ndarray, acct: np.ndarray, first: int, windo
         qi, cj = qi[keep], cj[keep]
         dist = np.bitwise_count(sigs[qi] ^ sigs[cj]).sum(axis=1).astype(np.int64)
         np.minimum.at(best, qi - first, dist)
-    return best
+        np.add.at(chain, qi - first, 1)
+    return best, chain
 
 
 def _ring_analysis(
@@ -431,7 +442,6 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
     threshold = float(settings.signature.dup_cosine)
     radius = int(settings.hamming_radius())
     bits = int(settings.signature.bits)
-    ring = int(settings.near_duplicate.window)
     n_all = len(batch)
     queries = min(queries, n_all // 2)
     window = min(window, n_all - queries)
@@ -491,41 +501,50 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
         )
     assert truth is not None
 
-    # streamguard: warm the rings on the window, then time the queries in detector-sized blocks.
+    # streamguard: the detector's window (W = the job's window, 2W rows), warmed on the
+    # window's requests, then the queries timed in detector-sized blocks.
+    words = bits // 64
     accounts = int(acct.max()) + 1
-    ring_sigs = np.zeros((accounts, ring, bits // 64), dtype=np.uint64)
-    ring_count = np.zeros(accounts, dtype=np.int64)
-    step = settings.batch.max_size
+    step = min(settings.batch.max_size, window)
+
+    def fresh_state() -> list[Any]:
+        return [
+            backend.asarray(np.zeros((2 * window, words), dtype=np.uint64)),
+            backend.asarray(np.full(2 * window, -1, dtype=np.int64)),
+            backend.asarray(np.full(accounts, -1, dtype=np.int64)),
+        ]
+
+    warm = fresh_state()
     for s in range(0, first, step):
         e = min(first, s + step)
-        backend.dup_scan(backend.asarray(sigs[s:e]), backend.asarray(acct[s:e]), ring_sigs, ring_count)
-    rings = (ring_sigs.copy(), ring_count.copy())
+        backend.dup_scan(backend.asarray(sigs[s:e]), backend.asarray(acct[s:e]), *warm, s, window)
+    warm_host = [np.array(backend.to_host(a), copy=True) for a in warm]
     best_scan = best_full = math.inf
     within = np.empty(0)
     for _ in range(3):
-        ring_a, count_a = rings[0].copy(), rings[1].copy()
+        state = [backend.asarray(a.copy()) for a in warm_host]
         begin = time.perf_counter()
         parts = [
-            backend.to_host(backend.dup_scan(backend.asarray(sigs[s : s + step]), backend.asarray(acct[s : s + step]), ring_a, count_a).within_dist)
+            backend.to_host(backend.dup_scan(backend.asarray(sigs[s : s + step]), backend.asarray(acct[s : s + step]), *state, s, window).within_dist)
             for s in range(first, n, step)
         ]
         best_scan = min(best_scan, time.perf_counter() - begin)
         within = np.concatenate(parts)
-        ring_b, count_b = rings[0].copy(), rings[1].copy()
+        state = [backend.asarray(a.copy()) for a in warm_host]
         begin = time.perf_counter()
         for s in range(first, n, step):
             sig = backend.signatures(backend.asarray(x[s : s + step]), planes, offsets)
-            backend.dup_scan(sig, backend.asarray(acct[s : s + step]), ring_b, count_b)
+            backend.dup_scan(sig, backend.asarray(acct[s : s + step]), *state, s, window)
         best_full = min(best_full, time.perf_counter() - begin)
     flags = within <= radius
     approaches.append(
         {
-            "name": f"streamguard within-account scan (ring of {ring})",
+            "name": f"streamguard within-account scan (window of {window:,})",
             "queries_per_second": queries / best_scan,
             "seconds": best_scan,
             "threads": getattr(backend, "threads", None),
             "flags": flags,
-            "note": "on given signatures, like IndexBinaryFlat",
+            "note": "on given signatures, like IndexBinaryFlat; also keeps the window and the chains (the per-account work)",
         }
     )
     approaches.append(
@@ -548,9 +567,11 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
         a["precision"] = hits / int(found.sum()) if found.any() else None
         a["flagged"] = int(found.sum())
 
-    # Recall of every radius and ring size: what a ring of R keeps, and the whole window (an index's view).
-    window_min = _min_hamming_in_window(sigs, acct, first, window, block)
-    ring_sizes = tuple(sorted({ring, 128, 256}))
+    # Recall of every radius: over the whole window (streamguard's scan, an index's view), and, for
+    # comparison, over a per-account ring of the last R requests (the scan before the window).
+    window_min, chain = _min_hamming_in_window(sigs, acct, first, window, block)
+    assert np.array_equal(np.minimum(window_min, bits + 1), within), "the scan must equal the brute-force minimum"
+    ring_sizes = (64, 256)
     rings_seen = _ring_analysis(z, sigs, acct, first, window, ring_sizes, threshold)
     p = math.acos(threshold) / math.pi
     sd = math.sqrt(bits * p * (1 - p))
@@ -558,6 +579,7 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
     for r in range(max(0, radius - 8), min(bits, radius + 16) + 1):
         row: dict[str, Any] = {"radius": r, "z": (r - bits * p) / sd}
         row["recall_window"] = float((window_min[truth] <= r).mean()) if positives else None
+        row["false_positive_rate_window"] = float((window_min[~truth] <= r).mean()) if (~truth).any() else None
         for size, (ring_min, _) in rings_seen.items():
             row[f"recall_ring_{size}"] = float((ring_min[truth] <= r).mean()) if positives else None
             row[f"false_positive_rate_ring_{size}"] = float((ring_min[~truth] <= r).mean()) if (~truth).any() else None
@@ -574,7 +596,6 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
         "cosine_space": "stream-centred (x - codebook.mean), as Settings.signature.dup_cosine is defined",
         "radius": radius,
         "bits": bits,
-        "ring": ring,
         "positives": positives,
         "positive_rate": positives / queries,
         "approaches": approaches,
@@ -582,7 +603,12 @@ def near_duplicate_bench(batch: Any, codebook: Any, settings: Any, backend: Any,
         "ring_sizes": list(ring_sizes),
         "radius_for_target_recall": reaching,
         "ring_cap": {str(size): float(reach[truth].mean()) if positives else None for size, (_, reach) in rings_seen.items()},
-        "ring_cap_note": "share of positives with a cos >= dup_cosine partner among the account's last R requests: the recall of any radius is at most this",
+        "ring_cap_note": "history: share of positives with a cos >= dup_cosine partner among the account's last R "
+        "requests, the most a per-account ring of R (the scan before the window, R = 64) could find",
+        "mean_chain": float(chain.mean()),
+        "chain_percentiles": {str(q): float(np.percentile(chain, q)) for q in (50, 90, 99, 100)},
+        "chain_note": "chain = the query's account's requests among the last W (what the scan walks and compares); "
+        "heavy accounts make it long",
     }
 
 
@@ -703,6 +729,7 @@ def run(args: argparse.Namespace) -> int:
     report["throughput"] = []
     near_dup: dict[str, Any] | None = None
     state_bytes: dict[str, int] = {}
+    fixed_state: dict[str, int] = {}
     cpu_backend = None
     for dim in dims:
         _log(f"d={dim}: simulating {events} requests")
@@ -749,6 +776,7 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
             state_bytes[str(dim)] = numbers["state_bytes_per_account"]
+            fixed_state = numbers["fixed_state_bytes"] or fixed_state
             report["throughput"].append(numbers)
         if not quick and "cpu" in backends and dim == dims[0]:
             _log(f"d={dim}: replay on cpu at the simulator's own event-time density")
@@ -782,10 +810,11 @@ def run(args: argparse.Namespace) -> int:
     report["memory"] = {
         "peak_rss_bytes": _peak_rss_bytes(),
         "state_bytes_per_account": state_bytes,
-        "cross_account_table_bytes": settings.near_duplicate.bands
-        * (1 << settings.near_duplicate.table_bits)
-        * (16 + settings.signature.bits // 8),
-        "note": "peak RSS of the whole bench process (traffic, every backend, baselines)",
+        "fixed_state_bytes": sum(fixed_state.values()),
+        "fixed_state_parts": fixed_state,
+        "cross_account_table_bytes": fixed_state.get("cross_account_tables"),
+        "note": "peak RSS of the whole bench process (traffic, every backend, baselines); fixed state is per "
+        "pipeline (per partition), whatever the number of accounts",
     }
     report["targets"] = _targets(report, dims)
     report["meta"]["seconds"] = time.perf_counter() - started
@@ -823,6 +852,8 @@ def _targets(report: dict[str, Any], dims: list[int]) -> dict[str, Any]:
         "scan_vs_binary_flat": (scan["queries_per_second"] / binary["queries_per_second"]) if scan and binary and "queries_per_second" in binary else None,
         "state_bytes_per_account": state,
         "state_ok": bool(state is not None and state <= TARGET_STATE_BYTES),
+        "fixed_state_bytes_per_pipeline": report["memory"].get("fixed_state_bytes"),
+        "mean_chain": nd.get("mean_chain"),
     }
 
 
@@ -893,16 +924,25 @@ def render(report: dict[str, Any]) -> None:
                 f"{a['precision']:.4f}" if a.get("precision") is not None else "",
             )
         console.print(table)
+        chain = nd["chain_percentiles"]
         console.print(
-            f"smallest radius reaching recall {TARGET_RECALL} (configured {nd['radius']}), per ring size: "
-            + ", ".join(f"{k}: {v}" for k, v in nd["radius_for_target_recall"].items())
-            + "; recall cap of an exact check over the ring: "
+            f"chain walked per query (the account's requests in the window): mean {nd['mean_chain']:,.0f}, "
+            f"p50 {chain['50']:,.0f}, p99 {chain['99']:,.0f}, max {chain['100']:,.0f}"
+        )
+        console.print(
+            f"smallest radius reaching recall {TARGET_RECALL} (configured {nd['radius']}): whole window "
+            f"{nd['radius_for_target_recall']['window']}; history, a per-account ring of R: "
+            + ", ".join(f"R={k}: {v}" for k, v in nd["radius_for_target_recall"].items() if k != "window")
+            + " (recall cap of an exact check over the ring: "
             + ", ".join(f"R={k}: {v:.4f}" for k, v in nd["ring_cap"].items() if v is not None)
+            + ")"
         )
     churn = report["churn"]
     mem = report["memory"]
     console.print(
-        f"state per active account: {mem['state_bytes_per_account']} bytes; peak RSS {mem['peak_rss_bytes'] / 2**20:,.0f} MiB; "
+        f"state per active account: {mem['state_bytes_per_account']} bytes, plus per pipeline "
+        f"{mem['fixed_state_bytes'] / 2**20:.1f} MiB fixed ({', '.join(f'{k} {v / 2**20:.1f} MiB' for k, v in mem['fixed_state_parts'].items())}); "
+        f"peak RSS {mem['peak_rss_bytes'] / 2**20:,.0f} MiB; "
         f"churn: {churn['accounts_seen']:,} accounts seen, max {churn['max_active_accounts']:,} active, "
         f"{churn['slot_capacity']:,} slots ({churn['state_bytes_at_capacity'] / 2**20:.1f} MiB)"
     )
@@ -950,10 +990,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax = axes[1, 0]
         sweep = nd["radius_sweep"]
         radii = [s["radius"] for s in sweep]
+        ax.plot(radii, [s["recall_window"] for s in sweep], "s-", ms=3, label="whole window (streamguard, IndexBinaryFlat)")
         for size in nd["ring_sizes"]:
-            ax.plot(radii, [s[f"recall_ring_{size}"] for s in sweep], "o-", ms=3, label=f"ring of {size}")
-        ax.plot(radii, [s["recall_window"] for s in sweep], "s-", ms=3, label="whole window (IndexBinaryFlat)")
-        ax.plot(radii, [s[f"false_positive_rate_ring_{nd['ring']}"] for s in sweep], "^--", ms=3, label=f"false positives, ring of {nd['ring']}")
+            ax.plot(radii, [s[f"recall_ring_{size}"] for s in sweep], "o:", ms=3, alpha=0.6, label=f"history: per-account ring of {size}")
+        ax.plot(radii, [s["false_positive_rate_window"] for s in sweep], "^--", ms=3, label="false positives, whole window")
         ax.axhline(TARGET_RECALL, color="k", linestyle=":")
         ax.axvline(nd["radius"], color="tab:red", linestyle="--", label=f"configured radius {nd['radius']}")
         ax.set_xlabel(f"Hamming radius (of {nd['bits']} bits)")

@@ -38,6 +38,56 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-codebook", default=None, help="write the fitted codebook to this .npz")
 
 
+def _add_metrics_flags(parser: argparse.ArgumentParser, linger: bool) -> None:
+    """--metrics-port/--metrics-addr/--pace/--linger of the batch commands (demo, replay)."""
+    group = parser.add_argument_group(
+        "metrics",
+        "Prometheus exposition, as `streamguard run` serves it: the same streamguard_* series "
+        "(no consumer lag without Kafka; alert delay measured on the stream's event time).",
+    )
+    group.add_argument(
+        "--metrics-port", type=int, default=None, metavar="PORT",
+        help="serve /metrics, /healthz and /readyz on this port while the command runs (0: any free port)",
+    )
+    group.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR", help="bind address of --metrics-port (default 127.0.0.1)")
+    group.add_argument(
+        "--pace", type=float, default=None, metavar="EVENTS_PER_S",
+        help="feed the detector at most this many requests per second of wall time, like a live stream "
+        "(default: as fast as possible); useful with --metrics-port so a scraper sees the series move",
+    )
+    if linger:
+        group.add_argument(
+            "--linger", type=float, default=0.0, metavar="SECONDS",
+            help="with --metrics-port: keep serving /metrics this long after the work is done, "
+            "so a scraper collects the final values (SIGTERM or Ctrl-C ends it early)",
+        )
+
+
+def _check_metrics_flags(args: argparse.Namespace) -> None:
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be in 0..65535, got {args.metrics_port}")
+    if args.pace is not None and not args.pace > 0:
+        raise UsageError(f"--pace must be > 0 requests per second, got {args.pace}")
+    if getattr(args, "linger", 0.0) < 0:
+        raise UsageError(f"--linger must be >= 0 seconds, got {args.linger}")
+    if getattr(args, "linger", 0.0) > 0 and args.metrics_port is None:
+        raise UsageError("--linger needs --metrics-port")
+
+
+def _endpoint(args: argparse.Namespace, backend, default_key: bytes | None = None):
+    """The metrics endpoint of a batch command, or None without --metrics-port."""
+    if args.metrics_port is None:
+        return None
+    from streamguard.metrics import Endpoint
+
+    try:
+        endpoint = Endpoint(args.metrics_port, args.metrics_addr, backend, default_key=default_key)
+    except OSError as exc:
+        raise UsageError(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc}") from None
+    print(f"serving metrics on {endpoint.url} (also /healthz, /readyz)", flush=True)
+    return endpoint
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description="Detect model-distillation traffic in an LLM API request stream.")
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
@@ -49,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--scale", type=float, default=1.0)
     demo.add_argument("--dim", type=int, default=384)
     demo.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    _add_metrics_flags(demo, linger=True)
     _add_settings_flags(demo)
 
     sim = sub.add_parser("simulate", help="write labelled traffic")
@@ -75,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--alerts", required=True, help="alerts JSON Lines output")
     rep.add_argument("--dead-letters", default=None, help="dead letters JSON Lines (default: ALERTS.dead.jsonl)")
     rep.add_argument("--partitions", type=int, default=1, help="shard accounts as Kafka's default partitioner would")
+    rep.add_argument(
+        "--alert-account-hash",
+        action="store_true",
+        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
+        help="put the account's keyed hash into each alert's evidence.account_hash, as `run` does with the same flag; "
+        "needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
+    )
+    _add_metrics_flags(rep, linger=True)
     _add_settings_flags(rep)
 
     ev = sub.add_parser("eval", help="precision, recall, false positives and delay of alerts against labels")
@@ -153,20 +212,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streamguard.sinks.dead_letter import DeadLetterSink
     from streamguard.stream.replay import replay_table
 
+    from streamguard.metrics import account_hasher, hmac_key_from_env
+
     settings = _settings(args)
     if args.partitions < 1:
         raise UsageError("--partitions must be >= 1")
+    _check_metrics_flags(args)
+    key, stable = hmac_key_from_env()
+    if args.alert_account_hash and not stable:
+        raise UsageError("--alert-account-hash needs STREAMGUARD_HMAC_KEY")
     try:
         table = read_request_file(args.file)
     except RecordFileError as exc:
         raise UsageError(str(exc)) from None
     backend = _backend(args, settings)
+    endpoint = _endpoint(args, backend)
+    metrics = endpoint.metrics if endpoint is not None else None
+    alert_hash = None
+    if args.alert_account_hash:
+        alert_hash = metrics.account_hash if metrics is not None else account_hasher(key)
     dead_path = args.dead_letters or str(Path(args.alerts).with_suffix("")) + ".dead.jsonl"
     alerts = JsonLinesAlertSink(args.alerts)
     dead = DeadLetterSink(dead_path)
     try:
-        result = replay_table(table, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args))
+        if metrics is not None:
+            metrics.ready(True)
+        result = replay_table(
+            table, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args),
+            metrics=metrics, pace=args.pace, alert_hash=alert_hash,
+            kernel_timer=endpoint.kernel_timer if endpoint is not None else None,
+        )
+        if metrics is not None:
+            metrics.ready(False)
     except RecordFileError as exc:
+        if endpoint is not None:
+            endpoint.close()
         raise UsageError(str(exc)) from None
     finally:
         alerts.close()
@@ -176,8 +256,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(
         f"replayed {result.requests} requests ({result.dead_letters} dead letters -> {dead_path}) "
         f"in {result.seconds:.1f} s, {result.events_per_second:,.0f} events/s on {backend.name}; "
-        f"{result.alerts} alerts -> {args.alerts}"
+        f"{result.alerts} alerts -> {args.alerts}",
+        flush=True,
     )
+    if endpoint is not None:
+        if args.linger > 0:
+            print(f"still serving {endpoint.url} for {args.linger:g} s (Ctrl-C or SIGTERM to stop)", flush=True)
+            endpoint.linger(args.linger)
+        endpoint.close()
     return 0
 
 
@@ -202,11 +288,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streamguard.demo import run_demo
+    from streamguard.demo import DEMO_KEY, run_demo
 
     settings = _settings(args)
+    _check_metrics_flags(args)
     backend = _backend(args, settings)
-    return run_demo(settings, backend, seed=args.seed, scale=args.scale, dim=args.dim, live=not args.no_live)
+    endpoint = _endpoint(args, backend, default_key=DEMO_KEY)
+    return run_demo(
+        settings, backend, seed=args.seed, scale=args.scale, dim=args.dim, live=not args.no_live,
+        endpoint=endpoint, pace=args.pace, linger=args.linger,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 HOUR_MS = 3_600_000
+MIB = 1 << 20
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
 @dataclass(frozen=True)
@@ -39,8 +41,11 @@ class SignatureConfig:
 
 @dataclass(frozen=True)
 class NearDuplicateConfig:
-    window: int = 64
-    """Recent signatures kept per account (the per-account ring)."""
+    window: int = 65_536
+    """The within-account search covers the account's requests among the last `window`
+    requests this pipeline has seen. The pipeline keeps 2 * window signatures (16 B each
+    at 128 bits, plus 8 B of chain link: 3 MiB at the default) whatever the number of
+    accounts; a request's scan costs its account's requests in that window."""
     bands: int = 8
     """Cross-account lookup: the signature is split into this many bands."""
     table_bits: int = 16
@@ -166,6 +171,99 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class KafkaConfig:
+    """Client and service settings of ``streamguard run`` (TOML ``[kafka]``, env ``STREAMGUARD_KAFKA_<FIELD>``).
+
+    Security settings are passed through to kafka-python unchanged; in
+    Kubernetes they come from Secrets (``STREAMGUARD_KAFKA_SASL_PASSWORD``...).
+    ``streamguard run``'s ``--security-protocol`` ... ``--ssl-keyfile`` and
+    ``--checkpoint-interval`` flags override these.
+    """
+
+    security_protocol: str = "PLAINTEXT"
+    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
+    sasl_mechanism: str = ""
+    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (or OAUTHBEARER, GSSAPI as kafka-python supports them)."""
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    """Prefer the environment (a Kubernetes Secret) to a flag or a file."""
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_check_hostname: bool = True
+    session_timeout_ms: int = 45_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    max_poll_records: int = 64
+    """Records per poll: one Arrow record can hold hundreds of requests."""
+    fetch_max_bytes: int = 64 * MIB
+    """Raised from the client default: one Arrow record holds hundreds of requests."""
+    max_partition_fetch_bytes: int = 16 * MIB
+    request_timeout_ms: int = 30_000
+    reconnect_backoff_max_ms: int = 5_000
+    checkpoint_interval_s: float = 10.0
+    """Alerts are exported and state checkpointed this often (and on revoke, shutdown, idle)."""
+    queue_max_rows: int = 0
+    """Decoded rows waiting per partition before it is paused; 0 = 4 x batch.max_size."""
+    poll_timeout_ms: int = 200
+    liveness_timeout_s: float = 120.0
+    """/healthz fails when the loop has not turned for this long."""
+    export_timeout_s: float = 30.0
+    """Wait this long for the broker to acknowledge alerts before retrying the checkpoint later."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaConfig":
+        """Defaults overridden by ``STREAMGUARD_KAFKA_<FIELD>`` variables (only this section)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"STREAMGUARD_KAFKA_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _coerce(raw, f.default)
+        return replace(cls(), **values)
+
+    def validate(self) -> "KafkaConfig":
+        if self.security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"kafka.security_protocol must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, got {self.security_protocol!r}"
+            )
+        if self.security_protocol.startswith("SASL_") and not self.sasl_mechanism:
+            raise ValueError(f"kafka.security_protocol={self.security_protocol} needs kafka.sasl_mechanism")
+        for name in ("session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms", "max_poll_records",
+                     "fetch_max_bytes", "max_partition_fetch_bytes", "request_timeout_ms", "poll_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"kafka.{name} must be > 0, got {getattr(self, name)}")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("kafka.heartbeat_interval_ms must be below kafka.session_timeout_ms")
+        for name in ("checkpoint_interval_s", "liveness_timeout_s", "export_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"kafka.{name} must be > 0, got {getattr(self, name)}")
+        if self.queue_max_rows < 0:
+            raise ValueError("kafka.queue_max_rows must be >= 0 (0 = 4 x batch.max_size)")
+        return self
+
+    def client_options(self) -> dict[str, Any]:
+        """Security and network options common to consumers, producers and admin clients."""
+        options: dict[str, Any] = {
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
+        }
+        if self.sasl_mechanism:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            options["sasl_plain_username"] = self.sasl_username
+        if self.sasl_password:
+            options["sasl_plain_password"] = self.sasl_password
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_check_hostname"] = self.ssl_check_hostname
+            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+                if getattr(self, name):
+                    options[name] = getattr(self, name)
+        return options
+
+
+@dataclass(frozen=True)
 class Settings:
     signature: SignatureConfig = field(default_factory=SignatureConfig)
     near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
@@ -174,6 +272,7 @@ class Settings:
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def validate(self) -> "Settings":
         """Raise ValueError with an actionable message on inconsistent settings."""
@@ -200,6 +299,7 @@ class Settings:
             raise ValueError(f"scoring.alert_budget must be >= 0 (0: no cap), got {self.scoring.alert_budget}")
         if self.scoring.allowlist and not Path(self.scoring.allowlist).is_file():
             raise ValueError(f"scoring.allowlist: {self.scoring.allowlist} is not a readable file")
+        self.kafka.validate()
         return self
 
     def hamming_radius(self) -> int:

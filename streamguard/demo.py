@@ -4,6 +4,11 @@ Everything runs in memory: the simulator writes labelled traffic, the same
 replay path as ``streamguard replay`` detects, and the evaluation of
 ``streamguard eval`` closes the run. Accounts are shown by a keyed hash, as
 in the metrics, never by their id.
+
+With ``metrics_port`` the demo exports the same Prometheus series as
+``streamguard run`` (no consumer lag: there is no Kafka), ``pace`` slows the
+replay to a given number of requests per second so that a scraper sees the
+series move, and ``linger`` keeps ``/metrics`` up after the summary.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import hashlib
 import hmac
 import time
 from collections import Counter, deque
+from typing import TYPE_CHECKING, Callable
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -26,19 +32,25 @@ from streamguard.sinks.alerts import MemoryAlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.replay import ReplayResult, replay_table
 
-_DEMO_KEY = b"streamguard-demo"
+if TYPE_CHECKING:
+    from streamguard.metrics import Endpoint
+
+DEMO_KEY = b"streamguard-demo"
+"""Key of the account hashes of the demo when STREAMGUARD_HMAC_KEY is not set (simulated accounts only)."""
 
 
-def short_hash(account_id: str) -> str:
-    return hmac.new(_DEMO_KEY, account_id.encode(), hashlib.sha256).hexdigest()[:12]
+def short_hash(account_id: str, key: bytes = DEMO_KEY) -> str:
+    """HMAC-SHA256 of the account id, 16 hex characters: the ``account_hash`` label of the metrics."""
+    return hmac.new(key, account_id.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 class LiveView:
     """The live table: progress, throughput, alerts by kind, the latest alerts."""
 
-    def __init__(self, total: int, labels: dict) -> None:
+    def __init__(self, total: int, labels: dict, account_hash: Callable[[str], str] = short_hash) -> None:
         self.total = total
         self.labels = labels
+        self.account_hash = account_hash
         self.started = time.perf_counter()
         self.kinds: Counter[str] = Counter()
         self.latest: deque[AlertRecord] = deque(maxlen=8)
@@ -66,7 +78,7 @@ class LiveView:
         for alert in reversed(self.latest):
             truth = self.labels.get(alert.account_id, {})
             table.add_row(
-                short_hash(alert.account_id),
+                self.account_hash(alert.account_id),
                 alert.kind + (f" [{alert.campaign_id[-6:]}]" if alert.campaign_id else ""),
                 f"{alert.score:.2f}",
                 str(alert.events_seen),
@@ -75,12 +87,49 @@ class LiveView:
         return Group(Panel(head, title="streamguard demo"), table)
 
 
-def run_demo(settings: Settings, backend: Backend, seed: int, scale: float, dim: int, live: bool = True) -> int:
-    """Simulate, detect, evaluate; returns the exit status."""
-    from streamguard.sim import SimConfig, simulate
+def run_demo(
+    settings: Settings,
+    backend: Backend,
+    seed: int,
+    scale: float,
+    dim: int,
+    live: bool = True,
+    endpoint: Endpoint | None = None,
+    pace: float | None = None,
+    linger: float = 0.0,
+) -> int:
+    """Simulate, detect, evaluate; returns the exit status.
 
+    endpoint : a :class:`streamguard.metrics.Endpoint` already serving
+        ``/metrics`` (started before the simulation), fed while the demo
+        detects, kept up ``linger`` seconds after the summary, then closed
+    pace : feed the detector at most this many requests per second of wall time
+    linger : seconds to keep serving ``/metrics`` after the summary
+    """
     console = Console()
     t0 = time.perf_counter()
+    try:
+        return _demo(settings, backend, seed, scale, dim, live, console, t0, endpoint, pace, linger)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+
+
+def _demo(
+    settings: Settings,
+    backend: Backend,
+    seed: int,
+    scale: float,
+    dim: int,
+    live: bool,
+    console: Console,
+    t0: float,
+    endpoint: Endpoint | None,
+    pace: float | None,
+    linger: float,
+) -> int:
+    from streamguard.sim import SimConfig, simulate
+
     with console.status("simulating labelled traffic ..."):
         traffic = simulate(SimConfig(seed=seed, scale=scale, dim=dim))
     accounts = traffic.labels["accounts"]
@@ -89,17 +138,30 @@ def run_demo(settings: Settings, backend: Backend, seed: int, scale: float, dim:
         f"simulated {traffic.table.num_rows:,} requests from {len(accounts):,} accounts "
         f"({distillers} distillers planted) in {time.perf_counter() - t0:.1f} s; backend {backend.name}"
     )
-    view = LiveView(traffic.table.num_rows, accounts)
+    metrics = endpoint.metrics if endpoint is not None else None
+    view = LiveView(traffic.table.num_rows, accounts, metrics.account_hash if metrics is not None else short_hash)
     sink = MemoryAlertSink()
+    hooks = {
+        "metrics": metrics,
+        "pace": pace,
+        "kernel_timer": endpoint.kernel_timer if endpoint is not None else None,
+    }
+    if metrics is not None:
+        metrics.ready(True)
     if live:
         with Live(view, console=console, refresh_per_second=4, transient=False):
-            result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=view.update)
+            result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=view.update, **hooks)
     else:
-        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink())
+        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), **hooks)
+    if metrics is not None:
+        metrics.ready(False)
     console.print(
         f"detected over {result.valid:,} requests in {result.seconds:.1f} s "
         f"({result.events_per_second:,.0f} events/s, backend {backend.name}); {result.alerts} alerts"
     )
     render(evaluate(traffic.labels, sink.alerts, traffic.table), console)
     console.print(f"total {time.perf_counter() - t0:.1f} s")
+    if endpoint is not None and linger > 0:
+        console.print(f"still serving {endpoint.url} for {linger:g} s (Ctrl-C or SIGTERM to stop)")
+        endpoint.linger(linger)
     return 0

@@ -20,14 +20,19 @@ on one port, as the Kubernetes probes in ``deploy/k8s`` expect.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import hashlib
 import heapq
 import hmac
 import logging
 import math
+import os
+import platform
 import re
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -247,6 +252,8 @@ class StreamguardMetrics:
         self._top = _TopSuspicious()
         registry.register(self._top)
         self._backend_lock = threading.Lock()
+        self._alerted: dict[str, float] = {}
+        self._score_sampled_at: dict[int, float] = {}
 
         # Export every bounded label set at 0 from the start: increase() and
         # rate() in the alert rules need a sample *before* the first event.
@@ -265,9 +272,7 @@ class StreamguardMetrics:
         The same value goes into alert records, so an operator can join a
         dashboard row to an alert without the metrics holding the raw id.
         """
-        if not isinstance(account_id, str):
-            raise TypeError(f"account_id must be str, got {type(account_id).__name__}")
-        return hmac.new(self.hmac_key, account_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+        return _account_hash(self.hmac_key, account_id)
 
     # -- counters --------------------------------------------------------
 
@@ -396,6 +401,97 @@ class StreamguardMetrics:
         """Record the Unix time of the last progress (a processed batch or an idle poll)."""
         self._last_progress.set(float(ts))
 
+    # -- what a pipeline and its alerts tell -----------------------------
+
+    def observe_alerts(
+        self, alerts: Iterable[Any], now_ms: float, arrival_ms: Callable[[int], float] | None = None
+    ) -> None:
+        """Count emitted alerts by kind, observe their delay and refresh the top-N.
+
+        Parameters
+        ----------
+        alerts : AlertRecord-like objects (``account_id``, ``ts``, ``score``, ``kind``)
+        now_ms : wall clock at emission, epoch ms
+        arrival_ms : wall time (epoch ms) at which the request of event time
+            ``ts`` entered the process. None (``run``): the event time itself,
+            so the delay is event time -> alert, producer and broker included.
+            ``replay`` and ``demo`` read a file much faster (or, with
+            ``--pace``, slower) than its event times passed: they give the
+            time the row was read, so the delay is what the detector added.
+
+        The top-N holds the best alert score of each alerted account (at most
+        1,000 are remembered, the best 100 kept when that fills up).
+        """
+        changed = False
+        for alert in alerts:
+            try:
+                self.alerts([alert.kind])
+            except ValueError as exc:  # a kind the metrics do not know must not stop the pipeline
+                log.warning("alert not counted in metrics: %s", exc)
+            start = float(alert.ts) if arrival_ms is None else float(arrival_ms(int(alert.ts)))
+            self.alert_delay((float(now_ms) - start) / 1000.0)
+            score = float(alert.score)
+            if math.isfinite(score) and score > self._alerted.get(alert.account_id, -math.inf):
+                self._alerted[alert.account_id] = score
+                changed = True
+        if changed:
+            if len(self._alerted) > 1000:
+                self._alerted = dict(heapq.nlargest(100, self._alerted.items(), key=lambda kv: (kv[1], kv[0])))
+            self.suspicious(list(self._alerted.items()))
+
+    def observe_scores(self, pipeline: Any, account_ids: Any, min_interval_s: float = 1.0, max_accounts: int = 4096) -> int:
+        """Observe the current per-account scores of the accounts of one batch.
+
+        ``streamguard_score{kind}`` gets, for each account of ``account_ids``
+        that has reached ``scoring.min_requests``, the score an alert of that
+        kind would carry now: ``1 - 0.5 ** margin`` with the coverage-sweep
+        margin and the cross-account near-duplicate margin of
+        :class:`streamguard.detectors.scoring.Scorer` (>= 0.5: past the line).
+        Only public pipeline methods are read; nothing is changed.
+
+        Sampled, to stay off the hot path: at most once per ``min_interval_s``
+        of wall time per pipeline, at most ``max_accounts`` accounts.
+        Returns the number of accounts observed.
+        """
+        if not getattr(pipeline, "ready", False):
+            return 0
+        now = time.monotonic()
+        key = id(pipeline)
+        if now - self._score_sampled_at.get(key, -math.inf) < min_interval_s:
+            return 0
+        self._score_sampled_at[key] = now
+        table = pipeline.accounts
+        slots = []
+        for account in np.unique(np.asarray(account_ids, dtype=object))[:max_accounts]:
+            slot = table.slot(account)
+            if slot is not None:
+                slots.append(slot)
+        if not slots:
+            return 0
+        slots_arr = np.sort(np.asarray(slots, dtype=np.int64))
+        seen = pipeline.near_duplicate.seen[slots_arr]
+        slots_arr = slots_arr[seen >= pipeline.settings.scoring.min_requests]
+        if slots_arr.size == 0:
+            return 0
+        features = pipeline.account_features(slots_arr)
+        scorer = pipeline.scorer
+        sweep = np.asarray(scorer.sweep_margin(features), dtype=np.float64)
+        cross = np.asarray(features["cross_rate"], dtype=np.float64) / max(scorer.thresholds()["cross_rate"], 1e-9)
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.scores("coverage_sweep", 1.0 - 0.5 ** np.clip(sweep, 0.0, 64.0))
+            self.scores("near_duplicate", 1.0 - 0.5 ** np.clip(cross, 0.0, 64.0))
+        return int(slots_arr.size)
+
+    def observe_accounts(self, pipelines: Iterable[Any]) -> None:
+        """Set active accounts and state bytes from the pipelines of this process."""
+        active = 0
+        state_bytes = 0
+        for pipeline in pipelines:
+            n = len(pipeline.accounts)
+            active += n
+            state_bytes += n * pipeline.state_bytes_per_account()
+        self.accounts(active, state_bytes)
+
     def register_collector(self, source: Callable[[], Mapping[str, float]]) -> Collector:
         """Export gauges read at scrape time.
 
@@ -407,6 +503,142 @@ class StreamguardMetrics:
         collector = _CallbackGauges(source)
         self.registry.register(collector)
         return collector
+
+
+def _account_hash(key: bytes, account_id: str) -> str:
+    if not isinstance(account_id, str):
+        raise TypeError(f"account_id must be str, got {type(account_id).__name__}")
+    return hmac.new(key, account_id.encode("utf-8"), hashlib.sha256).hexdigest()[:16]
+
+
+def account_hasher(key: bytes) -> Callable[[str], str]:
+    """:meth:`StreamguardMetrics.account_hash` for ``key``, without a registry."""
+    if not key:
+        raise ValueError("hmac key is empty")
+    return lambda account_id: _account_hash(bytes(key), account_id)
+
+
+def hmac_key_from_env(environ: Mapping[str, str] | None = None) -> tuple[bytes, bool]:
+    """``(key, stable)``: ``STREAMGUARD_HMAC_KEY`` (a Kubernetes Secret), else 32 random bytes.
+
+    With a random key the hashes change at every start: they still join the
+    dashboard to the alerts of one process, but are not put into alert records.
+    """
+    env = os.environ if environ is None else environ
+    key = env.get("STREAMGUARD_HMAC_KEY", "").encode()
+    if key:
+        return key, True
+    return os.urandom(32), False
+
+
+def with_account_hash(alert: Any, account_hash: Callable[[str], str]) -> Any:
+    """The alert with ``evidence["account_hash"]``: the label of the account in the top-N gauge.
+
+    The contract's fields are unchanged (the raw ``account_id`` stays, alert
+    records are where per-account detail belongs); the hash lets an operator
+    join a dashboard row to its alert records.
+    """
+    return dataclasses.replace(alert, evidence={**alert.evidence, "account_hash": account_hash(alert.account_id)})
+
+
+def backend_device(backend: Any) -> str:
+    """The device label of ``streamguard_backend_info``: the GPU's name for ``cuda``, else the CPU."""
+    name = getattr(backend, "name", "")
+    device = getattr(backend, "device", None)
+    if device:
+        return str(device)
+    if name == "cuda":
+        try:
+            import cupy  # noqa: PLC0415 - only on a CUDA machine
+
+            index = cupy.cuda.runtime.getDevice()
+            props = cupy.cuda.runtime.getDeviceProperties(index)
+            label = props["name"]
+            return label.decode() if isinstance(label, bytes) else str(label)
+        except Exception:  # noqa: BLE001 - a label must not stop the service
+            log.warning("could not read the CUDA device name", exc_info=True)
+            return "cuda"
+    return f"{platform.machine() or 'cpu'} x{os.cpu_count() or 1}"
+
+
+class KernelTimer:
+    """Device time of every custom-kernel launch of the ``cuda`` backend -> ``streamguard_gpu_kernel_seconds``.
+
+    Wraps the backend's public ``launcher(entry)`` (every launch of
+    :class:`streamguard.backends.cuda_backend.CudaBackend` goes through it):
+    a CUDA event is recorded on the launching stream before and after the
+    kernel, and :meth:`drain` (called after each batch) turns the pairs whose
+    stop event has completed into observations, without ever synchronising
+    the device. At most ``max_pending`` pairs wait; older ones are dropped
+    (and counted in ``dropped``) rather than growing without bound.
+
+    ``event`` and ``elapsed_s`` are injectable so that the bookkeeping is
+    tested without a GPU; by default they are CuPy's events.
+    """
+
+    def __init__(
+        self,
+        metrics: StreamguardMetrics,
+        backend: Any,
+        *,
+        event: Callable[[], Any] | None = None,
+        elapsed_s: Callable[[Any, Any], float] | None = None,
+        max_pending: int = 8192,
+    ) -> None:
+        if event is None or elapsed_s is None:
+            import cupy  # noqa: PLC0415 - only on a CUDA machine
+
+            event = event or cupy.cuda.Event
+            elapsed_s = elapsed_s or (lambda start, stop: cupy.cuda.get_elapsed_time(start, stop) / 1000.0)
+        self.metrics = metrics
+        self._event = event
+        self._elapsed_s = elapsed_s
+        self._pending: collections.deque[tuple[str, Any, Any]] = collections.deque()
+        self._max_pending = int(max_pending)
+        self.dropped = 0
+        self.launches = 0
+        inner = backend.launcher
+
+        def launcher(entry: str) -> Callable[..., None]:
+            launch = inner(entry)
+
+            def timed(grid: tuple[int, ...], block: tuple[int, ...], args: tuple[Any, ...]) -> None:
+                start, stop = self._event(), self._event()
+                start.record()
+                launch(grid, block, args)
+                stop.record()
+                self.launches += 1
+                if len(self._pending) >= self._max_pending:
+                    self._pending.popleft()
+                    self.dropped += 1
+                self._pending.append((entry, start, stop))
+
+            return timed
+
+        backend.launcher = launcher  # an instance attribute: CudaBackend._run looks it up on self
+
+    def drain(self) -> int:
+        """Observe every finished launch, oldest first; stops at the first one still running."""
+        done = 0
+        while self._pending:
+            entry, start, stop = self._pending[0]
+            if not stop.done:
+                break
+            self._pending.popleft()
+            self.metrics.gpu_kernel(entry, self._elapsed_s(start, stop))
+            done += 1
+        return done
+
+
+def instrument_kernels(metrics: StreamguardMetrics, backend: Any) -> KernelTimer | None:
+    """A :class:`KernelTimer` on ``backend`` when it is the ``cuda`` backend, else None."""
+    if getattr(backend, "name", "") != "cuda" or not callable(getattr(backend, "launcher", None)):
+        return None
+    try:
+        return KernelTimer(metrics, backend)
+    except Exception:  # noqa: BLE001 - timing is an extra; detection must go on without it
+        log.warning("GPU kernel timing unavailable", exc_info=True)
+        return None
 
 
 def _partition_label(partition: int | None) -> str:
@@ -499,3 +731,67 @@ def serve(
     thread = threading.Thread(target=server.serve_forever, name="streamguard-metrics", daemon=True)
     thread.start()
     return server, thread
+
+
+class Endpoint:
+    """The metrics of one batch command (``replay``, ``demo``), served on a port.
+
+    ``run`` wires its own (probes follow the consumer group); ``replay`` and
+    ``demo`` use this: a fresh registry with the process collectors, a
+    :class:`StreamguardMetrics` keyed by ``STREAMGUARD_HMAC_KEY`` (else
+    ``default_key``, else a random key), backend info, kernel timing on the
+    ``cuda`` backend, and :func:`serve` with ``/readyz`` answering 200 while
+    ``streamguard_ready`` is 1 (the command sets it while it detects).
+
+    Use as a context manager; :meth:`linger` keeps serving after the work is done.
+    """
+
+    def __init__(self, port: int, addr: str, backend: Any, *, default_key: bytes | None = None) -> None:
+        from prometheus_client import PlatformCollector, ProcessCollector  # noqa: PLC0415
+
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        key, self.stable_key = hmac_key_from_env()
+        if not self.stable_key and default_key:
+            key, self.stable_key = default_key, True
+        self.metrics = StreamguardMetrics(self.registry, key)
+        self.metrics.backend_info(getattr(backend, "name", "unknown"), backend_device(backend))
+        self.metrics.ready(False)
+        self.kernel_timer = instrument_kernels(self.metrics, backend)
+        self.server, self._thread = serve(self.registry, port, addr)
+        host = f"[{addr}]" if ":" in addr else addr
+        self.url = f"http://{host}:{self.server.server_port}/metrics"
+
+    def linger(self, seconds: float) -> bool:
+        """Keep serving for ``seconds`` (so a scraper sees the final values); SIGTERM or Ctrl-C ends it early.
+
+        Returns True when the whole time was served, False when interrupted.
+        """
+        if seconds <= 0:
+            return True
+        import signal  # noqa: PLC0415
+
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            return not stop.wait(seconds)
+        except KeyboardInterrupt:
+            return False
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def close(self) -> None:
+        self.metrics.ready(False)
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "Endpoint":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -76,6 +76,9 @@ class RunOptions:
     stop_after_idle: float | None = None
     dim: int | None = None
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    alert_hash: Callable[[str], str] | None = None
+    """Keyed hash put into each alert's ``evidence["account_hash"]`` (the label of the
+    top-N gauge): ``--alert-account-hash``, which needs ``STREAMGUARD_HMAC_KEY``."""
     shutdown_grace_s: float = 40.0
     """SIGTERM to exit: the last round and leaving the group (Kubernetes grants 60 s, after a 5 s preStop)."""
 
@@ -226,6 +229,7 @@ class Service:
     metrics : StreamguardMetrics or None
     codebook : the fixed codebook, to check restored state against it
     clock : monotonic seconds (injected for tests)
+    kernel_timer : a :class:`streamguard.metrics.KernelTimer` (cuda backend), drained after each batch
     """
 
     def __init__(
@@ -238,8 +242,10 @@ class Service:
         metrics: Any = None,
         codebook: Any = None,
         clock: Callable[[], float] = time.monotonic,
+        kernel_timer: Any = None,
     ) -> None:
         self.options = options
+        self.kernel_timer = kernel_timer
         self.settings = settings
         self.make_pipeline = make_pipeline
         self.source = source
@@ -267,7 +273,6 @@ class Service:
         self.last_checkpoint = started
         self.next_round_at = started
         self._backoff = 1.0
-        self._top: dict[str, float] = {}
         self.stats: Counter[str] = Counter()
         self.seconds: Counter[str] = Counter()
         """Wall time spent per loop activity (poll, decode, process, export, checkpoint)."""
@@ -580,9 +585,17 @@ class Service:
             for chunk in chunks:
                 for dead in chunk.dead:
                     m.bad_records(dead.reason)
+            if len(batch):
+                m.observe_scores(pipeline, batch.account_ids)
+            if self.kernel_timer is not None:
+                self.kernel_timer.drain()
             m.last_progress(time.time())
 
     def _add_alerts(self, state: PartitionState, alerts: list[AlertRecord]) -> None:
+        if self.options.alert_hash is not None:
+            from streamguard.metrics import with_account_hash  # noqa: PLC0415 - light, and only with a key
+
+            alerts = [with_account_hash(alert, self.options.alert_hash) for alert in alerts]
         for alert in alerts:
             seq = state.alerts_emitted
             state.alerts_emitted += 1
@@ -708,24 +721,16 @@ class Service:
                     if not pending.counted:
                         self.alert_file.write(pending.alert)
             self.alert_file.sync()
-        wall = time.time()
+        exported: list[AlertRecord] = []
         for state in targets:
             for pending in state.alerts:
                 if not pending.counted:
                     pending.counted = True
                     self.stats["alerts"] += 1
-                    if self.metrics is not None:
-                        try:
-                            self.metrics.alerts([pending.alert.kind])
-                        except ValueError as exc:  # a kind the metrics do not know must not stop the service
-                            log.warning("alert not counted in metrics: %s", exc)
-                        self.metrics.alert_delay(wall - pending.alert.ts / 1000.0)
-                        self._top[pending.alert.account_id] = max(self._top.get(pending.alert.account_id, 0.0), pending.alert.score)
+                    exported.append(pending.alert)
         if self.metrics is not None:
-            if len(self._top) > 1000:
-                self._top = dict(sorted(self._top.items(), key=lambda kv: -kv[1])[:100])
-            if self._top:
-                self.metrics.suspicious(list(self._top.items()))
+            # Delay: event time of the evidence -> the alert left the process (wall clock).
+            self.metrics.observe_alerts(exported, now_ms=time.time() * 1000.0)
             self.metrics.stage("sink", time.perf_counter() - started)
         return True
 
@@ -747,16 +752,12 @@ class Service:
             return
         m.ready(self.ready())
         m.last_progress(time.time())
-        active = 0
-        state_bytes = 0
         for p, state in self.active.items():
+            # The high watermark of the last fetch response, not ListOffsets (see stream/kafka.py).
             high = self.source.highwater(p)
             if high is not None:
                 m.consumer_lag(p, high - (state.offset or 0))
-            n = len(state.pipeline.accounts)
-            active += n
-            state_bytes += n * state.pipeline.state_bytes_per_account()
-        m.accounts(active, state_bytes)
+        m.observe_accounts(state.pipeline for state in self.active.values())
 
     def _file_dedup_from(self, path: Path) -> int | None:
         """Oldest position any checkpoint recorded for this alert file (0 when a partition has none)."""
@@ -807,6 +808,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--metrics-port", type=int, default=num("METRICS_PORT", int), help="serve /metrics /healthz /readyz (env STREAMGUARD_METRICS_PORT)")
     p.add_argument("--metrics-addr", default=_env("METRICS_ADDR", "0.0.0.0"), help="bind address of the metrics port")
+    p.add_argument(
+        "--alert-account-hash",
+        action="store_true",
+        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
+        help="put the account's keyed hash (the account_hash label of the metrics) into each alert's "
+        "evidence.account_hash; needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
+    )
     p.add_argument("--stop-after-idle", type=float, default=num("STOP_AFTER_IDLE", float), metavar="SECONDS", help="exit 0 once no record arrived for this long")
     p.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
     p.add_argument("--backend", default=_env("BACKEND", "auto"), choices=["auto", "cuda", "cpu", "numpy"], help="array backend (env STREAMGUARD_BACKEND)")
@@ -827,6 +835,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _kafka_config(settings: Any, args: argparse.Namespace) -> KafkaConfig:
     from dataclasses import replace
 
+    # settings.kafka already holds the [kafka] table of --config and the STREAMGUARD_KAFKA_* variables.
     base = getattr(settings, "kafka", None)
     config = base if isinstance(base, KafkaConfig) else KafkaConfig.from_env()
     flags = {
@@ -836,7 +845,7 @@ def _kafka_config(settings: Any, args: argparse.Namespace) -> KafkaConfig:
     }
     if getattr(args, "checkpoint_interval", None) is not None:
         flags["checkpoint_interval_s"] = float(args.checkpoint_interval)
-    return replace(config, **flags)
+    return replace(config, **flags).validate()
 
 
 class _Retry(Exception):
@@ -875,7 +884,7 @@ def _run(args: argparse.Namespace) -> int:
     from streamguard.backends import BackendUnavailable, create_backend
     from streamguard.config import load_settings
     from streamguard.detectors.codebook import Codebook
-    from streamguard.metrics import StreamguardMetrics, serve
+    from streamguard.metrics import StreamguardMetrics, backend_device, hmac_key_from_env, instrument_kernels, serve
     from streamguard.sinks.kafka import KafkaOutputs
     from streamguard.stream.kafka import KafkaSource, ensure_topic
     from streamguard.stream.pipeline import Pipeline
@@ -911,13 +920,16 @@ def _run(args: argparse.Namespace) -> int:
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
-    key = os.environ.get("STREAMGUARD_HMAC_KEY", "").encode()
-    if not key:
+    key, stable_key = hmac_key_from_env()
+    if args.alert_account_hash and not stable_key:
+        raise ValueError("--alert-account-hash needs STREAMGUARD_HMAC_KEY (a stable key, from a Secret)")
+    if not stable_key:
         log.warning("STREAMGUARD_HMAC_KEY is not set: account hashes in metrics change at every restart")
-        key = os.urandom(32)
     metrics = StreamguardMetrics(registry, key)
-    metrics.backend_info(backend.name, str(getattr(backend, "device", "cpu")))
+    metrics.backend_info(backend.name, backend_device(backend))
     metrics.ready(False)
+    options.alert_hash = metrics.account_hash if args.alert_account_hash else None
+    kernel_timer = instrument_kernels(metrics, backend)
 
     holder: dict[str, Any] = {}
     stopping = {"flag": False}
@@ -972,7 +984,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except _Retry:
         return EXIT_OK
-    service = Service(options, settings, make_pipeline, source, outputs, metrics, codebook)
+    service = Service(options, settings, make_pipeline, source, outputs, metrics, codebook, kernel_timer=kernel_timer)
     holder["service"] = service
     if stopping["flag"]:
         service.request_stop("signal")

@@ -51,9 +51,15 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
             if nd["positives"]:
                 assert 0.0 <= approach["recall"] <= 1.0
     assert nd["radius_sweep"] and "window" in nd["radius_for_target_recall"]
+    assert nd["mean_chain"] > 0 and nd["chain_percentiles"]["100"] >= nd["mean_chain"]
+    scan = next(a for a in nd["approaches"] if a["name"].startswith("streamguard within"))
+    window_recall = next(r["recall_window"] for r in nd["radius_sweep"] if r["radius"] == nd["radius"])
+    if nd["positives"]:
+        assert scan["recall"] == pytest.approx(window_recall)  # the scan sees the whole window
 
     assert report["memory"]["peak_rss_bytes"] > 0
     assert report["memory"]["state_bytes_per_account"]["96"] > 0
+    assert report["memory"]["fixed_state_parts"]["window"] > 0
     churn = report["churn"]
     assert churn["max_active_accounts"] < churn["accounts_seen"]  # idle accounts were evicted
     assert churn["evicted"] > 0

@@ -87,3 +87,86 @@ def test_cuda_without_a_device_fails_at_start_up(traffic_file, capsys):
     assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "c.jsonl"), "--backend", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--backend cuda" in err and "Use --backend cpu or numpy" in err
+
+
+# -- demo and replay: metrics flags ---------------------------------------------------------
+
+
+def test_metrics_flags_are_checked_before_any_work(traffic_file, capsys, monkeypatch):
+    d = traffic_file
+    monkeypatch.delenv("STREAMGUARD_HMAC_KEY", raising=False)
+    assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--linger", "5"]) == 2
+    assert "--linger needs --metrics-port" in capsys.readouterr().err
+    assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--pace", "0"]) == 2
+    assert "--pace must be > 0" in capsys.readouterr().err
+    assert main(["demo", "--metrics-port", "70000"]) == 2
+    assert "--metrics-port must be in 0..65535" in capsys.readouterr().err
+    assert main(["replay", str(d / "t.parquet"), "--alerts", str(d / "x.jsonl"), "--alert-account-hash"]) == 2
+    assert "--alert-account-hash needs STREAMGUARD_HMAC_KEY" in capsys.readouterr().err
+
+
+def test_demo_and_replay_help_document_the_metrics_flags():
+    for command in ("demo", "replay"):
+        result = streamguard(command, "--help")
+        assert result.returncode == 0
+        text = " ".join(result.stdout.split())
+        for flag in ("--metrics-port", "--metrics-addr", "--pace", "--linger"):
+            assert flag in text, (command, flag)
+        assert "/metrics, /healthz and /readyz" in text
+
+
+def test_replay_serves_metrics_while_it_runs_and_lingers(traffic_file, tmp_path):
+    """``replay --metrics-port 0 --pace --linger``: scraped while paced, final values kept, SIGTERM ends the linger."""
+    import hashlib
+    import hmac
+    import os
+    import re
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    d = traffic_file
+    env = dict(os.environ, STREAMGUARD_COVERAGE_WARMUP="1500", STREAMGUARD_COVERAGE_CELLS="256", STREAMGUARD_HMAC_KEY="cli-key")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamguard", "replay", str(d / "t.parquet"), "--alerts", str(tmp_path / "a.jsonl"),
+         "--backend", "cpu", "--metrics-port", "0", "--pace", "20000", "--linger", "60", "--alert-account-hash"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    try:
+        first = process.stdout.readline()
+        url = re.search(r"serving metrics on (http://\S+/metrics)", first).group(1)
+        while True:
+            line = process.stdout.readline()
+            assert line, "replay ended before lingering"
+            if line.startswith("replayed"):
+                break
+        assert "still serving" in process.stdout.readline()
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        total = int(re.search(r"replayed (\d+) requests", line).group(1))
+        seen = {m.group(1): float(m.group(2)) for m in re.finditer(r'^(streamguard_\w+(?:\{[^}]*\})?) (\S+)$', text, re.MULTILINE)}
+        assert seen['streamguard_requests_total{partition="none"}'] == total
+        assert [v for k, v in seen.items() if k.startswith('streamguard_backend_info{backend="cpu",device=')] == [1.0]
+        assert seen["streamguard_ready"] == 0  # done: not consuming any more
+        with pytest.raises(urllib.error.HTTPError) as not_ready:
+            urllib.request.urlopen(url.replace("/metrics", "/readyz"), timeout=5)
+        assert not_ready.value.code == 503
+        with urllib.request.urlopen(url.replace("/metrics", "/healthz"), timeout=5) as response:
+            assert response.status == 200
+        alerts = [json.loads(a) for a in (tmp_path / "a.jsonl").read_text().splitlines()]
+        assert alerts and seen['streamguard_alerts_total{kind="coverage_sweep"}'] + seen['streamguard_alerts_total{kind="campaign"}'] > 0
+        for alert in alerts:  # a stable key: the alert records carry the gauge's label
+            expected = hmac.new(b"cli-key", alert["account_id"].encode(), hashlib.sha256).hexdigest()[:16]
+            assert alert["evidence"]["account_hash"] == expected
+        labels = set(re.findall(r'account_hash="([0-9a-f]+)"', text))
+        assert labels and labels <= {a["evidence"]["account_hash"] for a in alerts}
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        process.stdout.close()

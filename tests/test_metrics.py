@@ -249,10 +249,25 @@ def test_register_collector_reads_at_scrape_and_survives_failures(
 
 
 def test_one_million_accounts_keep_the_series_count_bounded(registry: CollectorRegistry) -> None:
+    """One replica of the GPU deployment at its worst: 1M distinct accounts, 12 partitions, every kernel timed.
+
+    The registry also carries the process and platform collectors, as in ``run``.
+    Every exposed line counts (buckets, ``_sum``, ``_count``, ``_created``).
+    """
+    from prometheus_client import PlatformCollector, ProcessCollector
+
+    from streamguard.backends.kernels import entry_points, kernel_sources
+
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
     m = StreamguardMetrics(registry, KEY, top_n=10)
     n_accounts, chunk = 1_000_000, 50_000
     rng = np.random.default_rng(7)
     exercise_every_method(m)
+    kernels = [e.name for code in kernel_sources().values() for e in entry_points(code)]
+    assert len(kernels) >= 10
+    for kernel in kernels:
+        m.gpu_kernel(kernel, 1e-4)
     for start in range(0, n_accounts, chunk):
         ids = [f"acct-{i:07d}" for i in range(start, start + chunk)]
         scores = rng.random(chunk)
@@ -267,6 +282,11 @@ def test_one_million_accounts_keep_the_series_count_bounded(registry: CollectorR
         m.batch(0.05, chunk)
         m.stage("coverage", 0.01)
         m.accounts(start + chunk, (start + chunk) * 4096)
+        # every 50th account is alerted: 20,000 distinct alerted accounts go through the top-N
+        m.observe_alerts([_alert(a, 0, float(sc), "coverage_sweep") for a, sc in zip(ids[::50], scores[::50])], now_ms=1e3)
+    for p in range(12):
+        m.consumer_lag(p, 10)
+        m.requests(1, partition=p)
     lines = series_lines(registry)
     print(f"series exposed after {n_accounts} distinct accounts: {len(lines)}")
     assert len(lines) < 2000
@@ -331,3 +351,194 @@ def test_serve_routes_metrics_and_probes(metrics: StreamguardMetrics, registry: 
 
 def _samples(registry: CollectorRegistry, name: str) -> list:
     return [s for family in registry.collect() for s in family.samples if s.name == name]
+
+
+# -- what pipelines, alerts and the cuda backend feed ------------------------------------
+
+
+class _FakeEvent:
+    """A CUDA event stand-in: records a tick; ``done`` once the fake device has reached it."""
+
+    device_clock = 0
+    finished_up_to = 0
+
+    def __init__(self) -> None:
+        self.at: int | None = None
+
+    def record(self) -> None:
+        _FakeEvent.device_clock += 1
+        self.at = _FakeEvent.device_clock
+
+    @property
+    def done(self) -> bool:
+        return self.at is not None and self.at <= _FakeEvent.finished_up_to
+
+
+class _FakeCudaBackend:
+    name = "cuda"
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, tuple]] = []
+
+    def launcher(self, entry: str):
+        return lambda grid, block, args: self.launched.append((entry, args))
+
+    def _run(self, name: str, grid, block, *args) -> None:  # as CudaBackend._run does
+        self.launcher(name)(grid, block, args)
+
+
+def test_kernel_timer_observes_finished_launches_without_waiting(metrics: StreamguardMetrics, registry) -> None:
+    from streamguard.metrics import KernelTimer, instrument_kernels
+
+    backend = _FakeCudaBackend()
+    timer = KernelTimer(metrics, backend, event=_FakeEvent, elapsed_s=lambda start, stop: (stop.at - start.at) * 1e-4)
+    backend._run("dup_scan", (1,), (32,), "x")
+    backend._run("coverage_reduce", (1,), (32,), "y")
+    backend._run("dup_scan", (1,), (32,), "z")
+    assert [entry for entry, _ in backend.launched] == ["dup_scan", "coverage_reduce", "dup_scan"]  # the kernels still ran
+    assert timer.drain() == 0  # nothing finished on the device yet: drain never blocks
+    _FakeEvent.finished_up_to = _FakeEvent.device_clock - 2  # the first two launches are done
+    assert timer.drain() == 2
+    assert value(registry, "streamguard_gpu_kernel_seconds_count", kernel="dup_scan") == 1
+    assert value(registry, "streamguard_gpu_kernel_seconds_count", kernel="coverage_reduce") == 1
+    assert value(registry, "streamguard_gpu_kernel_seconds_sum", kernel="dup_scan") == pytest.approx(1e-4)
+    _FakeEvent.finished_up_to = _FakeEvent.device_clock
+    assert timer.drain() == 1
+    assert value(registry, "streamguard_gpu_kernel_seconds_count", kernel="dup_scan") == 2
+    assert timer.launches == 3 and timer.dropped == 0
+    # Only the cuda backend is instrumented.
+    class Cpu:
+        name = "cpu"
+
+    assert instrument_kernels(metrics, Cpu()) is None
+
+
+def test_kernel_timer_bounds_what_waits(metrics: StreamguardMetrics) -> None:
+    from streamguard.metrics import KernelTimer
+
+    backend = _FakeCudaBackend()
+    timer = KernelTimer(metrics, backend, event=_FakeEvent, elapsed_s=lambda a, b: 0.0, max_pending=4)
+    for _ in range(10):
+        backend._run("slot_keys", (1,), (1,))
+    assert timer.dropped == 6 and len(timer._pending) == 4
+
+
+def _alert(account: str, ts: int, score: float, kind: str):
+    from streamguard.schema import AlertRecord
+
+    return AlertRecord(account, ts, score, kind, None, {"duplicate_rate": 0.5}, 300)
+
+
+def test_observe_alerts_counts_kinds_delays_and_keeps_the_best_score(metrics: StreamguardMetrics, registry) -> None:
+    alerts = [_alert("acct-a", 1_000, 0.7, "coverage_sweep"), _alert("acct-b", 2_000, 0.9, "near_duplicate+coverage_sweep"),
+              _alert("acct-a", 3_000, 0.8, "campaign"), _alert("acct-c", 4_000, 0.5, "exfiltration")]
+    metrics.observe_alerts(alerts, now_ms=11_000)
+    assert value(registry, "streamguard_alerts_total", kind="coverage_sweep") == 2
+    assert value(registry, "streamguard_alerts_total", kind="near_duplicate") == 1
+    assert value(registry, "streamguard_alerts_total", kind="campaign") == 1  # the unknown kind is logged, not raised
+    assert value(registry, "streamguard_alert_delay_seconds_count") == 4
+    assert value(registry, "streamguard_alert_delay_seconds_sum") == pytest.approx(10 + 9 + 8 + 7)
+    rows = {s.labels["rank"]: (s.labels["account_hash"], s.value) for s in _samples(registry, "streamguard_suspicious_account_score")}
+    assert rows == {"1": (metrics.account_hash("acct-b"), 0.9), "2": (metrics.account_hash("acct-a"), 0.8),
+                    "3": (metrics.account_hash("acct-c"), 0.5)}
+    # replay/demo: the delay runs from when the triggering row was read, not from its event time
+    metrics.observe_alerts([_alert("acct-d", 5_000, 0.1, "near_duplicate")], now_ms=2_000_000, arrival_ms=lambda ts: 1_999_500)
+    assert value(registry, "streamguard_alert_delay_seconds_sum") == pytest.approx(34 + 0.5)
+
+
+def test_alert_records_carry_the_keyed_hash_of_the_gauge(metrics: StreamguardMetrics) -> None:
+    from streamguard.metrics import account_hasher, hmac_key_from_env, with_account_hash
+
+    alert = _alert("acct-7", 1, 0.9, "coverage_sweep")
+    tagged = with_account_hash(alert, metrics.account_hash)
+    assert tagged.evidence == {"duplicate_rate": 0.5, "account_hash": metrics.account_hash("acct-7")}
+    assert alert.evidence == {"duplicate_rate": 0.5}  # the original is not changed
+    assert set(tagged.to_dict()) == set(alert.to_dict())  # the contract's fields only
+    assert account_hasher(KEY)("acct-7") == metrics.account_hash("acct-7")
+    assert hmac_key_from_env({"STREAMGUARD_HMAC_KEY": "s3cret"}) == (b"s3cret", True)
+    key, stable = hmac_key_from_env({})
+    assert len(key) == 32 and not stable
+
+
+def test_backend_device_names_the_machine() -> None:
+    from streamguard.backends import NumpyBackend
+    from streamguard.metrics import backend_device
+
+    assert backend_device(NumpyBackend())  # e.g. "x86_64 x2"
+
+    class Named:
+        name = "cuda"
+        device = "NVIDIA H100 80GB HBM3"
+
+    assert backend_device(Named()) == "NVIDIA H100 80GB HBM3"
+
+
+@pytest.fixture(scope="module")
+def small_replay():
+    """(traffic, settings, backend) of a small simulated stream with planted distillers."""
+    from streamguard.backends import BackendUnavailable, NumpyBackend, create_backend
+    from streamguard.config import load_settings
+    from streamguard.sim import SimConfig, simulate
+
+    try:
+        backend = create_backend("cpu")
+    except BackendUnavailable:
+        backend = NumpyBackend()
+    traffic = simulate(SimConfig(seed=5, scale=0.1, dim=48))
+    settings = load_settings(environ={"STREAMGUARD_COVERAGE_WARMUP": "1500", "STREAMGUARD_COVERAGE_CELLS": "256"})
+    return traffic, settings, backend
+
+
+def test_replay_feeds_the_same_series_as_run(small_replay) -> None:
+    """A replay with metrics: every series agrees with what the replay itself reports."""
+    from streamguard.sinks.alerts import MemoryAlertSink
+    from streamguard.sinks.dead_letter import DeadLetterSink
+    from streamguard.stream.replay import replay_table
+
+    traffic, settings, backend = small_replay
+    registry = CollectorRegistry()
+    m = StreamguardMetrics(registry, KEY)
+    sink = MemoryAlertSink()
+    result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), partitions=2, metrics=m,
+                          alert_hash=m.account_hash)
+    plain = MemoryAlertSink()
+    replay_table(traffic.table, settings, backend, plain, DeadLetterSink(), partitions=2)
+    assert [a.account_id for a in sink.alerts] == [a.account_id for a in plain.alerts]  # hooks change no alert
+    assert all(a.evidence["account_hash"] == m.account_hash(a.account_id) for a in sink.alerts)
+    assert sink.alerts, "the planted distillers raise alerts"
+    by_partition = {s.labels["partition"]: s.value for s in _samples(registry, "streamguard_requests_total")}
+    assert set(by_partition) == {"0", "1"} and sum(by_partition.values()) == result.valid
+    kinds = {kind: sum(kind in a.kind.split("+") for a in sink.alerts) for kind in ALERT_KINDS}
+    for kind, n in kinds.items():
+        assert value(registry, "streamguard_alerts_total", kind=kind) == n
+    assert value(registry, "streamguard_alert_delay_seconds_count") == len(sink.alerts)
+    assert value(registry, "streamguard_batch_duration_seconds_count") >= 2
+    assert value(registry, "streamguard_active_accounts") == sum(len(p.accounts) for p in result.pipelines)
+    assert value(registry, "streamguard_state_bytes") > 0
+    assert value(registry, "streamguard_score_count", kind="coverage_sweep") > 0
+    for stage in ("decode", "accounts", "near_duplicate", "coverage", "scoring", "sink"):
+        assert value(registry, "streamguard_stage_duration_seconds_count", stage=stage) > 0, stage
+    top = {s.labels["account_hash"] for s in _samples(registry, "streamguard_suspicious_account_score")}
+    assert top and top <= {m.account_hash(a.account_id) for a in sink.alerts}
+
+
+def test_observed_scores_are_the_scorers_margins(registry, small_replay) -> None:
+    from streamguard.sinks.alerts import MemoryAlertSink
+    from streamguard.sinks.dead_letter import DeadLetterSink
+    from streamguard.stream.replay import replay_table
+
+    traffic, settings, backend = small_replay
+    (pipeline,) = replay_table(traffic.table, settings, backend, MemoryAlertSink(), DeadLetterSink()).pipelines
+    m = StreamguardMetrics(registry, KEY)
+    ids = np.asarray(traffic.table.column("account_id").to_pylist(), dtype=object)
+    n = m.observe_scores(pipeline, ids)
+    assert n == int((pipeline.near_duplicate.seen[pipeline.accounts.active_slots()] >= settings.scoring.min_requests).sum())
+    assert m.observe_scores(pipeline, ids) == 0  # sampled: at most once a second per pipeline
+    assert value(registry, "streamguard_score_count", kind="coverage_sweep") == n
+    slots = np.sort([pipeline.accounts.slot(a) for a in set(ids.tolist())])
+    slots = slots[pipeline.near_duplicate.seen[slots] >= settings.scoring.min_requests]
+    margin = pipeline.scorer.sweep_margin(pipeline.account_features(slots))
+    assert value(registry, "streamguard_score_sum", kind="coverage_sweep") == pytest.approx(float(np.sum(1 - 0.5 ** np.clip(margin, 0, 64))))
+    crossed = value(registry, "streamguard_score_count", kind="coverage_sweep") - value(
+        registry, "streamguard_score_bucket", kind="coverage_sweep", le="0.45")
+    assert crossed >= 1, "a planted sweeper is past the line (score >= 0.5)"

@@ -6,12 +6,17 @@ functions, so the NumPy reference, the numba CPU backend and the CUDA backend
 are interchangeable and parity-testable one function at a time.
 
 Layouts (n requests in a batch, d dimensions, S account slots, K cells,
-R ring entries, W = bits/64 signature words, B bands, T = 2**table_bits):
+C window rows, W = bits/64 signature words, B bands, T = 2**table_bits):
 
 - embeddings ``(n, d)`` float32, unit rows; ``slots``/``ts`` ``(n,)`` int64
 - signatures ``(n, W)`` uint64, bit ``j`` of word ``w`` is hyperplane ``64*w+j``
-- per-account ring ``(S, R, W)`` uint64, insertion count ``(S,)`` int64
-  (entry ``i`` of an account lives at ``i % R``)
+- the near-duplicate window of one pipeline: ``window_sig`` ``(C, W)`` uint64
+  and ``window_prev`` ``(C,)`` int64; the pipeline's request at *position*
+  ``p`` (its ``p``-th request, from 0) lives in row ``p % C``, and
+  ``window_prev`` holds the position of the same account's previous request
+  (-1: none), so each account's requests form a chain back in time;
+  ``head`` ``(S,)`` int64 is the position of each account's latest request
+  (-1: none, or evicted)
 - cross-account tables: ``(B, T)`` int64 slot (-1 empty), ``(B, T)`` int64 ts,
   ``(B, T, W)`` uint64 signature
 - histograms ``(S, T)`` float32 over topics, in decay units (see detectors/coverage.py)
@@ -30,7 +35,8 @@ class DupScan:
     """Per-request result of the within-account scan (host arrays).
 
     within_dist : (n,) int32, smallest Hamming distance to the account's
-        previous ``R`` requests; ``bits + 1`` when it has none.
+        requests among the ``window`` positions before the request's own;
+        ``bits + 1`` when it has none.
     """
 
     within_dist: np.ndarray
@@ -91,11 +97,22 @@ class Backend(Protocol):
         Returns cells (n,) int32 and ``|r|**2`` (n,) float32.
         """
 
-    def dup_scan(self, sigs: Any, slots: Any, ring: Any, ring_count: Any) -> DupScan:
-        """Causal within-account scan, then insert every request into its ring.
+    def dup_scan(
+        self, sigs: Any, slots: Any, window_sig: Any, window_prev: Any, head: Any, start: int, window: int
+    ) -> DupScan:
+        """Insert the batch into the window, then the causal within-account scan.
 
-        Request ``i`` is compared with the ``R`` requests of its account that
-        precede it: the ring's entries, then earlier requests of this batch.
+        Request ``i`` has position ``q = start + i``. Insertion, in batch
+        order: ``window_sig[q % C] = sigs[i]``, ``window_prev[q % C] =
+        head[slots[i]]``, ``head[slots[i]] = q``. Scan: request ``i`` is
+        compared with every entry of its chain, from ``window_prev[q % C]``
+        back, while the position ``p`` is in ``[max(0, q - window), q)``: its
+        account's requests among the ``window`` requests before it (earlier
+        requests of this batch included, later ones never). Needs ``0 <
+        window`` and ``n <= C - window`` (the detector splits bigger batches),
+        so no row a query reads has been overwritten; the result is then the
+        same however the stream is cut into batches. Slots must lie in
+        ``[0, S)`` (IndexError otherwise).
         """
 
     def cross_lookup(

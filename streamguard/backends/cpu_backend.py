@@ -1,7 +1,7 @@
 """The numba CPU backend: the reference's semantics, compiled, with BLAS for the GEMMs.
 
 Every function reproduces :mod:`streamguard.backends.numpy_backend`. Integer
-results (signatures, cells, distances, slots, ring and table state) are
+results (signatures, cells, distances, slots, window and table state) are
 identical, and so are the float state updates, because the float arithmetic
 runs in the reference's precision and order: float32 where it works in
 float32, numpy's pairwise summation for norms and sums of squares, the same
@@ -21,10 +21,11 @@ Where the time goes, and what this module does about it:
   exact GEMM, so the cells are still the reference's (checked against the
   full GEMM the first time a codebook is seen).
 - Causal order inside a batch is kept without sorting where a sequential
-  pass is cheap: the within-account scan walks the batch in arrival order,
-  comparing each request with its account's ring and then inserting it,
-  which is the reference's "ring entries, then earlier requests of this
-  batch"; the cross-account lookup is the reference's loop, compiled.
+  pass is cheap: the within-account scan links the batch into the window in
+  arrival order, then walks each account's chain once for all of the
+  account's requests in the batch (:func:`_dup_walk`; the reference walks
+  one chain per request, the pairs compared are the same); the
+  cross-account lookup is the reference's loop, compiled.
 - Threads: on a shared or small machine a second BLAS or numba thread can
   cost more than it brings: a pool that waits for a busy core adds
   milliseconds to every call (measured here: 8 ms per numba launch, 16 ms per
@@ -55,7 +56,7 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from streamguard.backends.base import CrossMatch, DupScan
-from streamguard.backends.numpy_backend import CLARITY, NumpyBackend
+from streamguard.backends.numpy_backend import CLARITY, NumpyBackend, check_window
 
 log = logging.getLogger(__name__)
 
@@ -502,27 +503,93 @@ def _gram_cells(
 
 
 @njit(cache=True)
-def _dup_scan(sigs: np.ndarray, slots: np.ndarray, ring: np.ndarray, ring_count: np.ndarray, out: np.ndarray) -> None:
-    """Arrival order: compare with the account's ring (its last ``R`` requests), then insert.
-
-    While fewer than ``R`` requests were inserted, they sit at ring positions
-    ``0..count-1``; afterwards every position holds one of the last ``R``.
-    """
-    n = sigs.shape[0]
-    window = ring.shape[1]
-    none = sigs.shape[1] * 64 + 1
+def _dup_link(
+    sigs: np.ndarray, slots: np.ndarray, window_sig: np.ndarray, window_prev: np.ndarray, head: np.ndarray, start: int
+) -> None:
+    """Insert the batch in arrival order: row ``q % C`` takes the signature and the account's head, then ``head = q``."""
+    n, words = sigs.shape
+    capacity = window_sig.shape[0]
     for i in range(n):
+        q = start + i
+        row = q % capacity
+        for w in range(words):
+            window_sig[row, w] = sigs[i, w]
         slot = slots[i]
-        count = ring_count[slot]
-        valid = min(count, window)
-        best = none
-        for e in range(valid):
-            best = min(best, _hamming(sigs[i], ring[slot, e]))
-        out[i] = best
-        pos = count % window
-        for w in range(sigs.shape[1]):
-            ring[slot, pos, w] = sigs[i, w]
-        ring_count[slot] = count + 1
+        window_prev[row] = head[slot]
+        head[slot] = q
+
+
+@njit(cache=True, parallel=True)
+def _dup_walk(
+    order: np.ndarray,
+    bounds: np.ndarray,
+    sorted_sigs: np.ndarray,
+    window_sig: np.ndarray,
+    window_prev: np.ndarray,
+    start: int,
+    window: int,
+    best: np.ndarray,
+) -> None:
+    """One walk of each account's chain serves all of its requests in the batch.
+
+    ``order[bounds[g]:bounds[g + 1]]`` are account ``g``'s requests in batch
+    order (positions ``Q`` ascending); ``sorted_sigs`` (W, n) their signatures
+    word-major in that order; ``best`` (n,) in that order, filled with
+    ``bits + 1``. The walk starts at the entry before the account's last
+    request and goes back; entry ``p`` is a partner of exactly the requests
+    with ``p < Q <= p + window``, a contiguous range ``[lo, hi)`` that only
+    moves down as ``p`` falls, so each entry is read once and compared with
+    a run of requests (a loop the compiler vectorises). The reference walks
+    each request's chain separately; the pairs compared are the same.
+    """
+    words = sorted_sigs.shape[0]
+    capacity = window_sig.shape[0]
+    # Every position a walk visits lies in [base, start + n), fewer than `capacity` positions
+    # from `base`: its row is one subtraction away, no 64-bit division per step.
+    base = max(0, start - window)
+    base_row = base % capacity
+    for g in prange(bounds.shape[0] - 1):
+        a = bounds[g]
+        b = bounds[g + 1]
+        dist = np.empty(b - a if words != 2 else 0, dtype=np.int64)  # scratch of the generic path
+        oldest = start + order[a] - window
+        p = window_prev[(start + order[b - 1]) % capacity]
+        lo = b
+        hi = b
+        while p >= 0 and p >= oldest:
+            row = base_row + (p - base)
+            if row >= capacity:
+                row -= capacity
+            while lo > a and start + order[lo - 1] > p:
+                lo -= 1
+            while hi > lo and start + order[hi - 1] > p + window:
+                hi -= 1
+            if words == 2 and hi - lo < 8:  # few requests (most accounts): no views to set up
+                e0 = window_sig[row, 0]
+                e1 = window_sig[row, 1]
+                for j in range(lo, hi):
+                    best[j] = min(best[j], _popcount(sorted_sigs[0, j] ^ e0) + _popcount(sorted_sigs[1, j] ^ e1))
+                p = window_prev[row]
+                continue
+            # Views from 0: indices the compiler knows are non-negative, so the loop vectorises
+            # (indexing [lo, hi) directly costs a negative-index check per element: 5x slower).
+            run = best[lo:hi]
+            if words == 2:
+                e0 = window_sig[row, 0]
+                e1 = window_sig[row, 1]
+                s0 = sorted_sigs[0, lo:hi]
+                s1 = sorted_sigs[1, lo:hi]
+                for k in range(hi - lo):
+                    run[k] = min(run[k], _popcount(s0[k] ^ e0) + _popcount(s1[k] ^ e1))
+            else:
+                for w in range(words):
+                    acc = sorted_sigs[w, lo:hi]
+                    e = window_sig[row, w]
+                    for k in range(hi - lo):
+                        dist[k] = (0 if w == 0 else dist[k]) + _popcount(acc[k] ^ e)
+                for k in range(hi - lo):
+                    run[k] = min(run[k], dist[k])
+            p = window_prev[row]
 
 
 @njit(cache=True)
@@ -619,7 +686,9 @@ def _coverage_reduce(
 # One serial twin per parallel kernel (see _serial_twin).
 _SERIAL = {
     kernel: _serial_twin(kernel)
-    for kernel in (_pack_signs, _centre_normalise, _nearest_residuals, _destyle, _row_norms, _gram_cells, _coverage_reduce)
+    for kernel in (
+        _pack_signs, _centre_normalise, _nearest_residuals, _destyle, _row_norms, _gram_cells, _coverage_reduce, _dup_walk
+    )
 }
 
 
@@ -769,7 +838,7 @@ class CpuBackend:
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         slots = np.array([0, 1, 0], dtype=np.int64)
         sigs = self.signatures(emb, rng.standard_normal((d, bits)).astype(np.float32), np.zeros(bits, np.float32))
-        self.dup_scan(sigs, slots, np.zeros((accounts, 2, bits // 64), np.uint64), np.zeros(accounts, np.int64))
+        self.dup_scan(sigs, slots, np.zeros((2 * n, bits // 64), np.uint64), np.full(2 * n, -1, np.int64), np.full(accounts, -1, np.int64), 0, n)
         table_slot = np.full((self.bands, 1 << 8), -1, dtype=np.int64)
         self.cross_lookup(
             sigs,
@@ -824,6 +893,10 @@ class CpuBackend:
                 ),
                 (_destyle, (order, starts, slots, unit, weighted, weights, style_sum, unit.copy(), self.threads)),
                 (_row_norms, (unit, np.empty(n, np.float32))),
+                (
+                    _dup_walk,
+                    (order, np.array([0, 2, 3]), np.zeros((2, n), np.uint64), np.zeros((6, 2), np.uint64), np.full(6, -1, np.int64), 0, 3, np.empty(n, np.int64)),
+                ),
                 (_coverage_reduce, (hist, np.arange(accounts, dtype=np.int64), np.ones(cells), np.empty(2), np.empty(2), np.empty(2))),
             ]
         for kernel, args in kernels:
@@ -982,10 +1055,33 @@ class CpuBackend:
         best = scores.argmax(axis=1)
         return np.where(scores[np.arange(rows.size), best] >= threshold[rows], best, nearest[rows]).astype(np.int32)
 
-    def dup_scan(self, sigs: np.ndarray, slots: np.ndarray, ring: np.ndarray, ring_count: np.ndarray) -> DupScan:
-        out = np.empty(sigs.shape[0], dtype=np.int32)
-        if sigs.shape[0]:
-            _dup_scan(sigs, slots, ring, ring_count, out)
+    def dup_scan(
+        self,
+        sigs: np.ndarray,
+        slots: np.ndarray,
+        window_sig: np.ndarray,
+        window_prev: np.ndarray,
+        head: np.ndarray,
+        start: int,
+        window: int,
+    ) -> DupScan:
+        n, words = sigs.shape
+        check_window(n, window_sig.shape[0], window)
+        none = words * 64 + 1
+        if n == 0:
+            return DupScan(np.empty(0, dtype=np.int32))
+        if slots.min() < 0 or slots.max() >= head.shape[0]:
+            raise IndexError(f"dup_scan: an account slot outside head (0 <= slot < {head.shape[0]})")
+        sigs = np.ascontiguousarray(sigs, dtype=np.uint64)
+        _dup_link(sigs, slots, window_sig, window_prev, head, int(start))
+        order = np.argsort(slots, kind="stable")
+        sorted_slots = slots[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1], True])
+        best = np.full(n, none, dtype=np.int64)
+        kernel = self._run(_dup_walk, n)
+        kernel(order, bounds, np.ascontiguousarray(sigs[order].T), window_sig, window_prev, int(start), int(window), best)
+        out = np.empty(n, dtype=np.int32)
+        out[order] = best
         return DupScan(out)
 
     def cross_lookup(

@@ -10,7 +10,7 @@ by g++ on the CPU, with NumPy arrays, so everything here except
 :class:`CupyRuntime` is executed and checked against the NumPy reference on
 machines without a device.
 
-State stays on the device: rings, hash tables, histograms and style sums are
+State stays on the device: the near-duplicate window, hash tables, histograms and style sums are
 CuPy arrays owned by the detectors and updated in place by the kernels; only
 the per-request results that detectors read come back to the host.
 
@@ -28,14 +28,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamguard.backends.numpy_backend import CLARITY
+from streamguard.backends.numpy_backend import CLARITY, check_window
 
 from streamguard.backends.base import CrossMatch, DupScan
 from streamguard.backends.kernels import entry_points, kernel_sources
 
 _INT64_LIMIT = 2**63
 _FAULTS = {
-    1: "dup_scan: an account slot outside the ring (0 <= slot < ring.shape[0])",
+    1: "dup_scan: an account slot outside head (0 <= slot < head.shape[0])",
     2: "destyled_cells: an account slot outside style_sum (0 <= slot < style_sum.shape[0])",
     4: "histogram_add: a slot or cell outside hist",
     8: "coverage_reduce: a slot outside hist",
@@ -48,7 +48,7 @@ class LaunchConfig:
 
     threads : block size of the one-thread-per-item kernels (any value >= 1)
     warps_per_block : block size, in warps, of the one-warp-per-item kernels
-        (signature packing, row argmax, centring, the within-account scan)
+        (signature packing, row argmax, centring)
     column_threads : largest block of ``style_prefix`` (one account per block,
         one column per thread; a block of ``d`` rounded up to 32 threads is used when smaller)
     reduce_threads : block size of ``coverage_reduce``: a power of two <= 256,
@@ -335,44 +335,40 @@ class CudaBackend:
             self._run("pack_sign_bits", grid, block, projections, offsets, np.int64(n), np.int64(bits), out)
         return out
 
-    def dup_scan(self, sigs: Any, slots: Any, ring: Any, ring_count: Any) -> DupScan:
-        """Causal within-account scan, then ring insertion: one launch (see kernels/near_duplicate.cu).
+    def dup_scan(
+        self, sigs: Any, slots: Any, window_sig: Any, window_prev: Any, head: Any, start: int, window: int
+    ) -> DupScan:
+        """Window insertion, then the causal within-account scan: ``dup_link``, ``dup_scan`` (kernels/near_duplicate.cu).
 
-        sigs : (n, W) uint64; slots : (n,) int64; ring : (S, R, W) uint64 and
-        ring_count : (S,) int64, updated in place. Returns host (n,) int32.
+        sigs : (n, W) uint64; slots : (n,) int64; window_sig : (C, W) uint64,
+        window_prev : (C,) int64 and head : (S,) int64, updated in place;
+        start : position of ``sigs[0]``; window : positions searched back.
+        Returns host (n,) int32.
         """
         xp = self.xp
         with self.runtime.on_stream():
             sigs = self.runtime.as_device(sigs, np.uint64)
             slots = self.runtime.as_device(slots, np.int64)
-            ring = self._state(ring, np.uint64, 3, "ring")
-            ring_count = self._state(ring_count, np.int64, 1, "ring_count")
+            window_sig = self._state(window_sig, np.uint64, 2, "window_sig")
+            window_prev = self._state(window_prev, np.int64, 1, "window_prev")
+            head = self._state(head, np.int64, 1, "head")
             n, words = sigs.shape
-            capacity, window = ring.shape[0], ring.shape[1]
-            if ring.shape[2] != words or ring_count.shape[0] != capacity:
+            rows, capacity = window_sig.shape[0], head.shape[0]
+            if window_sig.shape[1] != words or window_prev.shape[0] != rows:
                 raise ValueError(
-                    f"ring {ring.shape} / ring_count {ring_count.shape} do not match signatures {sigs.shape}"
+                    f"window_sig {window_sig.shape} / window_prev {window_prev.shape} do not match signatures {sigs.shape}"
                 )
+            check_window(n, rows, int(window))
             best = xp.empty(n, dtype=xp.int32)
             if n == 0:
                 return DupScan(self.to_host(best))
             keys = self._slot_keys(slots, n, capacity)
-            block = (32 * self.launch.warps_per_block, 1, 1)
+            grid, block = self._per_thread(n)
             self._fault_pending = True
+            common = (keys, np.int64(n), sigs, np.int64(words), window_sig, window_prev, np.int64(rows))
+            self._run("dup_link", grid, block, *common, head, np.int64(capacity), np.int64(start), self._fault)
             self._run(
-                "dup_scan",
-                (self._blocks(n, 1), 1, 1),
-                block,
-                keys,
-                np.int64(n),
-                sigs,
-                np.int64(words),
-                ring,
-                ring_count,
-                np.int64(capacity),
-                np.int64(window),
-                best,
-                self._fault,
+                "dup_scan", grid, block, *common, head, np.int64(capacity), np.int64(start), np.int64(window), best, self._fault
             )
         return DupScan(self.to_host(best))
 

@@ -166,6 +166,7 @@ _NP = "streamguard.backends.numpy_backend"
 CONTRACTS: dict[str, KernelContract] = {
     "pack_sign_bits": KernelContract("signatures", f"{_NP}.pack_sign_bits"),
     "slot_keys": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),  # its stable argsort by slot
+    "dup_link": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),
     "dup_scan": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),
     "band_hash": KernelContract("cross_lookup", f"{_NP}.band_buckets"),
     "cross_candidates": KernelContract("cross_lookup", f"{_NP}.NumpyBackend.cross_lookup"),

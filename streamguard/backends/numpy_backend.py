@@ -53,6 +53,15 @@ def band_buckets(sigs: np.ndarray, bands: int, table_bits: int) -> np.ndarray:
     return out
 
 
+def check_window(n: int, capacity: int, window: int) -> None:
+    """The window store must hold a query's whole window while the batch is inserted: ``n <= C - window``."""
+    if window < 1 or n > capacity - window:
+        raise ValueError(
+            f"dup_scan: a batch of {n} over a window of {window} needs {n + window} window rows, "
+            f"the store has {capacity}; split the batch (NearDuplicateDetector does)"
+        )
+
+
 class NumpyBackend:
     """Reference implementation of :class:`streamguard.backends.base.Backend`."""
 
@@ -130,41 +139,87 @@ class NumpyBackend:
         np.add.at(style_weight, slots, weights.astype(style_weight.dtype))
         return cells, (residual * residual).sum(axis=1).astype(np.float32)
 
-    def dup_scan(self, sigs: np.ndarray, slots: np.ndarray, ring: np.ndarray, ring_count: np.ndarray) -> DupScan:
+    def dup_scan(
+        self,
+        sigs: np.ndarray,
+        slots: np.ndarray,
+        window_sig: np.ndarray,
+        window_prev: np.ndarray,
+        head: np.ndarray,
+        start: int,
+        window: int,
+    ) -> DupScan:
         n, words = sigs.shape
-        window = ring.shape[1]
-        none = np.int32(words * 64 + 1)
-        best = np.full(n, none, dtype=np.int32)
+        capacity = window_sig.shape[0]
+        check_window(n, capacity, window)
+        best = np.full(n, words * 64 + 1, dtype=np.int32)
         if n == 0:
             return DupScan(best)
+        if slots.min() < 0 or slots.max() >= head.shape[0]:
+            raise IndexError(f"dup_scan: an account slot outside head (0 <= slot < {head.shape[0]})")
+        # Insert, in batch order: each request links to its account's previous request (the
+        # previous one of this batch, else the account's head) and becomes the account's head.
+        positions = int(start) + np.arange(n, dtype=np.int64)
         order = np.argsort(slots, kind="stable")
         s_slots = slots[order]
-        s_sigs = sigs[order]
-        group_start = np.r_[True, s_slots[1:] != s_slots[:-1]]
-        starts = np.flatnonzero(group_start)
-        group_id = np.cumsum(group_start) - 1
-        rank = np.arange(n) - starts[group_id]  # position of the request within its account in this batch
-        count = ring_count[s_slots]
-        s_best = np.full(n, none, dtype=np.int32)
-        positions = np.arange(n)
-        for k in range(1, window + 1):
-            in_batch = rank >= k
-            partner_sig = np.empty_like(s_sigs)
-            partner_sig[in_batch] = s_sigs[positions[in_batch] - k]
-            ring_index = count - (k - rank)
-            in_ring = ~in_batch & (ring_index >= 0)
-            partner_sig[in_ring] = ring[s_slots[in_ring], ring_index[in_ring] % window]
-            valid = in_batch | in_ring
-            if not valid.any():
+        first = np.r_[True, s_slots[1:] != s_slots[:-1]]
+        last = np.r_[first[1:], True]
+        s_prev = np.empty(n, dtype=np.int64)
+        s_prev[1:] = positions[order][:-1]
+        s_prev[first] = head[s_slots[first]]
+        prev = np.empty(n, dtype=np.int64)
+        prev[order] = s_prev
+        window_sig[positions % capacity] = sigs
+        window_prev[positions % capacity] = prev
+        head[s_slots[last]] = positions[order][last]
+        # Scan. A request's chain, read back from its own row, is its account's entries; the
+        # entries it must see are those of its window [q - window, q). Rather than walking
+        # every chain link by link (one numpy pass per link: as many passes as the longest
+        # chain), label every *live* entry (positions [oldest, start + n), all still stored)
+        # with its account: follow successor links to the end of the chain (pointer doubling,
+        # log2(chain) passes); a chain that ends at head[s] is account s's, one that ends
+        # elsewhere belongs to an evicted account (its head was reset) and to nobody now.
+        # Then each request's partners are the live entries of its account inside its window:
+        # a contiguous run of the entries sorted by (account, position).
+        oldest = max(0, int(start) - int(window))
+        live = np.arange(oldest, int(start) + n, dtype=np.int64)
+        m = live.size
+        live_prev = window_prev[live % capacity]
+        linked = np.flatnonzero(live_prev >= oldest)
+        end = np.arange(m)
+        end[live_prev[linked] - oldest] = linked  # an entry's successor: the next request of its account
+        while True:
+            further = end[end]
+            if np.array_equal(further, end):
                 break
-            dist = hamming(s_sigs[valid], partner_sig[valid])
-            s_best[valid] = np.minimum(s_best[valid], dist)
-        best[order] = s_best
-        # Insert: only the last `window` requests of each account can survive.
-        group_size = np.diff(np.r_[starts, n])[group_id]
-        keep = rank >= group_size - window
-        ring[s_slots[keep], (count[keep] + rank[keep]) % window] = s_sigs[keep]
-        np.add.at(ring_count, s_slots[starts], group_size[starts])
+            end = further
+        owner_of_end = np.full(m, -1, dtype=np.int64)
+        alive = np.flatnonzero(head >= oldest)
+        owner_of_end[head[alive] - oldest] = alive
+        owner = owner_of_end[end]
+        labelled = np.flatnonzero(owner >= 0)
+        keys = np.sort(owner[labelled] * m + labelled)  # (account, position - oldest)
+        key_rows = (keys % m + oldest) % capacity
+        offset = positions - oldest
+        run_begin = np.searchsorted(keys, slots * m + np.maximum(offset - int(window), 0))
+        count = np.searchsorted(keys, slots * m + offset) - run_begin
+        # Pairs (request, partner), in blocks of at most ~2**22 pairs; one signature word at a time.
+        ends = np.cumsum(count)
+        block_start = 0
+        while block_start < n:
+            base = ends[block_start - 1] if block_start else 0
+            block_end = max(block_start + 1, int(np.searchsorted(ends, base + (1 << 22), side="right")))
+            c = count[block_start:block_end]
+            pairs = int(c.sum())
+            if pairs:
+                run_start = np.cumsum(c) - c
+                partner_rows = key_rows[np.arange(pairs) + np.repeat(run_begin[block_start:block_end] - run_start, c)]
+                dist = np.zeros(pairs, dtype=np.int32)
+                for w in range(words):
+                    dist += popcount64(np.repeat(sigs[block_start:block_end, w], c) ^ window_sig[partner_rows, w])
+                has = np.flatnonzero(c > 0)
+                best[block_start + has] = np.minimum.reduceat(dist, run_start[has])
+            block_start = block_end
         return DupScan(best)
 
     def cross_lookup(

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Protocol
 from urllib.parse import urlparse
 
@@ -33,92 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamguard.config import KafkaConfig
 from streamguard.stream.decode import Record, arrow_stream_bytes
 from streamguard.stream.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
 MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class KafkaConfig:
-    """Client and service settings of ``streamguard run`` (TOML ``[kafka]``, env ``STREAMGUARD_KAFKA_<FIELD>``).
-
-    Security settings are passed through to kafka-python unchanged.
-    """
-
-    security_protocol: str = "PLAINTEXT"
-    """PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."""
-    sasl_mechanism: str = ""
-    """PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (or OAUTHBEARER, GSSAPI as kafka-python supports them)."""
-    sasl_username: str = ""
-    sasl_password: str = field(default="", repr=False)
-    """Prefer the environment (a Kubernetes Secret) to a flag or a file."""
-    ssl_cafile: str = ""
-    ssl_certfile: str = ""
-    ssl_keyfile: str = ""
-    ssl_check_hostname: bool = True
-    session_timeout_ms: int = 45_000
-    heartbeat_interval_ms: int = 3_000
-    max_poll_interval_ms: int = 300_000
-    max_poll_records: int = 64
-    """Records per poll: one Arrow record can hold hundreds of requests."""
-    fetch_max_bytes: int = 64 * MiB
-    """Raised from the client default: one Arrow record holds hundreds of requests."""
-    max_partition_fetch_bytes: int = 16 * MiB
-    request_timeout_ms: int = 30_000
-    reconnect_backoff_max_ms: int = 5_000
-    checkpoint_interval_s: float = 10.0
-    """Alerts are exported and state checkpointed this often (and on revoke, shutdown, idle)."""
-    queue_max_rows: int = 0
-    """Decoded rows waiting per partition before it is paused; 0 = 4 x batch.max_size."""
-    poll_timeout_ms: int = 200
-    liveness_timeout_s: float = 120.0
-    """/healthz fails when the loop has not turned for this long."""
-    export_timeout_s: float = 30.0
-    """Wait this long for the broker to acknowledge alerts before retrying the checkpoint later."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaConfig":
-        """Defaults overridden by ``STREAMGUARD_KAFKA_<FIELD>`` variables."""
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"STREAMGUARD_KAFKA_{f.name.upper()}")
-            if raw is not None:
-                values[f.name] = _coerce(raw, f.default)
-        return replace(cls(), **values)
-
-    def client_options(self) -> dict[str, Any]:
-        """Security and network options common to consumers, producers and admin clients."""
-        options: dict[str, Any] = {
-            "security_protocol": self.security_protocol,
-            "request_timeout_ms": self.request_timeout_ms,
-            "reconnect_backoff_max_ms": self.reconnect_backoff_max_ms,
-        }
-        if self.sasl_mechanism:
-            options["sasl_mechanism"] = self.sasl_mechanism
-        if self.sasl_username:
-            options["sasl_plain_username"] = self.sasl_username
-        if self.sasl_password:
-            options["sasl_plain_password"] = self.sasl_password
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_check_hostname"] = self.ssl_check_hostname
-            for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-                if getattr(self, name):
-                    options[name] = getattr(self, name)
-        return options
-
-
-def _coerce(raw: str, default: Any) -> Any:
-    if isinstance(default, bool):
-        return raw.strip().lower() in {"1", "true", "yes", "on"}
-    if isinstance(default, int):
-        return int(raw)
-    if isinstance(default, float):
-        return float(raw)
-    return raw
 
 
 def parse_kafka_url(url: str) -> tuple[str, str]:

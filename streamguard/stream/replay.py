@@ -10,9 +10,10 @@ partitions' accounts.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
@@ -84,15 +85,32 @@ def replay_table(
     partitions: int = 1,
     codebook: Codebook | None = None,
     progress: Callable[[ReplayResult, list[AlertRecord]], None] | None = None,
+    metrics: Any = None,
+    pace: float | None = None,
+    alert_hash: Callable[[str], str] | None = None,
+    kernel_timer: Any = None,
 ) -> ReplayResult:
     """Run the detector over ``table`` (request records); alerts go to ``alert_sink``.
 
     The codebook, unless given, is fitted once on the first warm-up requests
     of the whole stream and shared by every partition, as a deployment shares
     one codebook artifact between replicas.
+
+    Operations hooks (all optional; none changes which alerts are raised):
+
+    metrics : a :class:`streamguard.metrics.StreamguardMetrics`, fed the same
+        series as ``run`` feeds it (partition label ``none`` with one
+        partition); the alert delay runs from the wall time the triggering
+        row was read, since a replay does not run at the pace of its event times
+    pace : read at most this many rows per second of wall time (a live-looking
+        stream for dashboards and demos); None reads as fast as possible
+    alert_hash : keyed hash put into each alert's ``evidence["account_hash"]``
+    kernel_timer : a :class:`streamguard.metrics.KernelTimer`, drained after each batch
     """
     if partitions < 1:
         raise ValueError("partitions must be >= 1")
+    if pace is not None and not pace > 0:
+        raise ValueError("pace must be > 0 rows per second")
     started = time.perf_counter()
     result = ReplayResult()
     dim = infer_dim(table)
@@ -103,29 +121,78 @@ def replay_table(
     pending_rows = 0
     pipelines: list[Pipeline] = []
 
+    # Wall time (epoch ms) at which each source chunk was read, by the chunk's latest event time.
+    arrival_ts: list[int] = []
+    arrival_wall: list[float] = []
+
+    def arrival_ms(ts: int) -> float:
+        i = min(bisect.bisect_left(arrival_ts, ts), len(arrival_ts) - 1)
+        return arrival_wall[i] if i >= 0 else time.time() * 1000.0
+
     def emit(alerts: list[AlertRecord]) -> None:
         if alerts:
             alerts.sort(key=lambda a: a.ts)
+            if alert_hash is not None:
+                from streamguard.metrics import with_account_hash  # noqa: PLC0415
+
+                alerts = [with_account_hash(a, alert_hash) for a in alerts]
+            t0 = time.perf_counter()
             alert_sink.write(alerts)
             result.alerts += len(alerts)
+            if metrics is not None:
+                metrics.stage("sink", time.perf_counter() - t0)
+                metrics.observe_alerts(alerts, now_ms=time.time() * 1000.0, arrival_ms=arrival_ms)
         if progress is not None:
             progress(result, alerts)
+
+    def process(pipeline: Pipeline, batch: RequestBatch, partition: int | None) -> list[AlertRecord]:
+        if metrics is None:
+            return pipeline.process(batch)
+        before = dict(pipeline.stats.stage_seconds)
+        t0 = time.perf_counter()
+        alerts = pipeline.process(batch)
+        metrics.batch(time.perf_counter() - t0, len(batch))
+        metrics.requests(len(batch), partition)
+        for name, total in pipeline.stats.stage_seconds.items():
+            if total > before.get(name, 0.0):
+                metrics.stage(name, total - before.get(name, 0.0))
+        metrics.observe_scores(pipeline, batch.account_ids)
+        return alerts
 
     def feed(batch: RequestBatch) -> None:
         alerts: list[AlertRecord] = []
         if len(pipelines) == 1:
-            emit(pipelines[0].process(batch))
-            return
-        parts = route(batch.account_ids)
-        for p, pipeline in enumerate(pipelines):
-            index = np.flatnonzero(parts == p)
-            if index.size:
-                alerts.extend(pipeline.process(batch.take(index)))
+            alerts = process(pipelines[0], batch, None)
+        else:
+            parts = route(batch.account_ids)
+            for p, pipeline in enumerate(pipelines):
+                index = np.flatnonzero(parts == p)
+                if index.size:
+                    alerts.extend(process(pipeline, batch.take(index), p))
+        if metrics is not None:
+            if kernel_timer is not None:
+                kernel_timer.drain()
+            metrics.observe_accounts(pipelines)
+            metrics.last_progress(time.time())
         emit(alerts)
 
     for start in range(0, table.num_rows, rows):
+        if pace is not None:
+            ahead = started + start / pace - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
         chunk = table.slice(start, rows)
+        t0 = time.perf_counter()
         batch, dead = validate_table(chunk, dim, source="row", row_offset=start)
+        if metrics is not None:
+            metrics.stage("decode", time.perf_counter() - t0)
+            for record in dead:
+                metrics.bad_records(record.reason)
+            if len(batch):
+                latest = int(batch.ts.max())
+                if not arrival_ts or latest > arrival_ts[-1]:
+                    arrival_ts.append(latest)
+                    arrival_wall.append(time.time() * 1000.0)
         result.requests += chunk.num_rows
         result.valid += len(batch)
         if dead:

@@ -3,14 +3,14 @@
 Each test builds its inputs on the host, runs the reference and the backend
 under test on copies of the same state, and compares results *and* the state
 each function updates in place. Integers (signatures, cells, distances,
-slots, ring and table contents) must be identical. Floats are compared with
+slots, window and table contents) must be identical. Floats are compared with
 the tolerances below: the cpu backend reproduces the reference's arithmetic
 and meets them with room to spare (it is bit-identical except for the order
 of the float64 reductions in ``coverage_reduce``); a GPU backend sums in
 another order and needs them.
 
 Shapes cover n = 0, 1 and small odd sizes, several accounts, accounts with
-more than R requests in one batch, D not a multiple of 32, and float16 input.
+batches longer than the near-duplicate window, D not a multiple of 32, and float16 input.
 """
 
 from __future__ import annotations
@@ -191,28 +191,64 @@ def test_destyled_cells_large_batches(backend: Any, reference: NumpyBackend, n: 
 # ---------------------------------------------------------- near-duplicate scan
 
 
+def _scan_in_pieces(backend: Any, sigs: np.ndarray, slots: np.ndarray, state: list[Any], position: int, window: int) -> tuple[np.ndarray, int]:
+    """``dup_scan`` over a batch cut into the pieces the window store allows; the distances and the next position."""
+    piece = int(np.asarray(backend.to_host(state[1])).shape[0]) - window
+    parts = []
+    for a in range(0, sigs.shape[0], piece):
+        b = min(sigs.shape[0], a + piece)
+        parts.append(host(backend, backend.dup_scan(*device(backend, sigs[a:b], slots[a:b]), *state, position, window).within_dist))
+        position += b - a
+    return (np.concatenate(parts) if parts else np.empty(0, np.int32)), position
+
+
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize("words,window,accounts", [(1, 4, 3), (2, 8, 6), (3, 64, 2)])
+@pytest.mark.parametrize("words,window,accounts", [(1, 4, 3), (2, 8, 6), (3, 64, 2), (2, 200, 9)])
 def test_dup_scan(backend: Any, reference: NumpyBackend, n: int, words: int, window: int, accounts: int) -> None:
     rng = np.random.default_rng(31 * n + window)
-    ring = np.zeros((accounts, window, words), dtype=np.uint64)
-    ring_count = np.zeros(accounts, dtype=np.int64)
-    # Warm state: some accounts partly filled, some wrapped past R.
+    rows = 2 * window
+    state = [np.zeros((rows, words), dtype=np.uint64), np.full(rows, -1, dtype=np.int64), np.full(accounts + 1, -1, dtype=np.int64)]
+    # Warm state: the window has wrapped around its rows (3 windows' worth of requests); slot `accounts` stays fresh.
     prefill = near_duplicate_signatures(rng, 3 * window, words)
-    reference.dup_scan(prefill, account_slots(rng, prefill.shape[0], accounts), ring, ring_count)
-    ref_ring, ref_count = ring.copy(), ring_count.copy()
-    dev_ring, dev_count = device(backend, ring, ring_count)
+    _, position = _scan_in_pieces(reference, prefill, account_slots(rng, prefill.shape[0], accounts), state, 0, window)
+    ref_state = [a.copy() for a in state]
+    dev_state = device(backend, *state)
     for step in range(2):
         sigs = near_duplicate_signatures(rng, n, words)
         slots = account_slots(rng, n, accounts)
-        want = reference.dup_scan(sigs, slots, ref_ring, ref_count).within_dist
-        got = host(backend, backend.dup_scan(*device(backend, sigs, slots), dev_ring, dev_count).within_dist)
+        if n > 3:
+            slots[3] = accounts  # a fresh account: its head is -1
+        want, _ = _scan_in_pieces(reference, sigs, slots, ref_state, position, window)
+        got, position = _scan_in_pieces(backend, sigs, slots, dev_state, position, window)
         assert got.dtype == np.int32 and got.shape == (n,), step
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(host(backend, dev_ring), ref_ring)
-        np.testing.assert_array_equal(host(backend, dev_count), ref_count)
-    if n > 2 * window:
-        assert (np.bincount(slots, minlength=accounts) > window).any()  # the case the test is for
+        for dev, ref in zip(dev_state, ref_state, strict=True):
+            np.testing.assert_array_equal(host(backend, dev), ref)
+    if n > window:
+        assert n > rows - window  # the batch was cut into pieces
+
+
+def test_dup_scan_on_heavy_accounts(backend: Any, reference: NumpyBackend) -> None:
+    """Long chains (a few accounts own the window), many requests of one account per batch, evictions (head -1)."""
+    rng = np.random.default_rng(11)
+    words, window, accounts, n = 2, 300, 4, 1000
+    state = [np.zeros((2 * window, words), np.uint64), np.full(2 * window, -1, np.int64), np.full(accounts, -1, np.int64)]
+    ref_state = [a.copy() for a in state]
+    dev_state = device(backend, *state)
+    position = 0
+    for step in range(4):
+        sigs = near_duplicate_signatures(rng, n, words, flips=12)
+        slots = rng.choice(accounts, size=n, p=[0.7, 0.2, 0.05, 0.05]).astype(np.int64)
+        want, _ = _scan_in_pieces(reference, sigs, slots, ref_state, position, window)
+        got, position = _scan_in_pieces(backend, sigs, slots, dev_state, position, window)
+        np.testing.assert_array_equal(got, want, err_msg=f"step {step}")
+        for dev, ref in zip(dev_state, ref_state, strict=True):
+            np.testing.assert_array_equal(host(backend, dev), ref)
+        # Evict account 1 (as NearDuplicateDetector.reset does).
+        ref_state[2][1] = -1
+        dev_head = host(backend, dev_state[2]).copy()
+        dev_head[1] = -1
+        dev_state[2] = backend.asarray(dev_head)
 
 
 # ------------------------------------------------------- cross-account lookup

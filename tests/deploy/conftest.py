@@ -15,6 +15,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
+DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
+# Grafana's variables, replaced by what they would expand to before parsing.
+GRAFANA_VARIABLES = {
+    "$__rate_interval": "1m",
+    "$__interval": "30s",
+    "$__range": "6h",
+    "$namespace": ".*",
+    "${namespace}": ".*",
+}
 INSTALL_HINT = "run scripts/install-ops-tools.sh .venv"
 
 
@@ -98,3 +107,36 @@ def metric_names_in():
 def server_series() -> frozenset[str]:
     """Series a Prometheus server makes itself, allowed in expressions besides streamguard's own."""
     return frozenset({"up", "ALERTS", "ALERTS_FOR_STATE"})
+
+
+def expand_grafana(expr: str) -> str:
+    """A dashboard expression with Grafana's variables replaced (an unknown one fails)."""
+    for name, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unknown Grafana variable left in {expr!r}"
+    return expr
+
+
+def dashboard_exprs(dashboard: dict) -> list[str]:
+    """Every PromQL expression of a dashboard model (panels, collapsed rows' panels, annotations)."""
+    panels = []
+    for panel in dashboard["panels"]:
+        panels.append(panel)
+        panels.extend(panel.get("panels", []))
+    found = [t["expr"] for p in panels for t in p.get("targets", []) if t.get("expr")]
+    found += [a["expr"] for a in dashboard.get("annotations", {}).get("list", []) if a.get("expr")]
+    return found
+
+
+@pytest.fixture(scope="session")
+def selected_metrics(rules: dict) -> frozenset[str]:
+    """Every metric name the dashboard and the alert rules select (parsed with promql-parser)."""
+    import json
+
+    names: set[str] = set()
+    for expr in dashboard_exprs(json.loads(DASHBOARD.read_text())):
+        names |= referenced_metrics(expand_grafana(expr))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            names |= referenced_metrics(rule["expr"])
+    return frozenset(names)

@@ -133,3 +133,19 @@ def test_provisioning_points_at_the_dashboard_folder() -> None:
     (provider,) = provisioning["providers"]
     assert provider["type"] == "file"
     assert provider["options"]["path"].startswith("/var/lib/grafana/dashboards")
+
+
+def test_the_exported_metrics_check_catches_a_name_that_is_not_exported(
+    dashboard: dict, exported_names: frozenset[str], metric_names_in, server_series: frozenset[str]
+) -> None:
+    """The check above is not vacuous: a typo, a dropped suffix or a metric that was never defined is caught."""
+    for bad in (
+        "sum(rate(streamguard_request_total[$__rate_interval]))",  # typo
+        "histogram_quantile(0.99, sum by (le) (rate(streamguard_batch_duration_seconds[$__rate_interval])))",  # no _bucket
+        'max(streamguard_queue_depth{namespace=~"$namespace"})',  # never exported
+        "sum(rate({__name__=\"streamguard_alert_total\"}[$__rate_interval]))",  # name as a matcher
+    ):
+        unknown = metric_names_in(expand(bad)) - exported_names - server_series
+        assert unknown, f"{bad!r} was not flagged"
+    sample = next(e for e in exprs(dashboard) if "streamguard_requests_total" in e)
+    assert not metric_names_in(expand(sample)) - exported_names - server_series

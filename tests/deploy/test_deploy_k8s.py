@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -237,3 +238,43 @@ def test_scaledobject_never_exceeds_the_partitions(overlay) -> None:
     params = {ref["parameter"]: ref for ref in auth["spec"]["secretTargetRef"]}
     assert {"username", "password", "ca"} <= params.keys()
     assert all(ref["name"] and ref["key"] for ref in params.values())
+
+
+def test_every_streamguard_variable_of_the_pod_is_read_by_the_code(overlay, monkeypatch) -> None:
+    """A STREAMGUARD_* name in the ConfigMap or the Deployment is a setting, a flag default, or the HMAC key.
+
+    Settings (STREAMGUARD_<SECTION>_<FIELD>, Kafka security included) must load;
+    every other name must change what ``streamguard run`` parses, so a
+    misspelt variable (e.g. STREAMGUARD_STATE_DIR for STREAMGUARD_CHECKPOINT_DIR)
+    fails here instead of being silently ignored in the cluster.
+    """
+    from dataclasses import fields
+
+    from streamguard.cli import build_parser
+    from streamguard.config import Settings, load_settings
+    from streamguard.metrics import hmac_key_from_env
+
+    _, _, objects = overlay
+    env = dict(objects["ConfigMap"]["data"])
+    env.update({e["name"]: f"secret-{e['name'].lower()}" for e in container(objects)["env"]})
+    sections = tuple(f"STREAMGUARD_{f.name.upper()}_" for f in fields(Settings))
+    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith(sections)})
+    assert settings.kafka.security_protocol == env["STREAMGUARD_KAFKA_SECURITY_PROTOCOL"]
+    assert settings.kafka.sasl_password == "secret-streamguard_kafka_sasl_password"
+    assert hmac_key_from_env(env) == (b"secret-streamguard_hmac_key", True)
+    flags = {k: v for k, v in env.items() if k.startswith("STREAMGUARD_") and not k.startswith(sections) and k != "STREAMGUARD_HMAC_KEY"}
+    assert flags, "expected flag defaults (topic, group...) in the ConfigMap"
+    for name in [k for k in list(os.environ) if k.startswith("STREAMGUARD_")]:
+        monkeypatch.delenv(name)
+    baseline = vars(build_parser().parse_args(["run"]))
+    for name, raw in flags.items():
+        # The ConfigMap's value may equal the default (STREAMGUARD_GROUP_ID=streamguard): try another one then.
+        for value in (raw, "7" if raw.isdigit() else f"{raw}-other"):
+            monkeypatch.setenv(name, value)
+            parsed = vars(build_parser().parse_args(["run"]))
+            monkeypatch.delenv(name)
+            changed = {k: v for k, v in parsed.items() if v != baseline.get(k)}
+            if changed:
+                break
+        assert changed, f"{name} is not read by `streamguard run`"
+        assert [str(v).lower() for v in changed.values()] == [value.lower()], (name, changed)

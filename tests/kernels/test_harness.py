@@ -72,10 +72,11 @@ def test_kernels_are_compiled_in_warmup_never_on_the_first_batch(cpu_modules: di
 
 def test_state_arrays_must_be_updatable_in_place(cpu_backend: CudaBackend) -> None:
     sigs, slots = np.zeros((2, 1), np.uint64), np.zeros(2, np.int64)
-    with pytest.raises(TypeError, match="ring_count must be a C-contiguous 1-d int64"):
-        cpu_backend.dup_scan(sigs, slots, np.zeros((1, 4, 1), np.uint64), np.zeros(1, np.int32))
-    with pytest.raises(TypeError, match="ring must be a C-contiguous"):
-        cpu_backend.dup_scan(sigs, slots, np.zeros((1, 8, 1), np.uint64)[:, ::2], np.zeros(1, np.int64))
+    window_sig, window_prev = np.zeros((8, 1), np.uint64), np.full(8, -1, np.int64)
+    with pytest.raises(TypeError, match="head must be a C-contiguous 1-d int64"):
+        cpu_backend.dup_scan(sigs, slots, window_sig, window_prev, np.zeros(1, np.int32), 0, 4)
+    with pytest.raises(TypeError, match="window_sig must be a C-contiguous"):
+        cpu_backend.dup_scan(sigs, slots, np.zeros((8, 2), np.uint64)[:, ::2], window_prev, np.zeros(1, np.int64), 0, 4)
 
 
 @pytest.mark.parametrize(

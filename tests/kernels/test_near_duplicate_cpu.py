@@ -1,6 +1,6 @@
 """Parity of kernels/near_duplicate.cu with the NumPy reference, on the CPU emulation and on a device.
 
-Integers (signatures, distances, slots, ring and table contents) must match
+Integers (signatures, distances, slots, window and table contents) must match
 exactly. Sizes cover n = 0, 1, a warp block +- 1 (blocks of 2 warps), a thread
 block +- 1 (blocks of 8 threads) and more items than the capped grid holds.
 """
@@ -74,32 +74,39 @@ def test_signatures(backend: CudaBackend, n: int, d: int, bits: int, dtype: type
 # ---------------------------------------------------------------- dup_scan
 
 
-def _ring_state(rng: np.random.Generator, capacity: int, window: int, words: int) -> tuple[np.ndarray, np.ndarray]:
-    ring = rng.integers(0, 2**64, size=(capacity, window, words), dtype=np.uint64)
-    # Empty accounts, partly filled rings and rings that have wrapped around.
-    count = rng.choice([0, 1, max(window - 1, 0), window, 3 * window + 1], size=capacity).astype(np.int64)
-    return ring, count
+def _prefill(reference: NumpyBackend, rng, state, words: int, capacity: int, window: int, count: int) -> int:
+    """Push `count` requests through the window in the largest pieces it allows (the last slot is kept fresh)."""
+    position = 0
+    while position < count:
+        m = min(state[0].shape[0] - window, count - position)
+        sigs = _templated_sigs(rng, m, words)
+        reference.dup_scan(sigs, rng.integers(0, capacity - 1, size=m).astype(np.int64), *state, position, window)
+        position += m
+    return position
 
 
-@pytest.mark.covers("slot_keys", "dup_scan")
+@pytest.mark.covers("slot_keys", "dup_link", "dup_scan")
 @pytest.mark.parametrize("n", SIZES)
-@pytest.mark.parametrize(("words", "window", "accounts"), [(1, 1, 3), (2, 5, 4), (2, 40, 2), (3, 3, 40)])
-def test_dup_scan(backend: CudaBackend, n: int, words: int, window: int, accounts: int) -> None:
+@pytest.mark.parametrize(("words", "window", "accounts", "prefill"), [(1, 1, 3, 5), (2, 5, 4, 0), (2, 40, 2, 97), (3, 70, 40, 300)])
+def test_dup_scan(backend: CudaBackend, n: int, words: int, window: int, accounts: int, prefill: int) -> None:
     rng = np.random.default_rng(7 * n + 31 * window + accounts)
     capacity = accounts + 2
-    ring, count = _ring_state(rng, capacity, window, words)
-    ref_ring, ref_count = ring.copy(), count.copy()
-    dev_ring, dev_count = _dev(backend, ring), _dev(backend, count)
+    rows = window + max(n, 1)  # the smallest store the contract allows
     reference = NumpyBackend()
+    state = (np.zeros((rows, words), np.uint64), np.full(rows, -1, np.int64), np.full(capacity, -1, np.int64))
+    position = _prefill(reference, rng, state, words, capacity, window, prefill)
+    ref_state = tuple(a.copy() for a in state)
+    dev_state = tuple(_dev(backend, a) for a in state)
     for _batch in range(3):  # state carried over batches
         sigs = _templated_sigs(rng, n, words)
         slots = rng.integers(0, accounts, size=n).astype(np.int64)
-        want = reference.dup_scan(sigs, slots, ref_ring, ref_count).within_dist
-        got = backend.dup_scan(_dev(backend, sigs), _dev(backend, slots), dev_ring, dev_count).within_dist
+        want = reference.dup_scan(sigs, slots, *ref_state, position, window).within_dist
+        got = backend.dup_scan(_dev(backend, sigs), _dev(backend, slots), *dev_state, position, window).within_dist
         assert isinstance(got, np.ndarray) and got.dtype == np.int32
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(_host(backend, dev_count), ref_count)
-        np.testing.assert_array_equal(_host(backend, dev_ring), ref_ring)
+        for dev, ref in zip(dev_state, ref_state, strict=True):
+            np.testing.assert_array_equal(_host(backend, dev), ref)
+        position += n
 
 
 @pytest.mark.covers("slot_keys")
@@ -123,32 +130,69 @@ def test_slot_keys_give_the_reference_group_order(backend: CudaBackend, n: int) 
 
 
 def test_dup_scan_exercises_its_cases(backend: CudaBackend) -> None:
-    """One batch where in-batch partners, ring partners, empty rings and ring wrap-around all decide a result."""
-    words, window = 1, 4
-    ring = np.zeros((3, window, words), dtype=np.uint64)
-    ring[0, :, 0] = [0b1, 0b11, 0b111, 0b1111]
-    count = np.array([6, 0, 2], dtype=np.int64)  # slot 0 wrapped, slot 1 empty, slot 2 half full
-    sigs = np.array([[0b1], [0], [0b10000], [0b1111]], dtype=np.uint64)
-    slots = np.array([0, 1, 1, 0], dtype=np.int64)
-    ref_ring, ref_count = ring.copy(), count.copy()
-    want = NumpyBackend().dup_scan(sigs, slots, ref_ring, ref_count).within_dist
-    dev_ring, dev_count = _dev(backend, ring), _dev(backend, count)
-    got = backend.dup_scan(_dev(backend, sigs), _dev(backend, slots), dev_ring, dev_count).within_dist
+    """One batch where in-batch partners, window partners, a fresh account, a chain that leaves the
+    window, a distance-0 stop and rows wrapped around the store all decide a result."""
+    words, window, rows = 1, 4, 10
+    sig = np.zeros((rows, words), dtype=np.uint64)
+    prev = np.full(rows, -1, dtype=np.int64)
+    head = np.array([9, -1, 8], dtype=np.int64)
+    # Positions 4..9 seen so far (rows 4..9; the batch overwrites row 4): slot 0 at 5, 7, 9; slot 2 at 4, 6, 8.
+    for position, slot_prev, value in ((5, -1, 0b1), (7, 5, 0b1), (9, 7, 0b111), (4, -1, 0b1000), (6, 4, 0), (8, 6, 0b1)):
+        sig[position % rows, 0], prev[position % rows] = value, slot_prev
+    sigs = np.array([[0b1], [0], [0b10000], [0b1111], [0b1000]], dtype=np.uint64)
+    slots = np.array([0, 1, 1, 0, 2], dtype=np.int64)  # positions 10..14
+    ref = (sig.copy(), prev.copy(), head.copy())
+    want = NumpyBackend().dup_scan(sigs, slots, *ref, 10, window).within_dist
+    dev = tuple(_dev(backend, a) for a in (sig, prev, head))
+    got = backend.dup_scan(_dev(backend, sigs), _dev(backend, slots), *dev, 10, window).within_dist
     np.testing.assert_array_equal(got, want)
-    assert want.tolist() == [0, 65, 1, 0]
-    np.testing.assert_array_equal(_host(backend, dev_ring), ref_ring)
-    np.testing.assert_array_equal(_host(backend, dev_count), ref_count)
+    # 10 sees 9, then 7 at distance 0 (5 left its window): 0; 11: nothing; 12 sees 11: 1; 13 sees 10 and 9
+    # (window 9..12): 1;
+    # 14 sees 10..13 only, none of slot 2's (8 left the window): nothing.
+    assert want.tolist() == [0, 65, 1, 1, 65]
+    for d, r in zip(dev, ref, strict=True):
+        np.testing.assert_array_equal(_host(backend, d), r)
+    assert ref[2].tolist() == [13, 12, 14]
 
 
-def test_dup_scan_rejects_a_slot_outside_the_ring(backend: CudaBackend) -> None:
-    ring, count = np.zeros((2, 3, 1), np.uint64), np.zeros(2, np.int64)
+def test_dup_scan_sees_exactly_the_window_whatever_the_batching(backend: CudaBackend) -> None:
+    """Against a plain loop over the last `window` positions, with the stream cut into uneven batches."""
+    rng = np.random.default_rng(3)
+    words, window, accounts, n = 2, 23, 5, 400
+    sigs = _templated_sigs(rng, n, words, pool=6, flips=4)
+    slots = rng.integers(0, accounts, size=n).astype(np.int64)
+    state = tuple(_dev(backend, a) for a in (np.zeros((2 * window, words), np.uint64), np.full(2 * window, -1, np.int64), np.full(accounts, -1, np.int64)))
+    got, position = [], 0
+    for size in (1, 23, 5, 17, 23, 2) * 20:
+        if position >= n:
+            break
+        end = min(n, position + size)
+        got.append(backend.dup_scan(_dev(backend, sigs[position:end]), _dev(backend, slots[position:end]), *state, position, window).within_dist)
+        position = end
+    want = np.full(n, 129, np.int32)
+    for q in range(n):
+        partners = [p for p in range(max(0, q - window), q) if slots[p] == slots[q]]
+        if partners:
+            want[q] = min(int(np.bitwise_count(sigs[q] ^ sigs[p]).sum()) for p in partners)
+    np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+def test_dup_scan_rejects_a_slot_outside_head(backend: CudaBackend) -> None:
+    state = (np.zeros((6, 1), np.uint64), np.full(6, -1, np.int64), np.full(2, -1, np.int64))
     with pytest.raises(IndexError, match="dup_scan"):
         backend.dup_scan(
             _dev(backend, np.ones((3, 1), np.uint64)),
             _dev(backend, np.array([0, 2, -1], np.int64)),
-            _dev(backend, ring),
-            _dev(backend, count),
+            *(_dev(backend, a) for a in state),
+            0,
+            3,
         )
+
+
+def test_dup_scan_rejects_a_batch_the_window_store_cannot_hold(backend: CudaBackend) -> None:
+    state = tuple(_dev(backend, a) for a in (np.zeros((6, 1), np.uint64), np.full(6, -1, np.int64), np.full(2, -1, np.int64)))
+    with pytest.raises(ValueError, match="window rows"):
+        backend.dup_scan(_dev(backend, np.ones((4, 1), np.uint64)), _dev(backend, np.zeros(4, np.int64)), *state, 0, 3)
 
 
 # ------------------------------------------------------------ cross_lookup
