@@ -144,6 +144,8 @@ class CampaignConfig:
     shared_prompt_links: float = 3.0
     """Link two accounts once they sent near-duplicates of each other's prompts this many
     times (decayed): one popular prompt sent by both is not a link."""
+    shared_prompt_share: float = 0.05
+    """... and this share of the smaller account's requests (heavy accounts meet by chance)."""
     edge_half_life_hours: float = 24.0
     """Shared-prompt evidence between two accounts halves after this long."""
     link_orgs: bool = True

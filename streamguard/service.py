@@ -230,6 +230,8 @@ class Service:
     codebook : the fixed codebook, to check restored state against it
     clock : monotonic seconds (injected for tests)
     kernel_timer : a :class:`streamguard.metrics.KernelTimer` (cuda backend), drained after each batch
+    signatures : a :class:`streamguard.stream.signatures.SignatureExchange`, or None: shared-prompt
+        evidence then stays inside each partition
     """
 
     def __init__(
@@ -243,8 +245,10 @@ class Service:
         codebook: Any = None,
         clock: Callable[[], float] = time.monotonic,
         kernel_timer: Any = None,
+        signatures: Any = None,
     ) -> None:
         self.options = options
+        self.signatures = signatures
         self.kernel_timer = kernel_timer
         self.settings = settings
         self.make_pipeline = make_pipeline
@@ -320,6 +324,7 @@ class Service:
             moved = self._rebalance(events)
             self._enqueue({p: r for p, r in polled.items() if p not in moved})
             self._process_due()
+            self._exchange_signatures()
             now = self.clock()
             if not self.source.connected():
                 self.idle_s = 0.0  # an outage is not idleness
@@ -352,6 +357,8 @@ class Service:
         self._writer.shutdown(wait=True)
         self.source.close()
         self.outputs.close()
+        if self.signatures is not None:
+            self.signatures.close()
         if self.alert_file is not None:
             self.alert_file.close()
         if self.metrics is not None:
@@ -433,6 +440,8 @@ class Service:
             return held
         checkpoint = self.store.load(p)
         pipeline = self.make_pipeline()
+        if self.signatures is not None:
+            pipeline.enable_sharing(p)
         state = PartitionState(
             partition=p,
             pipeline=pipeline,
@@ -564,6 +573,10 @@ class Service:
         alerts = pipeline.process(batch) if len(batch) else []
         seconds = time.perf_counter() - started
         self.seconds["process"] += seconds
+        if self.signatures is not None:
+            t0 = time.perf_counter()
+            self.signatures.publish(pipeline.drain_signatures())
+            self.seconds["signatures"] += time.perf_counter() - t0
         for chunk in chunks:
             state.dead.extend(chunk.dead)
         state.offset = chunks[-1].end_offset
@@ -590,6 +603,16 @@ class Service:
             if self.kernel_timer is not None:
                 self.kernel_timer.drain()
             m.last_progress(time.time())
+
+    def _exchange_signatures(self) -> None:
+        """Hand the signatures other partitions published to every partition held here."""
+        if self.signatures is None:
+            return
+        t0 = time.perf_counter()
+        for batch in self.signatures.poll(0.0):
+            for state in self.active.values():
+                self.stats["remote_duplicates"] += state.pipeline.ingest_signatures(batch)
+        self.seconds["signatures"] += time.perf_counter() - t0
 
     def _add_alerts(self, state: PartitionState, alerts: list[AlertRecord]) -> None:
         if self.options.alert_hash is not None:
@@ -802,6 +825,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alerts-file", default=_env("ALERTS_FILE"), help="also append alerts to this JSON Lines file (env STREAMGUARD_ALERTS_FILE)")
     p.add_argument("--dead-letter-topic", default=_env("DEAD_LETTER_TOPIC"), help="dead-letter topic (env STREAMGUARD_DEAD_LETTER_TOPIC)")
     p.add_argument(
+        "--signatures-topic",
+        default=_env("SIGNATURES_TOPIC"),
+        help="internal topic through which replicas share request signatures, so that accounts sharing prompts "
+        "are linked across partitions and replicas (env STREAMGUARD_SIGNATURES_TOPIC; default: off)",
+    )
+    p.add_argument(
         "--state-dir",
         default=_env("CHECKPOINT_DIR", "streamguard-state"),
         help="checkpoint directory, shared by the replicas of a group (env STREAMGUARD_CHECKPOINT_DIR)",
@@ -975,6 +1004,19 @@ def _run(args: argparse.Namespace) -> int:
                     ensure_topic(args.bootstrap_servers, out_topic, args.partitions_hint or count or 1, kafka_config)
                 except Exception as exc:  # no permission to create topics, or the broker is away: the producer will tell
                     log.warning("could not ensure topic %s exists: %s", out_topic, exc)
+        signatures = None
+        if args.signatures_topic:
+            from streamguard.stream.signatures import SignatureExchange  # noqa: PLC0415 - only when sharing
+
+            try:
+                ensure_topic(args.bootstrap_servers, args.signatures_topic, args.partitions_hint or count or 1, kafka_config)
+            except Exception as exc:  # no permission to create topics: it may exist already
+                log.warning("could not ensure topic %s exists: %s", args.signatures_topic, exc)
+            signatures = _connect(
+                lambda: SignatureExchange(args.bootstrap_servers, args.signatures_topic, kafka_config, f"streamguard-{os.getpid()}"),
+                "signature exchange",
+                lambda: stopping["flag"],
+            )
         outputs = _connect(
             lambda: KafkaOutputs(
                 args.bootstrap_servers, kafka_config, args.topic, args.group_id, options.alerts_topic, options.dead_letter_topic
@@ -984,7 +1026,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     except _Retry:
         return EXIT_OK
-    service = Service(options, settings, make_pipeline, source, outputs, metrics, codebook, kernel_timer=kernel_timer)
+    service = Service(
+        options, settings, make_pipeline, source, outputs, metrics, codebook, kernel_timer=kernel_timer, signatures=signatures
+    )
     holder["service"] = service
     if stopping["flag"]:
         service.request_stop("signal")

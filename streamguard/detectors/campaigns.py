@@ -103,6 +103,7 @@ class CampaignDetector(Stateful):
         link_min_requests: int = 50,
         max_link_accounts: int = 5000,
         shared_prompt_links: float = 3.0,
+        shared_prompt_share: float = 0.05,
         edge_half_life_hours: float = 24.0,
         link_orgs: bool = True,
         org_link_z: float = 3.0,
@@ -119,6 +120,7 @@ class CampaignDetector(Stateful):
         self.link_min_requests = int(link_min_requests)
         self.max_link_accounts = int(max_link_accounts)
         self.shared_prompt_links = float(shared_prompt_links)
+        self.shared_prompt_share = float(shared_prompt_share)
         self.edge_rate = math.log(2.0) / (float(edge_half_life_hours) * 3_600_000.0)
         self.link_orgs = bool(link_orgs)
         self.org_link_z = float(org_link_z) if link_orgs else float(link_z)
@@ -246,7 +248,7 @@ class CampaignDetector(Stateful):
             nodes = nodes[~excluded[nodes]]
         if nodes.size < self.min_group:
             return []
-        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts)]
+        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen)]
         kinds = ("style", "shared_prompts")
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])
@@ -324,16 +326,25 @@ class CampaignDetector(Stateful):
             return np.zeros(i.shape[0], dtype=bool)
         return (self.org_of[i] == self.org_of[j]) & (self.org_of[i] != "")
 
-    def _shared_prompt_pairs(self, nodes: np.ndarray, now_ts: int) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs of slots that sent near-duplicates of each other's prompts often enough, lately."""
+    def _shared_prompt_pairs(self, nodes: np.ndarray, now_ts: int, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of slots that sent near-duplicates of each other's prompts often enough, lately.
+
+        Often enough is an absolute count and a share of the smaller account's requests: two
+        heavy accounts on the same topics meet by chance now and then; a campaign resending its
+        prompts does so at a rate.
+        """
         lo, hi, weight = self.edge_weights(now_ts)
         # Both ends linkable here, or a local node and an account of another partition.
         keep = np.isin(lo, nodes) & (np.isin(hi, nodes) | (hi >= FOREIGN_BASE))
         lo, hi, weight = lo[keep], hi[keep], weight[keep]
         local = hi < FOREIGN_BASE
+        smaller = seen[lo].astype(np.float64)
+        smaller[local] = np.minimum(smaller[local], seen[hi[local]])
         same_org = np.zeros(lo.size, dtype=bool)
         same_org[local] = self._same_org(lo[local], hi[local])
-        linked = (weight >= self.shared_prompt_links) | ((weight >= 1.0) & same_org)
+        linked = ((weight >= self.shared_prompt_links) & (weight >= self.shared_prompt_share * smaller)) | (
+            (weight >= 1.0) & same_org
+        )
         return lo[linked], hi[linked]
 
     def group_stats(self, coverage: CoverageDetector, members: np.ndarray) -> dict[str, float]:

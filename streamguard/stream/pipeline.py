@@ -200,6 +200,7 @@ class Pipeline:
             link_min_requests=camp.link_min_requests,
             max_link_accounts=camp.max_link_accounts,
             shared_prompt_links=camp.shared_prompt_links,
+            shared_prompt_share=camp.shared_prompt_share,
             edge_half_life_hours=camp.edge_half_life_hours,
             link_orgs=camp.link_orgs,
             org_link_z=camp.org_link_z,

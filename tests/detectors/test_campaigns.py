@@ -77,12 +77,12 @@ def test_accounts_sharing_prompts_repeatedly_are_linked_without_a_template():
     seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
     assert camp.link(cov, seen, np.arange(8), NOW) == []  # nothing links them yet
     for member in range(8):  # a ring: each resends some of the previous member's prompts
-        share_prompts(camp, member, (member - 1) % 8, 4)
-    cross = np.r_[np.full(8, 4), np.zeros(56)].astype(np.int64)
+        share_prompts(camp, member, (member - 1) % 8, 8)
+    cross = np.r_[np.full(8, 8), np.zeros(56)].astype(np.int64)
     campaigns = camp.link(cov, seen, np.arange(8), NOW, cross_dups=cross)
     assert len(campaigns) == 1 and campaigns[0].members.tolist() == list(range(8))
     assert campaigns[0].stats["links_shared_prompts"] == 8
-    assert campaigns[0].stats["cross_rate"] == 4 / 120
+    assert campaigns[0].stats["cross_rate"] == 8 / 120
 
 
 def test_an_account_attached_by_a_single_link_is_not_a_member():
@@ -91,8 +91,8 @@ def test_an_account_attached_by_a_single_link_is_not_a_member():
     slices_without_template(rng, cov, centroids, range(9))
     seen = np.r_[np.full(9, 120), np.zeros(55)].astype(np.int64)
     for member in range(8):
-        share_prompts(camp, member, (member - 1) % 8, 4)
-    share_prompts(camp, 8, 3, 5)  # slot 8 resent a few of member 3's prompts, once in a while
+        share_prompts(camp, member, (member - 1) % 8, 8)
+    share_prompts(camp, 8, 3, 9)  # slot 8 resent a few of member 3's prompts, once in a while
     campaigns = camp.link(cov, seen, np.arange(9), NOW)
     assert [c.members.tolist() for c in campaigns] == [list(range(8))]
 
@@ -134,10 +134,42 @@ def test_allowlisted_and_evicted_accounts_are_not_linked():
     seen = np.r_[np.full(8, 120), np.zeros(56)].astype(np.int64)
     for member in range(8):
         for back in (1, 2):  # each resends prompts of the two members before it
-            share_prompts(camp, member, (member - back) % 8, 4)
+            share_prompts(camp, member, (member - back) % 8, 8)
     excluded = np.zeros(64, dtype=bool)
     excluded[2] = True
     campaigns = camp.link(cov, seen, np.arange(8), NOW, excluded=excluded)
     assert [c.members.tolist() for c in campaigns] == [[0, 1, 3, 4, 5, 6, 7]]
     camp.reset(np.array([5]))
     assert all(5 not in (k >> 32, k & 0xFFFFFFFF) for k in camp.edges)
+
+
+def test_heavy_accounts_meeting_by_chance_are_not_linked():
+    rng = np.random.default_rng(7)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(4), per_member=400)
+    seen = np.r_[np.full(4, 400), np.zeros(60)].astype(np.int64)
+    for member in range(4):  # 5 near-duplicates in 400 requests: chance on popular topics
+        share_prompts(camp, member, (member - 1) % 4, 5)
+    assert camp.link(cov, seen, np.arange(4), NOW) == []
+    for member in range(4):  # 40 in 400: a rate
+        share_prompts(camp, member, (member - 1) % 4, 35)
+    assert len(camp.link(cov, seen, np.arange(4), NOW)) == 1
+
+
+def test_accounts_of_other_partitions_connect_this_partitions_members():
+    from streamguard.detectors.campaigns import FOREIGN_BASE
+
+    rng = np.random.default_rng(8)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(6))
+    seen = np.r_[np.full(6, 120), np.zeros(58)].astype(np.int64)
+    # Local members 0..5 of a ring whose other half lives on another partition: each local member
+    # shares prompts with the foreign members next to it, never with another local one.
+    foreign = np.array([101, 102, 103, 104, 105, 106], dtype=np.uint64)
+    for member in range(6):
+        for key in (foreign[member], foreign[(member + 1) % 6]):
+            camp.observe_foreign(np.full(8, member, np.int64), np.full(8, NOW, np.int64), np.full(8, key, np.uint64))
+    campaigns = camp.link(cov, seen, np.arange(6), NOW)
+    assert [c.members.tolist() for c in campaigns] == [list(range(6))]
+    assert campaigns[0].stats["links_other_partitions"] == 6
+    assert all(k & 0xFFFFFFFF >= FOREIGN_BASE for k in camp.edges)
