@@ -1047,6 +1047,11 @@ def _run(args: argparse.Namespace) -> int:
         service.stats["checkpoints"],
         service.stats["requests"] / busy if busy > 0 else 0.0,
     )
+    if signatures is not None:
+        log.warning(
+            "signatures: published %d, received %d (%d bad messages), %d matched a request of this replica's partitions",
+            signatures.published, signatures.received, signatures.bad, service.stats["remote_duplicates"],
+        )
     log.info("time spent: %s", ", ".join(f"{k} {v:.2f} s" for k, v in sorted(service.seconds.items())))
     return status
 

@@ -30,8 +30,8 @@ from streamguard.detectors.remote import SignatureBatch
 
 log = logging.getLogger(__name__)
 
-BUCKETS = 64
-"""Message keys: the low 6 bits of a signature (its first band's hash bucket, in effect)."""
+BUCKETS = 8
+"""Message keys: the low 3 bits of a signature (a coarse hash bucket; fewer, larger messages)."""
 
 
 def encode(batch: SignatureBatch, buckets: int = BUCKETS) -> list[tuple[bytes, bytes]]:
@@ -73,6 +73,22 @@ def decode(value: bytes) -> SignatureBatch:
         )
     except (pa.ArrowInvalid, KeyError, ValueError, IndexError) as exc:
         raise ValueError(f"not a signature message: {exc}") from None
+
+
+def merge_by_source(batches: list[SignatureBatch]) -> list[SignatureBatch]:
+    """One batch per source partition, rows in arrival order: fewer, larger lookups."""
+    by_source: dict[int, list[SignatureBatch]] = {}
+    for batch in batches:
+        by_source.setdefault(batch.source, []).append(batch)
+    return [
+        SignatureBatch(
+            np.concatenate([b.sigs for b in group]),
+            np.concatenate([b.keys for b in group]),
+            np.concatenate([b.ts for b in group]),
+            source,
+        )
+        for source, group in sorted(by_source.items())
+    ]
 
 
 class SignatureExchange:
@@ -118,7 +134,7 @@ class SignatureExchange:
                     continue
                 self.received += len(batch)
                 out.append(batch)
-        return out
+        return merge_by_source(out)
 
     def flush(self, timeout_s: float = 10.0) -> None:
         self._producer.flush(timeout=timeout_s)

@@ -309,3 +309,59 @@ def test_broker_killed_and_restarted_loses_nothing(s3_broker: Any, traffic: Any,
     assert svc.wait(240) == 0, svc.log()[-3000:]
     assert_same_alerts(alert_messages(kit, alerts_topic), traffic.replay_alerts)
     assert_same_alerts(jsonl(svc.alerts_file), traffic.replay_alerts)
+
+
+def test_two_replicas_link_a_campaign_through_the_signatures_topic(kit: Any, tmp_path: Path, jsonl: Any, wait_for: Any) -> None:
+    """A campaign resending its prompts across accounts, sharded over two replicas: each sees half.
+
+    Without the signatures topic (the oracle: ``replay --partitions 2``) each half is a broken chain;
+    with it, the replicas link their members through the other's accounts.
+    """
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from streamguard.sim import SimConfig, simulate
+    from streamguard.stream.replay import event_time_order
+
+    sim = simulate(SimConfig(seed=11, scale=0.2, dim=32, evasion=("resampled",)))
+    table = event_time_order(sim.table)
+    labels = sim.labels["accounts"]
+    members = {a for a, i in labels.items() if i["kind"] == "evade_resampled"}
+    benign = {a for a, i in labels.items() if i["label"] == "benign"}
+    parquet, codebook, oracle = tmp_path / "t.parquet", tmp_path / "book.npz", tmp_path / "oracle.jsonl"
+    pq.write_table(table, parquet)
+    subprocess.run(
+        [sys.executable, "-m", "streamguard", "replay", str(parquet), "--alerts", str(oracle), "--partitions", "2",
+         "--save-codebook", str(codebook), "--backend", "cpu"],
+        check=True, capture_output=True, timeout=300,
+    )
+    alone = members & {a["account_id"] for a in jsonl(oracle)}
+
+    topic, signatures, group = kit.name("req"), kit.name("sig"), kit.name("g")
+    kit.create_topic(topic, 2)
+    state = kit.tmp / "state"
+    extra = ("--signatures-topic", signatures, "--backend", "cpu", "--partitions-hint", "2")
+    a = kit.start_service(topic, group, state, *extra, codebook=codebook, idle=12.0, tag="a")
+    b = kit.start_service(topic, group, state, *extra, codebook=codebook, idle=12.0, tag="b")
+    wait_for(lambda: "partitions assigned: [" in a.log() and "partitions assigned: [" in b.log(), 90, "both replicas to join")
+    # A live stream, not a backlog: records arrive over ~20 s, so each replica hears the other's
+    # signatures a few event-time hours late at most, as in a deployment, not days late.
+    chunk = -(-table.num_rows // 40)
+    for start in range(0, table.num_rows, chunk):
+        kit.publish(table.slice(start, chunk), topic, fmt="arrow")
+        time.sleep(0.5)
+    assert a.wait(300) == 0, a.log()[-3000:]
+    assert b.wait(300) == 0, b.log()[-3000:]
+    for svc in (a, b):
+        assert "partitions assigned:" in svc.log()
+        matched = [line for line in svc.log().splitlines() if "signatures: published" in line]
+        assert matched and not matched[-1].rstrip().endswith(" 0 matched a request of this replica's partitions")
+    alerts = jsonl(a.alerts_file) + jsonl(b.alerts_file)
+    in_campaign = {x["account_id"] for x in alerts if x["campaign_id"]}
+    assert len(members & in_campaign) >= 0.9 * len(members) > len(alone)
+    assert not benign & in_campaign, "a benign account was pulled into a campaign"
+    # The signature messages carry account keys, never raw ids.
+    raw = b"".join(m.value for m in kit.read_topic(signatures))
+    assert not any(acct.encode() in raw for acct in list(members)[:5])
