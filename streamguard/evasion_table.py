@@ -45,6 +45,7 @@ def _row(name: str, labels: dict[str, Any], alerts: list[Any], traffic: Any, sec
     accounts = labels["accounts"]
     evasive = {a: i for a, i in accounts.items() if str(i["kind"]).startswith(EVASION_PREFIX)}
     ordinary = [a for a, i in accounts.items() if i["label"] == "distiller" and a not in evasive]
+    ordinary_members = [a for a in ordinary if accounts[a].get("campaign")]
     members = [a for a, i in evasive.items() if i.get("campaign")]
     singles = [a for a, i in evasive.items() if not i.get("campaign")]
 
@@ -61,6 +62,7 @@ def _row(name: str, labels: dict[str, Any], alerts: list[Any], traffic: Any, sec
         "evasive_campaign_members": share(members),
         "evasive_single_accounts": share(singles),
         "ordinary_distillers": share(ordinary),
+        "ordinary_campaign_members": share(ordinary_members),
         "benign_accounts": result.benign,
         "false_positives": result.false_positives,
         "false_positives_per_10k_benign": result.false_positives_per_10k_benign,
@@ -82,14 +84,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"`streamguard evasion --seed {report['seed']} --scale {report['scale']} --dim {report['dim']}` "
         f"({report['date']}, backend {report['backend']})",
         "",
-        "| scenario | evasive: campaign members | evasive: single accounts | ordinary distillers | "
-        "FP / 10k benign (FP) | benign in a campaign alert |",
+        "| scenario | evasive: campaign members | evasive: single accounts | ordinary distillers "
+        "(of which campaign members) | FP / 10k benign (FP) | benign in a campaign alert |",
         "|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         lines.append(
             f"| {row['scenario']} | {_fmt(row['evasive_campaign_members'])} | {_fmt(row['evasive_single_accounts'])} | "
-            f"{_fmt(row['ordinary_distillers'])} | {row['false_positives_per_10k_benign']:.1f} ({row['false_positives']}) | "
+            f"{_fmt(row['ordinary_distillers'])} ({_fmt(row['ordinary_campaign_members'])}) | "
+            f"{row['false_positives_per_10k_benign']:.1f} ({row['false_positives']}) | "
             f"{row['benign_campaign_alerts']} |"
         )
     return "\n".join(lines) + "\n"

@@ -490,6 +490,8 @@ class StreamguardMetrics:
             n = len(pipeline.accounts)
             active += n
             state_bytes += n * pipeline.state_bytes_per_account()
+            fixed = getattr(pipeline, "fixed_state_bytes", None)
+            state_bytes += fixed() if fixed is not None else 0
         self.accounts(active, state_bytes)
 
     def register_collector(self, source: Callable[[], Mapping[str, float]]) -> Collector:

@@ -494,7 +494,8 @@ class Pipeline:
 
     # ------------------------------------------------------------ checkpoints
 
-    SNAPSHOT_VERSION = 1
+    SNAPSHOT_VERSION = 2
+    """2: near-duplicate window and chains (no per-account ring), campaign links, alert budget."""
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this pipeline is (host values; picklable).
@@ -526,7 +527,10 @@ class Pipeline:
     def restore(self, state: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` into this (freshly built) pipeline."""
         if state.get("version") != self.SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {state.get('version')} is not {self.SNAPSHOT_VERSION}")
+            raise ValueError(
+                f"snapshot version {state.get('version')} is not {self.SNAPSHOT_VERSION}: written by another "
+                "streamguard release; start this partition afresh (move its checkpoint away) or run the matching release"
+            )
         if state["codebook"] is not None and not self.ready:
             self._build(Codebook(**state["codebook"]))
         self._warm = list(state["warm"])
@@ -556,3 +560,15 @@ class Pipeline:
             + 3 * 8  # scorer
             + 8  # account table
         )
+
+    def fixed_state_bytes(self) -> int:
+        """State that does not grow with accounts: the near-duplicate window and tables, shared-prompt
+        edges (a few per linked account) and, when sharing, the other partitions' signature tables."""
+        if self.near_duplicate is None:
+            return 0
+        total = sum(self.near_duplicate.fixed_state_bytes().values())
+        if self.campaigns is not None:
+            total += 48 * len(self.campaigns.edges) + 16 * len(self.campaigns.foreign_nodes)
+        if self.remote is not None:
+            total += self.remote.nbytes()
+        return total
