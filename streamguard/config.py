@@ -154,8 +154,9 @@ class CampaignConfig:
     org_link_z: float = 3.0
     min_links: int = 2
     """A member must be linked to this many others of its group (one link may be chance)."""
-    style_min_topics: float = 3.0
-    """A style links only accounts spread over this many effective topics (else it is a topic)."""
+    style_min_topics: float = 2.0
+    """A style links only accounts that touched this many distinct topics (else it is where their
+    few topics sit, not a template)."""
 
 
 @dataclass(frozen=True)

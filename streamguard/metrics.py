@@ -204,6 +204,11 @@ class StreamguardMetrics:
             f"{ns}_alerts", "Alerts emitted; a combined alert counts once per kind.",
             ["kind"], registry=registry,
         )
+        self._held_back = Counter(
+            f"{ns}_alerts_held_back",
+            "Alerts held back by scoring.alert_budget (still pending; sent when the day's budget frees).",
+            registry=registry,
+        )
         self._batch_seconds = Histogram(
             f"{ns}_batch_duration_seconds", "Wall time to process one micro-batch, decode to checkpoint.",
             registry=registry, buckets=BATCH_SECONDS_BUCKETS,
@@ -304,6 +309,11 @@ class StreamguardMetrics:
             self._alerts.labels(kind=kind).inc()
 
     # -- latencies -------------------------------------------------------
+
+    def held_back(self, n: int) -> None:
+        """Count ``n`` alerts the alert budget held back."""
+        if n > 0:
+            self._held_back.inc(n)
 
     def batch(self, seconds: float, size: int) -> None:
         """Observe one processed micro-batch: its wall time and its number of requests."""

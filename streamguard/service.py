@@ -569,6 +569,7 @@ class Service:
         batch = RequestBatch.concat([c.batch for c in chunks if len(c.batch)], dim)
         pipeline = state.pipeline
         before = dict(pipeline.stats.stage_seconds)
+        held = pipeline.scorer.held_back
         started = time.perf_counter()
         alerts = pipeline.process(batch) if len(batch) else []
         seconds = time.perf_counter() - started
@@ -588,6 +589,7 @@ class Service:
         self.stats["dead_letters"] += sum(len(c.dead) for c in chunks)
         if self.metrics is not None:
             m = self.metrics
+            m.held_back(pipeline.scorer.held_back - held)
             if len(batch):
                 m.requests(len(batch), state.partition)
                 m.batch(seconds, len(batch))

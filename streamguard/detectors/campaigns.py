@@ -108,7 +108,7 @@ class CampaignDetector(Stateful):
         link_orgs: bool = True,
         org_link_z: float = 3.0,
         min_links: int = 2,
-        style_min_topics: float = 3.0,
+        style_min_topics: float = 2.0,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -302,8 +302,9 @@ class CampaignDetector(Stateful):
         # A random projection keeps |r|^2 on average, so the noise floor is the mean residual energy / n.
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
-        # A template shapes requests whatever their topic: over one or two topics a "style" is
-        # just where those topics sit, and would link everyone asking about them.
+        # A template shapes requests whatever their topic: over a handful of topics a "style" is
+        # just where those topics sit, and would link everyone asking about them. Distinct topics
+        # touched, not effective ones: a strong template can pile a member's mass onto a few cells.
         topics = coverage.account_stats(nodes)["effective_topics"]
         strong = (snr >= self.style_snr) & (topics >= self.style_min_topics)
         candidates, means, snr = nodes[strong], means[strong], snr[strong]

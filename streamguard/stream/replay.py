@@ -149,9 +149,11 @@ def replay_table(
         if metrics is None:
             return pipeline.process(batch)
         before = dict(pipeline.stats.stage_seconds)
+        held = pipeline.scorer.held_back
         t0 = time.perf_counter()
         alerts = pipeline.process(batch)
         metrics.batch(time.perf_counter() - t0, len(batch))
+        metrics.held_back(pipeline.scorer.held_back - held)
         metrics.requests(len(batch), partition)
         for name, total in pipeline.stats.stage_seconds.items():
             if total > before.get(name, 0.0):

@@ -43,3 +43,24 @@ def test_a_missing_allowlist_is_a_clear_error(tmp_path):
 
     with pytest.raises(ValueError, match="allowlist"):
         load_settings(environ={"STREAMGUARD_SCORING_ALLOWLIST": str(tmp_path / "nope.txt")})
+
+
+def test_the_alert_budget_caps_alerts_per_event_day_and_counts_the_rest(small_settings, small_traffic):
+    from streamguard.metrics import StreamguardMetrics
+    from prometheus_client import CollectorRegistry
+
+    table = event_time_order(small_traffic.table)
+    batch, _ = validate_table(table, infer_dim(table))
+    free, _ = alerted(small_settings, batch)
+    budget = 1e-3  # far below one alert a day for this population: the floor of one a day applies
+    settings = replace(small_settings, scoring=replace(small_settings.scoring, alert_budget=budget))
+    capped, pipeline = alerted(settings, batch)
+    assert len({a.account_id for a in free}) > 3, "the small traffic must raise several alerts, or this test proves nothing"
+    days = sorted(a.ts for a in capped)
+    # Never more than one alert in any 24 h of event time.
+    assert all(later - earlier >= 86_400_000 for earlier, later in zip(days, days[1:]))
+    assert pipeline.scorer.held_back > 0 and len(capped) < len(free)
+    registry = CollectorRegistry()
+    metrics = StreamguardMetrics(registry, b"k")
+    metrics.held_back(pipeline.scorer.held_back)
+    assert registry.get_sample_value("streamguard_alerts_held_back_total") == pipeline.scorer.held_back
