@@ -21,6 +21,7 @@ This is the only module of streamguard that imports CuPy, and only when a
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -31,7 +32,9 @@ import numpy as np
 from streamguard.backends.numpy_backend import CLARITY, check_window
 
 from streamguard.backends.base import CrossMatch, DupScan
-from streamguard.backends.kernels import entry_points, kernel_sources
+from streamguard.backends.kernels import COMPILE_OPTIONS, entry_points, kernel_sources, prebuilt_binary
+
+log = logging.getLogger(__name__)
 
 _INT64_LIMIT = 2**63
 _FAULTS = {
@@ -130,9 +133,15 @@ class CupyRuntime:
 
     def load(self, sources: Mapping[str, str]) -> dict[str, Launcher]:
         launchers: dict[str, Launcher] = {}
-        for code in sources.values():
-            module = self._cupy.RawModule(code=code, options=("--std=c++17",))
-            module.compile()  # NVRTC runs here, at start-up, never on the first batch
+        for stem, code in sources.items():
+            prebuilt = prebuilt_binary(stem, code)
+            if prebuilt is not None:
+                # Built for this exact source at image build time (scripts/build_kernel_cache.py).
+                module = self._cupy.RawModule(path=str(prebuilt))
+                log.info("kernels/%s.cu: prebuilt %s", stem, prebuilt.name)
+            else:
+                module = self._cupy.RawModule(code=code, options=COMPILE_OPTIONS)
+            module.compile()  # NVRTC (or the module load) runs here, at start-up, never on the first batch
             self._modules.append(module)
             for entry in entry_points(code):
                 launchers[entry.name] = partial(self._launch, module.get_function(entry.name))

@@ -15,6 +15,7 @@ Where the files are found, first match wins:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from importlib import resources
 from pathlib import Path
 
 KERNEL_DIR_ENV = "STREAMGUARD_KERNEL_DIR"
+KERNEL_CACHE_ENV = "STREAMGUARD_KERNEL_CACHE"
+"""A directory of prebuilt binaries (``scripts/build_kernel_cache.py``), e.g. baked into the image."""
+COMPILE_OPTIONS: tuple[str, ...] = ("--std=c++17",)
+"""What the CUDA backend passes NVRTC, and the kernel cache builder passes nvcc."""
 COMMON_HEADER = "common.cuh"
 _MARKER = COMMON_HEADER  # a directory holding this file is a kernel directory
 _INCLUDE_COMMON = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"common\.cuh"[ \t]*$', re.MULTILINE)
@@ -93,6 +98,25 @@ def assemble(stem: str) -> str:
     line_after = source.count("\n", 0, match.end()) + 2  # 1-based number of the line after the include
     inlined = f'#line 1 "kernels/{COMMON_HEADER}"\n{header}\n#line {line_after} "kernels/{stem}.cu"'
     return f'#line 1 "kernels/{stem}.cu"\n' + source[: match.start()] + inlined + source[match.end() :]
+
+
+def source_digest(code: str) -> str:
+    """16 hex digits naming a binary built from ``code`` with :data:`COMPILE_OPTIONS`: an edited
+    kernel or header never loads a stale binary, it falls back to compiling the source."""
+    return hashlib.sha256(("\0".join(COMPILE_OPTIONS) + "\0" + code).encode("utf-8")).hexdigest()[:16]
+
+
+def prebuilt_binary(stem: str, code: str, cache_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The prebuilt fat binary of ``stem`` for exactly this source, if the kernel cache holds one.
+
+    ``cache_dir`` defaults to ``$STREAMGUARD_KERNEL_CACHE``; no directory, or no file named
+    ``<stem>-<source_digest>.fatbin`` in it, means None (the backend compiles the source).
+    """
+    where = cache_dir if cache_dir is not None else os.environ.get(KERNEL_CACHE_ENV)
+    if not where:
+        return None
+    path = Path(where) / f"{stem}-{source_digest(code)}.fatbin"
+    return path if path.is_file() else None
 
 
 def kernel_sources() -> dict[str, str]:
