@@ -87,6 +87,11 @@ class CampaignDetector(Stateful):
     style_snr, link_z, min_group, complementarity : see the module docstring
     link_min_requests : accounts with fewer requests are not linked
     max_link_accounts : the strongest styles considered per linking pass
+    shared_prompt_links, shared_prompt_share, edge_half_life_hours : when shared prompts link
+    link_orgs, org_link_z : how a shared org lowers the bar of the other links
+    min_links : links a member needs inside its group
+    style_min_topics : effective topics an account needs before its style may link it
+    max_edges : shared-prompt pairs remembered (the weakest are dropped beyond it)
     capacity : initial number of account slots
     """
 
@@ -109,6 +114,7 @@ class CampaignDetector(Stateful):
         org_link_z: float = 3.0,
         min_links: int = 2,
         style_min_topics: float = 2.0,
+        max_edges: int = 1_000_000,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -126,6 +132,7 @@ class CampaignDetector(Stateful):
         self.org_link_z = float(org_link_z) if link_orgs else float(link_z)
         self.min_links = int(min_links)
         self.style_min_topics = float(style_min_topics)
+        self.max_edges = int(max_edges)
         self.capacity = int(capacity)
         self.dims = int(projection.shape[1])
         self.campaign_of = np.full(capacity, "", dtype=object)
@@ -211,6 +218,9 @@ class CampaignDetector(Stateful):
         raw = np.array(list(self.edges.values()), dtype=np.float64)
         weight = raw[:, 0] * np.exp(-self.edge_rate * np.maximum(now_ts - raw[:, 1], 0.0))
         spent = weight < 0.05
+        if keys.size - spent.sum() > self.max_edges:
+            # Memory stays bounded: the weakest evidence goes first.
+            spent |= weight < np.partition(weight, keys.size - self.max_edges)[keys.size - self.max_edges]
         if spent.any():
             for key in keys[spent].tolist():
                 del self.edges[key]

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "deploy" / "docker"
 DOCKERFILES = {
-    "Dockerfile": {"base": "nvidia/cuda:", "flavour": "-runtime-", "extras": {"gpu", "kafka", "metrics"}},
+    "Dockerfile": {"base": "nvidia/cuda:", "flavour": "-runtime-", "extras": {"gpu", "kafka", "metrics"}, "build_flavour": "-devel-"},
     "Dockerfile.cpu": {"base": "python:3.11-slim", "flavour": "", "extras": {"cpu", "kafka", "metrics"}},
 }
 
@@ -94,7 +94,8 @@ def test_base_images_are_pinned_and_right(dockerfile) -> None:
         assert ":" in image, f"{image}: untagged means latest"
         assert not image.endswith(":latest"), image
         assert image.startswith(expected["base"]), image
-        assert expected["flavour"] in image, image
+        assert expected["flavour"] in image or expected.get("build_flavour", "\0") in image, image
+    assert expected["flavour"] in found[-1], f"the final stage must be the {expected['flavour']} image: {found[-1]}"
     assert "latest" not in path.read_text().lower().replace("the latest", "")
 
 
@@ -153,15 +154,22 @@ def test_installs_the_package_with_the_right_extras(dockerfile) -> None:
     assert entry == ['["streamguard"]']
 
 
-def test_cuda_image_lists_kernels_instead_of_warming_them() -> None:
+def test_cuda_image_ships_a_kernel_cache_warmed_at_build() -> None:
+    from streamguard.backends.kernels import KERNEL_CACHE_ENV, KERNEL_DIR_ENV
+
     path = DOCKER / "Dockerfile"
-    runs = [(rest, comments) for keyword, rest, comments in instructions(path) if keyword == "RUN"]
-    assert not any("--warm" in rest or "warmup" in rest for rest, _ in runs), "no GPU at build: never warm kernels there"
-    listing = [(rest, comments) for rest, comments in runs if "/opt/streamguard/kernels" in rest]
-    assert listing and "find" in listing[0][0]
-    assert "no gpu" in " ".join(listing[0][1]).lower(), "say why kernels are only listed"
-    env = " ".join(rest for keyword, rest, _ in instructions(path) if keyword == "ENV")
-    assert "STREAMGUARD_KERNELS_DIR=/opt/streamguard/kernels" in env
+    parts = stages(path)
+    builder = [st for st in parts if st[0][1].endswith(" AS kernels")]
+    assert builder, "a build stage named kernels"
+    runs = " ".join(rest for keyword, rest, _ in builder[0] if keyword == "RUN")
+    assert "scripts/build_kernel_cache.py --out /opt/streamguard/kernel-cache --arch 80 --arch 90" in runs
+    final = parts[-1]
+    copies = [rest for keyword, rest, _ in final if keyword == "COPY"]
+    assert "--from=kernels /opt/streamguard/kernel-cache/ /opt/streamguard/kernel-cache/" in copies
+    env = " ".join(rest for keyword, rest, _ in final if keyword == "ENV")
+    # The names the code reads, not look-alikes.
+    assert f"{KERNEL_DIR_ENV}=/opt/streamguard/kernels" in env
+    assert f"{KERNEL_CACHE_ENV}=/opt/streamguard/kernel-cache" in env
 
 
 def test_hadolint(dockerfile, which) -> None:

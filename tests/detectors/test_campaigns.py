@@ -173,3 +173,13 @@ def test_accounts_of_other_partitions_connect_this_partitions_members():
     assert [c.members.tolist() for c in campaigns] == [list(range(6))]
     assert campaigns[0].stats["links_other_partitions"] == 6
     assert all(k & 0xFFFFFFFF >= FOREIGN_BASE for k in camp.edges)
+
+
+def test_shared_prompt_evidence_is_bounded_by_dropping_the_weakest():
+    rng = np.random.default_rng(9)
+    _, _, camp = build(rng)
+    camp.max_edges = 10
+    for pair in range(30):  # 30 pairs of accounts, pair k with k+1 shared prompts
+        share_prompts(camp, 2 * pair, 2 * pair + 1, pair + 1)
+    lo, hi, weight = camp.edge_weights(NOW)
+    assert len(camp.edges) == 10 and sorted(weight.tolist()) == [float(k) for k in range(21, 31)]
