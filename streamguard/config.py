@@ -137,7 +137,10 @@ class CampaignConfig:
     rarity_effect: float = 0.05
     """A linked group that divides its work is evidence already; its combined rarity must
     still be significant (the scoring z and spread) but only this large an effect size."""
-    link_min_requests: int = 50
+    link_min_requests: int = 20
+    """Accounts with fewer requests are not linked (a style of fewer requests is mostly noise).
+    20, not 50: campaigns that go slow spread over accounts of 20-115 requests; the safeguards
+    (style SNR, two links per member, division of work) kept benign accounts out on seeds 0, 10-17."""
     max_link_accounts: int = 5000
     link_every_ticks: int = 3
     """Link accounts every this many scoring ticks."""

@@ -35,10 +35,11 @@ Four rules keep benign accounts out:
 - a link needs a cosine far beyond chance for random directions in ``p``
   dimensions (``link_z / sqrt(p)``), a threshold set by the projection, not by
   the embedding model;
-- a group must *divide* its work: its effective number of topics must exceed
-  its typical member's several times (``complementarity``). Several accounts
-  running the same benchmark share a template, but each covers the same
-  ground, so their union is no broader than one of them.
+- a group must *divide* its work: its effective number of topics, or the
+  number of distinct topics it touched, must exceed its typical member's
+  several times (``complementarity``). Several accounts running the same
+  benchmark share a template, but each covers the same ground, so their union
+  is no broader than one of them.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class CampaignDetector(Stateful):
         link_z: float = 6.0,
         min_group: int = 3,
         complementarity: float = 2.0,
-        link_min_requests: int = 50,
+        link_min_requests: int = 20,
         max_link_accounts: int = 5000,
         shared_prompt_links: float = 3.0,
         shared_prompt_share: float = 0.05,
@@ -363,7 +364,12 @@ class CampaignDetector(Stateful):
         member_stats = coverage.account_stats(members)
         group = coverage.group_stats(members)
         group["members"] = float(members.size)
-        group["complementarity"] = group["effective_topics"] / max(float(np.median(member_stats["effective_topics"])), 1.0)
+        effective = group["effective_topics"] / max(float(np.median(member_stats["effective_topics"])), 1.0)
+        # Distinct topics too: a strong shared template can pile every member's mass onto the same
+        # few cells, hiding a division of work that the topics each member touches still show.
+        covered = group["topics_covered"] / max(float(np.median(member_stats["topics_covered"])), 1.0)
+        group["complementarity_effective"], group["complementarity_covered"] = effective, covered
+        group["complementarity"] = max(effective, covered)
         return group
 
     def _campaign_id(self, members: np.ndarray) -> str:
