@@ -137,10 +137,11 @@ class CampaignConfig:
     rarity_effect: float = 0.05
     """A linked group that divides its work is evidence already; its combined rarity must
     still be significant (the scoring z and spread) but only this large an effect size."""
-    link_min_requests: int = 20
-    """Accounts with fewer requests are not linked (a style of fewer requests is mostly noise).
-    20, not 50: campaigns that go slow spread over accounts of 20-115 requests; the safeguards
-    (style SNR, two links per member, division of work) kept benign accounts out on seeds 0, 10-17."""
+    link_min_requests: int = 50
+    """Accounts with fewer requests are not linked. Lower catches more of a slow campaign's small
+    accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 9-13 at 50), but
+    then casual accounts of 20-50 requests, whose few topics look like a style, can be pulled
+    into a group (2 on seed 11 with the mixed_into_product scenario): see README, evasion."""
     max_link_accounts: int = 5000
     link_every_ticks: int = 3
     """Link accounts every this many scoring ticks."""

@@ -106,7 +106,7 @@ class CampaignDetector(Stateful):
         link_z: float = 6.0,
         min_group: int = 3,
         complementarity: float = 2.0,
-        link_min_requests: int = 20,
+        link_min_requests: int = 50,
         max_link_accounts: int = 5000,
         shared_prompt_links: float = 3.0,
         shared_prompt_share: float = 0.05,
