@@ -139,7 +139,7 @@ class CampaignConfig:
     still be significant (the scoring z and spread) but only this large an effect size."""
     link_min_requests: int = 50
     """Accounts with fewer requests are not linked. Lower catches more of a slow campaign's small
-    accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 9-13 at 50), but
+    accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 8-13 at 50), but
     then casual accounts of 20-50 requests, whose few topics look like a style, can be pulled
     into a group (2 on seed 11 with the mixed_into_product scenario): see README, evasion."""
     max_link_accounts: int = 5000
