@@ -176,7 +176,7 @@ class CampaignDetector(Stateful):
         near-duplicate or -1; org_ids : (n,) object array of str or None
         """
         if org_ids is not None:
-            has = np.flatnonzero(np.fromiter((bool(o) for o in org_ids), dtype=bool, count=len(org_ids)))
+            has = np.flatnonzero((org_ids != None) & (org_ids != ""))  # noqa: E711 - elementwise on an object array
             if has.size:
                 self.org_of[slots[has]] = org_ids[has]
         hit = np.flatnonzero(cross_slot >= 0)
