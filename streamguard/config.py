@@ -159,8 +159,8 @@ class CampaignConfig:
     min_links: int = 2
     """A member must be linked to this many others of its group (one link may be chance)."""
     style_min_topics: float = 2.0
-    """A style links only accounts that touched this many distinct topics (else it is where their
-    few topics sit, not a template)."""
+    """A style links only accounts spread over this many effective topics (over about one topic a
+    "style" is where that topic sits, not a template)."""
 
 
 @dataclass(frozen=True)

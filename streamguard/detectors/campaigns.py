@@ -313,11 +313,13 @@ class CampaignDetector(Stateful):
         # A random projection keeps |r|^2 on average, so the noise floor is the mean residual energy / n.
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
-        # A template shapes requests whatever their topic: over a handful of topics a "style" is
-        # just where those topics sit, and would link everyone asking about them. Distinct topics
-        # touched, not effective ones: a strong template can pile a member's mass onto a few cells.
-        topics = coverage.account_stats(nodes)["effective_topics"]
-        strong = (snr >= self.style_snr) & (topics >= self.style_min_topics)
+        strong = np.flatnonzero(snr >= self.style_snr)
+        if strong.size < 2:
+            return empty
+        # A template shapes requests whatever their topic: over about one topic a "style" is just
+        # where that topic sits, and would link everyone asking about it.
+        spread = coverage.account_stats(nodes[strong])["effective_topics"] >= self.style_min_topics
+        strong = strong[spread]
         candidates, means, snr = nodes[strong], means[strong], snr[strong]
         if candidates.size > self.max_link_accounts:
             keep = np.argsort(-snr, kind="stable")[: self.max_link_accounts]

@@ -56,13 +56,15 @@ class DetectorBatch:
 @dataclass
 class NearDuplicateResult:
     """Per request (host arrays): ``within_dist``/``cross_dist`` (n,) int32,
-    ``is_dup``/``is_cross_dup`` (n,) bool, ``cross_slot`` (n,) int64 (-1 if none)."""
+    ``is_dup``/``is_cross_dup`` (n,) bool, ``cross_slot`` (n,) int64 (-1 if none);
+    ``signatures`` (n, words) uint64 backend array, the requests' SimHash signatures."""
 
     within_dist: np.ndarray
     is_dup: np.ndarray
     cross_dist: np.ndarray
     cross_slot: np.ndarray
     is_cross_dup: np.ndarray
+    signatures: Any = None
 
     def scores(self, bits: int) -> np.ndarray:
         """(n,) float64 in [0, 1]: SimHash estimate of the cosine to the closest earlier
@@ -219,4 +221,4 @@ class NearDuplicateDetector(Stateful):
         np.add.at(self.cross_dups, batch.slots, is_cross.astype(np.int64))
         matched = np.flatnonzero(is_cross)
         self.last_partner[batch.slots[matched]] = cross.cross_slot[matched]
-        return NearDuplicateResult(within, is_dup, cross.cross_dist, cross.cross_slot, is_cross)
+        return NearDuplicateResult(within, is_dup, cross.cross_dist, cross.cross_slot, is_cross, sigs)

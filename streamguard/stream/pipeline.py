@@ -135,17 +135,14 @@ class Pipeline:
         self.stats.remote_duplicates += int(match.rows.size)
         return int(match.rows.size)
 
-    def _share(self, batch: RequestBatch, slots: np.ndarray, embeddings: Any, nd: Any) -> None:
+    def _share(self, batch: RequestBatch, slots: np.ndarray, nd: Any) -> None:
         assert self.remote is not None and self.near_duplicate is not None and self.campaigns is not None
-        nd_det = self.near_duplicate
-        sigs = np.ascontiguousarray(
-            self.backend.to_host(self.backend.signatures(embeddings, nd_det.planes, nd_det.plane_offsets)), dtype=np.uint64
-        )
+        sigs = np.ascontiguousarray(self.backend.to_host(nd.signatures), dtype=np.uint64)
         match = self.remote.match_local(sigs, slots, batch.ts)
         if match.rows.size:
             # A request already matched within this partition is counted once.
             fresh = match.rows[nd.cross_slot[match.rows] < 0]
-            np.add.at(nd_det.cross_dups, slots[fresh], 1)
+            np.add.at(self.near_duplicate.cross_dups, slots[fresh], 1)
             self.campaigns.observe_foreign(match.local_slots, match.ts, match.foreign_keys)
             self.stats.remote_duplicates += int(match.rows.size)
         unique, inverse = np.unique(batch.account_ids, return_inverse=True)
@@ -350,7 +347,7 @@ class Pipeline:
         assert self.campaigns is not None
         self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids)
         if self.remote is not None:
-            self._share(batch, slots, det_batch.embeddings, nd)
+            self._share(batch, slots, nd)
         self._touched.update(np.unique(slots).tolist())
         self.stats.near_duplicates += int(nd.is_dup.sum())
         self.stats.cross_duplicates += int(nd.is_cross_dup.sum())
