@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[cpu,kafka,metrics,bench,test]'
+	$(PY) -m pip install --quiet -e '.[cpu,kafka,metrics,bench,test,text]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -88,6 +88,14 @@ def _endpoint(args: argparse.Namespace, backend, default_key: bytes | None = Non
     return endpoint
 
 
+class _StoreGiven(argparse.Action):
+    """Store the value and note that the flag was given, as ``<dest>_given``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse's signature
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description="Detect model-distillation traffic in an LLM API request stream.")
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
@@ -108,7 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--scale", type=float, default=1.0)
     sim.add_argument("--dim", type=int, default=384)
-    sim.add_argument("--days", type=float, default=3.0)
+    sim.add_argument(
+        "--days", type=float, default=3.0, action=_StoreGiven,
+        help="length of the period (default 3; with --sample-world the world draws it, 4 hours to 5 days, unless given)",
+    )
+    sim.set_defaults(days_given=False)
+    sim.add_argument(
+        "--sample-world",
+        action="store_true",
+        help="let the seed also draw the world's family: geometry, mix and volumes of account kinds, "
+        "template strength, span and population size (x0.15-12 on top of --scale); "
+        "the drawn parameters go into the labels under \"world\"",
+    )
     sim.add_argument(
         "--evasion",
         action="append",
@@ -116,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SCENARIO",
         help="plant an evasion scenario's distillers too (repeatable; 'all' for every one): "
         "paraphrased, mixed_into_product, round_robin, slow_10x, population_mix",
+    )
+    sim.add_argument(
+        "--real-text",
+        action="store_true",
+        help="write the prompts as text and embed them with the all-MiniLM-L6-v2 sentence model "
+        "(D=384; needs the 'text' extra; ~21-24k requests at scale 1; embeddings cached on disk)",
+    )
+    sim.add_argument(
+        "--embed-cache", default=_env("EMBED_CACHE"), metavar="DIR",
+        help="with --real-text: embedding cache folder (env STREAMGUARD_EMBED_CACHE; default ~/.cache/streamguard/embeddings)",
+    )
+    sim.add_argument(
+        "--embed-threads", type=int, default=_env("EMBED_THREADS"), metavar="N",
+        help="with --real-text: torch threads for embedding (env STREAMGUARD_EMBED_THREADS; default all cores)",
+    )
+    sim.add_argument(
+        "--texts", default=None, metavar="F.parquet",
+        help="with --real-text: also write each request's prompt text and ground truth here (not part of the contract)",
     )
     sim.add_argument("--to", default=None, help="also publish to kafka://host:port/topic")
     sim.add_argument("--to-format", choices=["arrow", "json"], default="arrow", help="Kafka record format for --to")
@@ -137,16 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(rep)
 
     ev = sub.add_parser("eval", help="precision, recall, false positives and delay of alerts against labels")
-    ev.add_argument("--labels", required=True)
+    ev.add_argument(
+        "--labels", required=True,
+        help="labels JSON: streamguard simulate's, or the independent worlds' ({account_id: {label, kind, campaign, events}})",
+    )
     ev.add_argument("--alerts", required=True)
     ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
     ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
 
-    from streamguard import bench, evasion_table, service  # noqa: PLC0415 - their heavy imports stay inside their commands
+    from streamguard import bench, evaluate_matrix, evasion_table, service  # noqa: PLC0415 - their heavy imports stay inside their commands
 
     bench.add_parser(sub)
     service.add_parser(sub)
     _add_settings_flags(evasion_table.add_parser(sub))
+    evaluate_matrix.add_parser(sub)
     return parser
 
 
@@ -181,18 +222,59 @@ def _codebook(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+def _simulate_real_text(args: argparse.Namespace):
+    """The --real-text branch of `simulate`: written prompts, real sentence embeddings."""
+    from streamguard.sim.realtext import RealTextConfig, simulate_realtext
+    from streamguard.sim.text_embedding import EMBED_DIM, CachedEmbedder, ModelUnavailable
+
+    if args.evasion:
+        raise UsageError("--evasion is not available with --real-text")
+    if args.dim != EMBED_DIM:
+        raise UsageError(f"--real-text embeds with all-MiniLM-L6-v2, whose dimension is {EMBED_DIM}; drop --dim {args.dim}")
+    if args.embed_threads is not None and args.embed_threads < 1:
+        raise UsageError(f"--embed-threads must be >= 1, got {args.embed_threads}")
+    try:
+        config = RealTextConfig(seed=args.seed, scale=args.scale, days=args.days)
+        embedder = CachedEmbedder(cache_dir=args.embed_cache, threads=args.embed_threads)
+        traffic = simulate_realtext(config, embedder)
+    except ModelUnavailable as exc:
+        raise UsageError(str(exc)) from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+    print(
+        f"embedded {traffic.embedded} new prompts in {traffic.embed_seconds:.1f} s "
+        f"({traffic.cached} from the cache in {embedder.cache.folder})",
+        flush=True,
+    )
+    return traffic
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streamguard.sim import SimConfig, simulate, write_traffic
 
-    try:
-        from streamguard.sim import KNOWN_EVASIONS
+    if args.texts and not args.real_text:
+        raise UsageError("--texts needs --real-text")
+    if args.sample_world and args.real_text:
+        raise UsageError("--sample-world is not available with --real-text")
+    if args.real_text:
+        traffic = _simulate_real_text(args)
+    else:
+        try:
+            from streamguard.sim import KNOWN_EVASIONS
 
-        evasion = sorted(KNOWN_EVASIONS) if "all" in args.evasion else args.evasion
-        config = SimConfig(seed=args.seed, scale=args.scale, dim=args.dim, days=args.days, evasion=tuple(evasion))
-        traffic = simulate(config)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+            evasion = sorted(KNOWN_EVASIONS) if "all" in args.evasion else args.evasion
+            days = args.days if args.days_given or not args.sample_world else None
+            config = SimConfig(
+                seed=args.seed, scale=args.scale, dim=args.dim, days=days, evasion=tuple(evasion), sample_world=args.sample_world
+            )
+            traffic = simulate(config)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     write_traffic(traffic, args.out, args.labels)
+    if args.texts:
+        from streamguard.sim.realtext import write_prompt_texts
+
+        write_prompt_texts(traffic, args.texts)
     if args.to:
         from streamguard.stream.kafka import publish_table  # noqa: PLC0415 - kafka only when asked
 
@@ -317,6 +399,21 @@ def cmd_evasion(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streamguard import evaluate_matrix
+    from streamguard.config import load_settings
+
+    try:
+        if args.list:
+            return evaluate_matrix.list_worlds(args)
+        # The defaults (or --config), never the environment's STREAMGUARD_* settings.
+        settings = load_settings(args.config, environ={})
+        backend = _backend(args, settings)
+        return evaluate_matrix.run(args, settings, backend)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streamguard import service
 
@@ -331,6 +428,7 @@ COMMANDS = {
     "bench": cmd_bench,
     "run": cmd_run,
     "evasion": cmd_evasion,
+    "evaluate": cmd_evaluate,
 }
 
 

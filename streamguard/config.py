@@ -66,6 +66,11 @@ class CoverageConfig:
     """Cap per account in the warm-up sample, so heavy or templated accounts do not own cells."""
     min_accounts_per_cell: int = 2
     """A cell must be used by this many warm-up accounts: one account's system prompt is no capability."""
+    wrapper_mad_k: float = 6.0
+    """A cell whose requests, once its centroid is removed, still point at other cells (a template
+    shared by many accounts wrapped around the topics they ask about) more than the stream's cells
+    typically do, by this many robust deviations (the population's own spread, as
+    scoring.population_mad_k), is dropped (0: keep every cell); see detectors/codebook.py."""
     kmeans_iters: int = 10
     half_life_hours: float = 72.0
     """Decay of per-account and population topic histograms."""
@@ -79,13 +84,14 @@ class CoverageConfig:
 class ScoringConfig:
     min_requests: int = 200
     """No alert before an account has sent this many requests."""
-    rarity_effect: float = 0.15
-    """Sweep: the account's mean topic surprisal must exceed the population's entropy by
-    this many population standard deviations of surprisal (a standardised effect size) ..."""
-    rarity_z: float = 4.0
-    """... with this statistical significance (the standard error shrinks like 1/sqrt(n)) ..."""
-    spread_ratio: float = 0.15
-    """... and its effective number of topics must reach this share of the population's own."""
+    false_alerts_per_10k: float = 5.0
+    """The false-alert rate the sweep line is set for: ordinary accounts alerted per 10,000.
+
+    The line is the normal quantile ``z = Phi^-1(1 - rate / 10,000)`` of the sweep statistic
+    (``coverage.py``: how much rarer than the population's an account's topics are, in standard
+    errors of an account that picks as many topics from the population mix). Under that null
+    the statistic is a z-score whatever the world, the embedding model or the codebook, so the
+    setting means the same on every stream (5 per 10k: z = 3.29)."""
     min_span_ms: int = 2 * HOUR_MS
     """A sweep must be sustained: the account active for at least this long (a benchmark
     run is one short burst) ..."""
@@ -93,8 +99,10 @@ class ScoringConfig:
     """... and the line still crossed this long after it was first crossed ..."""
     min_growth: float = 0.1
     """... while the account's volume grew by this fraction (a sweeper keeps going)."""
-    burst_growth: float = 4.0
-    """Alternatively, volume growing this many times over the first crossing also confirms."""
+    burst_growth: float = 0.0
+    """Alternatively, volume growing this many times over the first crossing confirms (0: off).
+    Off by default: a benchmark run of 2,000 requests crosses at a few hundred and grows
+    fourfold inside its own burst, so growth alone cannot tell it from a sweeper."""
     population_min_accounts: int = 30
     """Below this many established accounts, only the absolute floors apply."""
     population_mad_k: float = 6.0
@@ -134,9 +142,11 @@ class CampaignConfig:
     min_group: int = 3
     complementarity: float = 2.0
     """A group's effective topics must exceed its median member's this many times."""
-    rarity_effect: float = 0.05
-    """A linked group that divides its work is evidence already; its combined rarity must
-    still be significant (the scoring z and spread) but only this large an effect size."""
+    group_false_alerts_per_10k: float = 5.0
+    """The sweep line of a linked group, as a false-alert rate (scoring.false_alerts_per_10k's
+    meaning; 5 per 10k: z = 3.29, an account's line). Not lower: a group is chosen by its links,
+    and ordinary users linked because they ask about the same topics, judged against the rest
+    of the stream, sit above the null (up to z = 2.9 on the independent world, seed 7001)."""
     link_min_requests: int = 50
     """Accounts with fewer requests are not linked. Lower catches more of a slow campaign's small
     accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 8-13 at 50), but
@@ -302,6 +312,10 @@ class Settings:
             raise ValueError("coverage.half_life_hours must be > 0")
         if self.batch.max_size < 1:
             raise ValueError("batch.max_size must be >= 1")
+        if not 0.0 < self.scoring.false_alerts_per_10k < 10_000.0:
+            raise ValueError(
+                f"scoring.false_alerts_per_10k must be in (0, 10000), got {self.scoring.false_alerts_per_10k}"
+            )
         if self.scoring.alert_budget < 0:
             raise ValueError(f"scoring.alert_budget must be >= 0 (0: no cap), got {self.scoring.alert_budget}")
         if self.scoring.allowlist and not Path(self.scoring.allowlist).is_file():

@@ -22,18 +22,63 @@ from streamguard.schema import AlertRecord
 
 
 class LabelsError(ValueError):
-    """A labels file that is not the simulator's labels format."""
+    """A labels file in neither of the formats :func:`load_labels` reads."""
+
+
+def _independent_labels(path: str | Path, data: dict[str, Any]) -> dict[str, Any]:
+    """The independent worlds' format (``{account_id: {"label", "kind", "campaign", "events"}}``) in streamguard's form."""
+    accounts: dict[str, dict[str, Any]] = {}
+    campaigns: dict[str, dict[str, Any]] = {}
+    for account, info in data.items():
+        if not isinstance(info, dict):
+            raise LabelsError(f"{path}: account {account!r} needs an object with 'label' 'benign' or 'distiller'")
+        events = info.get("events")
+        accounts[account] = {
+            "label": info.get("label"),
+            "kind": info.get("kind", "unknown"),
+            "campaign": info.get("campaign"),
+            "n_requests": int(events) if events is not None else None,
+        }
+        if info.get("campaign") is not None:
+            campaigns.setdefault(str(info["campaign"]), {"members": []})["members"].append(account)
+    return {"format": "independent", "accounts": accounts, "campaigns": campaigns}
 
 
 def load_labels(path: str | Path) -> dict[str, Any]:
+    """Read a labels file of either format, normalised to streamguard's.
+
+    Two formats are read: streamguard's own (``streamguard simulate``:
+    ``{"version", ..., "accounts": {account_id: {"label", "kind", "campaign",
+    "n_requests"}}, "campaigns": {...}}``) and the independent worlds'
+    (``../shared/worlds/independent_traffic.py``: ``{account_id: {"label",
+    "kind", "campaign", "events"}}``). Both come back in the first form, with
+    ``"format"`` set to ``"streamguard"`` or ``"independent"``; an
+    independent file's ``events`` become ``n_requests`` and its campaigns are
+    collected from the accounts.
+
+    Raises
+    ------
+    LabelsError
+        If the file is missing, not JSON, in neither format, or an account's
+        label is not ``"benign"`` or ``"distiller"``.
+    """
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise LabelsError(f"{path}: no such labels file") from None
     except json.JSONDecodeError as exc:
         raise LabelsError(f"{path}: not JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("accounts"), dict):
-        raise LabelsError(f"{path}: expected an object with an 'accounts' mapping")
+    if not isinstance(data, dict) or not data:
+        raise LabelsError(
+            f"{path}: expected an object with an 'accounts' mapping (streamguard simulate) "
+            "or one mapping account ids to labels (independent worlds)"
+        )
+    accounts = data.get("accounts")
+    # An independent file could name an account "accounts"; its value then carries a label.
+    if isinstance(accounts, dict) and "label" not in accounts:
+        data = {**data, "format": "streamguard"}
+    else:
+        data = _independent_labels(path, data)
     for account, info in data["accounts"].items():
         if not isinstance(info, dict) or info.get("label") not in ("benign", "distiller"):
             raise LabelsError(f"{path}: account {account!r} needs label 'benign' or 'distiller'")
@@ -163,8 +208,10 @@ def render(result: Evaluation, console: Any = None) -> None:
     head.add_row("detection delay (hours since first request)", f"median {result.delay_hours_median:.1f}")
     console.print(head)
     kinds = Table(title="by kind")
+    # A kind name is never cut short, however narrow the output (a log, a pipe).
+    longest = max((len(k) for k in (*result.by_distiller_kind, *result.by_benign_kind)), default=4)
     for col in ("label", "kind", "accounts", "flagged", "recall / FP per 10k", "median delay (requests)"):
-        kinds.add_column(col)
+        kinds.add_column(col, no_wrap=col == "kind", min_width=longest if col == "kind" else None)
     for kind, row in result.by_distiller_kind.items():
         kinds.add_row("distiller", kind, str(int(row["accounts"])), str(int(row["flagged"])), f"{row['recall']:.3f}", f"{row['delay_median']:.0f}")
     for kind, row in result.by_benign_kind.items():

@@ -259,7 +259,7 @@ class CampaignDetector(Stateful):
             nodes = nodes[~excluded[nodes]]
         if nodes.size < self.min_group:
             return []
-        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen)]
+        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
         kinds = ("style", "shared_prompts")
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])
@@ -340,12 +340,25 @@ class CampaignDetector(Stateful):
             return np.zeros(i.shape[0], dtype=bool)
         return (self.org_of[i] == self.org_of[j]) & (self.org_of[i] != "")
 
-    def _shared_prompt_pairs(self, nodes: np.ndarray, now_ts: int, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _shared_prompt_pairs(
+        self,
+        nodes: np.ndarray,
+        now_ts: int,
+        seen: np.ndarray,
+        coverage: CoverageDetector | None = None,
+        cross_dups: np.ndarray | None = None,
+        active: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots that sent near-duplicates of each other's prompts often enough, lately.
 
-        Often enough is an absolute count and a share of the smaller account's requests: two
-        heavy accounts on the same topics meet by chance now and then; a campaign resending its
-        prompts does so at a rate.
+        Often enough is an absolute count, a share of the smaller account's requests, and far
+        beyond chance in this stream. The chance model: each account finds a near-duplicate
+        partner for its requests at its own rate (its cross-account duplicate rate), and the
+        partner is any account asking about the same topic, in proportion to how much it asks.
+        Two ordinary users of one tight, quiet topic then share "near-duplicates" by the dozen,
+        and so expected; a campaign resending its prompts to each other shares them far above
+        that. The edge must exceed its expectation by ``link_z`` Poisson deviations
+        (``org_link_z`` within an org).
         """
         lo, hi, weight = self.edge_weights(now_ts)
         # Both ends linkable here, or a local node and an account of another partition.
@@ -359,6 +372,13 @@ class CampaignDetector(Stateful):
         linked = ((weight >= self.shared_prompt_links) & (weight >= self.shared_prompt_share * smaller)) | (
             (weight >= 1.0) & same_org
         )
+        if coverage is not None and cross_dups is not None and active is not None and linked.any():
+            both = np.flatnonzero(linked & local)
+            a, b = lo[both], hi[both]
+            rate = cross_dups[a] / np.maximum(seen[a], 1) + cross_dups[b] / np.maximum(seen[b], 1)
+            expected = rate * coverage.topic_overlap(a, b, active)
+            z = np.where(same_org[both], self.org_link_z, self.link_z)
+            linked[both] = weight[both] >= expected + z * np.sqrt(np.maximum(expected, 1.0))
         return lo[linked], hi[linked]
 
     def group_stats(self, coverage: CoverageDetector, members: np.ndarray) -> dict[str, float]:

@@ -175,6 +175,38 @@ def _shared_cells(centroids: np.ndarray, sample: np.ndarray, accounts: np.ndarra
     return centroids[keep]
 
 
+def _wrapper_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -> np.ndarray:
+    """Keep the cells whose requests they explain; drop the wrappers around other cells.
+
+    A template shared by a campaign's accounts pulls their requests, whatever their topic,
+    into cells of its own; a codebook that keeps such a cell sees the template where the
+    campaign swept hundreds of topics. What a topic's centroid leaves of its requests is
+    noise, but what a template's centroid leaves is the topics it wrapped: the residual of
+    a request still points at another cell. A cell whose requests' residuals point at
+    other cells far more than the stream's cells typically do (beyond ``mad_k`` robust
+    deviations of the median cell) is dropped, and its requests fall to the topic cells
+    their content is closest to, as a lone power user's personal template already does.
+    """
+    scores = sample @ centroids.T
+    own = scores.argmax(axis=1)
+    residual = _normalise(sample - scores[np.arange(sample.shape[0]), own][:, None] * centroids[own])
+    elsewhere = residual @ centroids.T
+    elsewhere[np.arange(sample.shape[0]), own] = -np.inf
+    pointing = elsewhere.max(axis=1)
+    per_cell = np.full(centroids.shape[0], np.nan)
+    order = np.argsort(own, kind="stable")
+    cells, starts = np.unique(own[order], return_index=True)
+    for cell, values in zip(cells.tolist(), np.split(pointing[order], starts[1:])):
+        per_cell[cell] = float(np.median(values))
+    used = np.isfinite(per_cell)
+    median = float(np.median(per_cell[used]))
+    mad = 1.4826 * float(np.median(np.abs(per_cell[used] - median)))
+    keep = ~used | (per_cell <= median + mad_k * max(mad, 1e-6))
+    if keep.sum() < 2:
+        return centroids
+    return centroids[keep]
+
+
 def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> tuple[np.ndarray, np.ndarray]:
     """Topic of each cell, and domain of each topic, from one average-linkage tree.
 
@@ -215,6 +247,7 @@ def fit_codebook(
     iters: int = 10,
     seed: int = 0,
     min_accounts: int = 2,
+    wrapper_mad_k: float = 6.0,
 ) -> Codebook:
     """Fit a codebook on a warm-up sample.
 
@@ -226,6 +259,8 @@ def fit_codebook(
     cells : K, reduced when the sample is too small to support it
     max_topics : upper bound on T
     min_accounts : a cell must be shared by this many accounts of the warm-up
+    wrapper_mad_k : cells that wrap other cells (templates) beyond this many robust
+        deviations are dropped (0: keep them); see :func:`_wrapper_cells`
     """
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
         raise ValueError("cannot fit a codebook on an empty warm-up sample")
@@ -237,6 +272,8 @@ def fit_codebook(
     k = int(max(2, min(cells, centred.shape[0] // 4)))
     centroids = spherical_kmeans(centred, k, iters, rng)
     centroids = _shared_cells(centroids, centred, account_keys[kept], min_accounts)
+    if wrapper_mad_k > 0:
+        centroids = _wrapper_cells(centroids, centred, wrapper_mad_k)
     own = (centred @ centroids.T).max(axis=1)
     topic_of_cell, domain_of_topic = merge_cells(centroids, float(np.median(own)), max_topics)
     warm_cells = ((embeddings - mean) @ centroids.T).argmax(axis=1)

@@ -19,6 +19,16 @@ against the live population and neither in cosine units, tell them apart:
     Divided by the population's standard deviation of surprisal it is an
     effect size (``rarity_effect``); divided by its standard error
     ``sd / sqrt(n_eff)`` a z-score (``rarity_z``) that only volume can raise.
+    That standard error treats every request as an independent pick of a
+    topic, which no account is: a power user picks a few favourite topics and
+    asks about them thousands of times, so one rare favourite makes its
+    ``rarity_z`` enormous. The decisive statistic, ``sweep_z``, counts the
+    picks instead: ``rarity_effect * sqrt(k)`` with ``k`` the account's
+    effective number of topics (at most its effective sample size). An
+    account whose ``k`` topics are drawn from the population mix has
+    ``sweep_z`` about standard normal whatever the world, the embedding model
+    or the codebook; a sweeper, rare topics as often as common ones over many
+    topics, sits far out in its tail.
     The same is measured *within domains* (``rarity_cond``: surprisal of the
     topic given its domain, against the population's conditional entropy in
     the account's own domain mix). It is reported in the evidence only: on
@@ -254,7 +264,7 @@ class CoverageDetector(Stateful):
 
         Returns host float64 arrays (m,): ``n_eff`` (Kish effective sample
         size), ``rarity`` (nats), ``rarity_effect`` (population sds),
-        ``rarity_z``, ``effective_topics``, ``spread``, ``topics_covered``.
+        ``rarity_z``, ``sweep_z``, ``effective_topics``, ``spread``, ``topics_covered``.
         """
         slots = np.asarray(slots, dtype=np.int64)
         mix = self.population_mix()
@@ -266,11 +276,39 @@ class CoverageDetector(Stateful):
             red["sum_sq"], red["surprisal"], red["distinct"], self.w_sum[slots], self.w2_sum[slots], mix, rows
         )
 
+    def topic_overlap(self, a: np.ndarray, b: np.ndarray, population: np.ndarray) -> np.ndarray:
+        """(m,) float64: ``sum_t h_a(t) h_b(t) / M(t)`` for the pairs ``(a[i], b[i])``.
+
+        ``h`` are the accounts' decayed topic histograms and ``M`` the topic's mass over the
+        ``population`` slots (undamped, unlike the population mix): how many of ``a``'s requests
+        would have ``b`` as their partner if partners were drawn among everyone asking about
+        the same topic, per unit of ``a``'s partner rate.
+        """
+        if a.size == 0:
+            return np.zeros(a.size)
+        mass = self.backend.to_host(self.hist[self.backend.asarray(population)]).astype(np.float64).sum(axis=0)
+        ha = self.backend.to_host(self.hist[self.backend.asarray(a)]).astype(np.float64)
+        hb = self.backend.to_host(self.hist[self.backend.asarray(b)]).astype(np.float64)
+        return (ha * hb / np.maximum(mass, 1e-300)).sum(axis=1)
+
     def group_stats(self, slots: np.ndarray) -> dict[str, float]:
-        """The statistics of :meth:`account_stats` for several accounts taken as one actor."""
-        mix = self.population_mix()
-        rows = self.backend.to_host(self.hist[self.backend.asarray(np.asarray(slots, dtype=np.int64))])
-        combined = rows.astype(np.float64).sum(axis=0)
+        """The statistics of :meth:`account_stats` for several accounts taken as one actor.
+
+        The group is judged against the population *without* it: a campaign of a few dozen
+        accounts is a visible share of a small stream's mix, and against a mix that contains
+        it, its own topics look common.
+        """
+        slots = np.asarray(slots, dtype=np.int64)
+        rows = self.backend.to_host(self.hist[self.backend.asarray(slots)]).astype(np.float64)
+        combined = rows.sum(axis=0)
+        counts = self.population if self.population.sum() > 0 else self.prior_counts
+        # Each member's share of the population as the damping counted it: min(1, cap / k) per request.
+        k = np.maximum(self.requests[slots].astype(np.float64), 1.0)
+        cap = float(self.population_account_cap)
+        damped = np.where(k <= cap, k, cap * (1.0 + np.log(k / cap)))
+        own = (rows * (damped / k)[:, None]).sum(axis=0)
+        rest = np.maximum(counts - own, 0.0)
+        mix = PopulationMix.from_counts(rest if rest.sum() > 0 else counts, self.domain_of_topic)
         stats = self._stats(
             np.array([combined @ combined]),
             np.array([combined @ mix.surprisal]),
@@ -280,7 +318,16 @@ class CoverageDetector(Stateful):
             mix,
             combined[None, :],
         )
-        return {name: float(values[0]) for name, values in stats.items()}
+        out = {name: float(values[0]) for name, values in stats.items()}
+        # A group divides the work but shares its templates: a template that pulls every member's
+        # requests into a cell of its own puts a third of the group's mass on one topic, and the
+        # inverse Simpson number (which the heaviest topics decide) sees a handful of topics where
+        # the members covered hundreds. The group's picks are counted by the Shannon number instead.
+        q = combined / max(combined.sum(), 1e-300)
+        shannon = float(np.exp(-(q[q > 0] * np.log(q[q > 0])).sum())) if combined.sum() > 0 else 0.0
+        out["effective_topics_shannon"] = shannon
+        out["sweep_z"] = out["rarity_effect"] * math.sqrt(max(min(out["n_eff"], shannon), 1.0))
+        return out
 
     def _stats(
         self,
@@ -317,6 +364,9 @@ class CoverageDetector(Stateful):
             "rarity": rarity,
             "rarity_effect": rarity / mix.surprisal_sd,
             "rarity_z": rarity / standard_error,
+            # An account picks a handful of topics and then asks about them many times: the
+            # picks, not the requests, are its sample of the population mix.
+            "sweep_z": rarity / mix.surprisal_sd * np.sqrt(np.maximum(np.minimum(n_eff, effective_topics), 1.0)),
             "effective_topics": effective_topics,
             "spread": effective_topics / mix.effective_topics,
             "topics_covered": distinct,

@@ -4,27 +4,30 @@ The detectors produce per-account evidence (near-duplicate rates, coverage
 statistics). Scoring turns it into alerts with three rules, none of them a
 constant fitted to one data set:
 
-1. **Against the population.** Coverage evidence is measured in units of the
-   live population: rarity in population standard deviations of surprisal,
-   spread as a share of the population's effective number of topics. Rates
+1. **Against the population, at a set false-alert rate.** The sweep
+   statistic ``sweep_z`` (see ``coverage.py``) is a z-score under the null
+   that an account picks its topics from the live population's mix, so the
+   line is the normal quantile of the false-alert rate asked for
+   (``false_alerts_per_10k``), not a constant fitted to one world. A sweep
+   must also be at least as broad as the median established account (a
+   niche user can have rare topics, but few of them). Rates
    (cross-account duplicates) count as unusual only above
    ``median + k * MAD`` over the *established* accounts of the stream (those
    with at least ``min_requests`` requests), refreshed every few batches, and
    above a floor that keeps the rule sane on tiny or homogeneous populations.
-2. **Significance grows with volume.** Rarity must also be ``rarity_z``
-   standard errors above zero, and the standard error shrinks like
-   ``1/sqrt(n_eff)``: a short burst cannot be significant.
-3. **Persistence.** The account must have been active for ``min_span_ms``,
+2. **Persistence.** The account must have been active for ``min_span_ms``,
    and the line must still be crossed ``confirm_ms`` after it was first
-   crossed, after the account's volume grew by ``min_growth`` (or, for a fast
-   sweeper, by ``burst_growth`` times). A benchmark run that sweeps every
-   subject once in one short burst never confirms; a sweeper that keeps going
-   does.
+   crossed, after the account's volume grew by ``min_growth``. A benchmark
+   run that sweeps every subject once in one burst never confirms; a sweeper
+   that keeps going does. This costs delay: a fast sweeper sends two hours of
+   its traffic before it is alerted (``min_span_ms`` is the knob: set it to the
+   longest benchmark burst the provider's customers run).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any
 
 import math
@@ -34,7 +37,7 @@ import numpy as np
 from streamguard.config import ScoringConfig
 from streamguard.detectors.state import Stateful
 
-FEATURES = ("rarity_effect", "rarity_z", "spread", "dup_rate", "cross_rate", "sweep_margin")
+FEATURES = ("rarity_effect", "rarity_z", "sweep_z", "spread", "effective_topics", "dup_rate", "cross_rate", "sweep_margin")
 DAY_MS = 86_400_000
 
 
@@ -69,6 +72,11 @@ class PopulationBaseline:
         if values is None or values.size == 0:
             return None
         return float(np.quantile(values, q))
+
+
+def sweep_line(false_alerts_per_10k: float) -> float:
+    """``Phi^-1(1 - rate / 10,000)``: the z-score an ordinary account exceeds at that rate."""
+    return NormalDist().inv_cdf(1.0 - false_alerts_per_10k / 10_000.0)
 
 
 def read_allowlist(path: str) -> frozenset[str]:
@@ -166,8 +174,10 @@ class Scorer(Stateful):
         self.alerted_n[slots] = 0
 
     def refresh_baseline(self, features: dict[str, np.ndarray]) -> None:
-        features = dict(features, sweep_margin=self.sweep_margin(features))
         self.baseline = robust_baseline({k: v for k, v in features.items() if k in FEATURES})
+        self.baseline = robust_baseline(
+            {k: v for k, v in dict(features, sweep_margin=self.sweep_margin(features)).items() if k in FEATURES}
+        )
 
     def budget_left(self, now_ts: int) -> float:
         """Alerts still allowed in the day ending at ``now_ts`` (inf without a budget)."""
@@ -193,7 +203,7 @@ class Scorer(Stateful):
     def _confirmed(self, now: int, first_seen: int, crossed_ts: int, seen: float, crossed_n: float) -> bool:
         cfg = self.config
         grown = seen / max(crossed_n, 1.0)
-        if grown >= cfg.burst_growth:
+        if cfg.burst_growth > 0 and grown >= cfg.burst_growth:
             return True
         return (
             now - first_seen >= cfg.min_span_ms and now - crossed_ts >= cfg.confirm_ms and grown >= 1.0 + cfg.min_growth
@@ -261,6 +271,8 @@ class Scorer(Stateful):
                 "rarity_nats": round(float(features["rarity"][i]), 4),
                 "rarity_effect": round(float(features["rarity_effect"][i]), 3),
                 "rarity_z": round(float(features["rarity_z"][i]), 2),
+                "sweep_z": round(float(features["sweep_z"][i]), 2),
+                "sweep_line": round(self.sweep_line(), 2),
                 "rarity_within_domains_effect": round(float(features["rarity_cond_effect"][i]), 3),
                 "effective_topics": round(float(features["effective_topics"][i]), 2),
                 "spread_vs_population": round(float(features["spread"][i]), 3),
@@ -299,14 +311,22 @@ class Scorer(Stateful):
                 out[name] = round(pct, 2)
         return out
 
-    def sweep_margin(self, stats: dict[str, Any], rarity_effect: float | None = None) -> Any:
-        """How far coverage statistics are past the sweep line (>= 1: crossed)."""
-        cfg = self.config
-        effect = cfg.rarity_effect if rarity_effect is None else rarity_effect
-        return np.minimum(
-            np.minimum(np.asarray(stats["rarity_effect"]) / effect, np.asarray(stats["rarity_z"]) / cfg.rarity_z),
-            np.asarray(stats["spread"]) / cfg.spread_ratio,
-        )
+    def sweep_line(self) -> float:
+        """The sweep statistic's line: the z-score ordinary accounts exceed at the set false-alert rate."""
+        return sweep_line(self.config.false_alerts_per_10k)
+
+    def sweep_margin(self, stats: dict[str, Any], line: float | None = None) -> Any:
+        """How far coverage statistics are past the sweep line (>= 1: crossed).
+
+        ``sweep_z`` over its line; an account narrower than the median
+        established account (below ``population_min_accounts``: any account)
+        stays below the line whatever its rarity.
+        """
+        margin = np.asarray(stats["sweep_z"], dtype=np.float64) / (self.sweep_line() if line is None else line)
+        if self.baseline.accounts >= self.config.population_min_accounts and "effective_topics" in self.baseline.median:
+            narrow = np.asarray(stats["effective_topics"]) < self.baseline.median["effective_topics"]
+            margin = np.where(narrow, np.minimum(margin, 0.0), margin)
+        return margin
 
     def judge_campaign(
         self,
@@ -316,7 +336,8 @@ class Scorer(Stateful):
         volume: float,
         now_ts: int,
         first_ts: int | None = None,
-        rarity_effect: float | None = None,
+        line: float | None = None,
+        member_span_ms: int | None = None,
     ) -> CampaignVerdict | None:
         """Apply the sweep and duplicate lines and the persistence rule to a linked group as one actor.
 
@@ -325,9 +346,13 @@ class Scorer(Stateful):
         members : (m,) int64 slots; stats : the group's coverage statistics (and
         ``cross_rate``, its members' cross-account near-duplicate rate, when known)
         volume : requests the members have sent together; now_ts : event time now
+        line : the group's sweep line (default: an account's)
+        member_span_ms : how long the median member has been active: persistence is asked of
+            the members too, or a few benchmark runs of one template (each a burst) that cover
+            different subjects would pass for a campaign dividing its work
         """
         cfg = self.config
-        sweep = float(self.sweep_margin(stats, rarity_effect))
+        sweep = float(self.sweep_margin(stats, line))
         # A group that shares prompts among itself at the rate an account would be alerted for.
         dup = float(stats.get("cross_rate", 0.0)) / max(self.thresholds()["cross_rate"], 1e-9)
         margin = max(sweep, dup)
@@ -341,7 +366,8 @@ class Scorer(Stateful):
             return None
         if not track.confirmed:
             first = track.crossed_ts - cfg.min_span_ms if first_ts is None else first_ts
-            track.confirmed = self._confirmed(now_ts, first, track.crossed_ts, volume, track.crossed_n)
+            sustained = member_span_ms is None or member_span_ms >= cfg.min_span_ms
+            track.confirmed = sustained and self._confirmed(now_ts, first, track.crossed_ts, volume, track.crossed_n)
         if not track.confirmed:
             return None
         new = np.array([m for m in members.tolist() if m not in track.alerted], dtype=np.int64)
@@ -360,6 +386,7 @@ class Scorer(Stateful):
             "campaign_members": int(stats["members"]),
             "campaign_rarity_effect": round(stats["rarity_effect"], 3),
             "campaign_rarity_z": round(stats["rarity_z"], 2),
+            "campaign_sweep_z": round(stats["sweep_z"], 2),
             "campaign_effective_topics": round(stats["effective_topics"], 2),
             "campaign_spread_vs_population": round(stats["spread"], 3),
             "campaign_complementarity": round(stats["complementarity"], 2),

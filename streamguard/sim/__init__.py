@@ -7,8 +7,11 @@ account's ground truth. The latent truth behind each row (subtopic, template,
 content and text ids) is kept in ``SimulatedTraffic.latent`` for tests and
 evaluation; it is never written to the traffic file.
 
-See ``world.py`` for the embedding geometry and ``behaviours.py`` for the
-account kinds.
+See ``world.py`` for the embedding geometry, ``behaviours.py`` for the
+account kinds and ``sampled.py`` for the sampled-world mode
+(``SimConfig(sample_world=True)``), in which the seed also draws the world's
+family: geometry, mix and volumes of kinds, template strength, span and
+population size.
 """
 
 from __future__ import annotations
@@ -27,11 +30,13 @@ from streamguard.sim.behaviours import (
     DISTILLER_KINDS,
     KINDS,
     Account,
+    Habits,
     TrafficBuilder,
     generate_population,
     plan_population,
 )
 from streamguard.sim.evasion import EVASION_KINDS, SCENARIOS, plant_evasions
+from streamguard.sim.sampled import describe, draw_world, plan_sampled_population
 from streamguard.sim.world import Catalog, World, build_world, embed_requests
 
 __all__ = [
@@ -49,6 +54,7 @@ __all__ = [
 ]
 
 LABELS_VERSION = 1
+DEFAULT_DAYS = 3.0
 
 # Evasion scenarios (see evasion.py); an unknown name is rejected, never ignored.
 KNOWN_EVASIONS: frozenset[str] = frozenset(SCENARIOS)
@@ -64,31 +70,39 @@ class SimConfig:
         Seeds the world (topic structure, geometry) and all sampling.
     scale : float
         Multiplies account counts; per-account volumes stay fixed. At 1.0:
-        ~1,500-2,200 accounts and ~120k-250k requests.
+        ~1,500-2,200 accounts and ~120k-250k requests (a sampled world
+        multiplies the accounts again, by 0.15-12, and the volumes by its own
+        factors).
     dim : int
         Embedding dimension D.
-    days : float
-        Length of the simulated period.
+    days : float or None
+        Length of the simulated period; None: 3 days, or, with
+        ``sample_world``, a span the seed draws (4 hours to 5 days).
     start_ms : int
         Start of the period, epoch ms (default 2026-01-01T00:00Z).
     evasion : tuple of str
         Evasion scenarios to plant on top of the ordinary population (names
         from ``KNOWN_EVASIONS``; see ``evasion.py``).
+    sample_world : bool
+        Draw the world's family from the seed as well (``sampled.py``); its
+        parameters go into the labels under ``"world"``. False keeps the
+        default mode's narrow family, bit for bit.
     """
 
     seed: int = 0
     scale: float = 1.0
     dim: int = 384
-    days: float = 3.0
+    days: float | None = None
     start_ms: int = 1_767_225_600_000
     evasion: tuple[str, ...] = ()
+    sample_world: bool = False
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
             raise ValueError(f"scale must be > 0, got {self.scale!r}")
         if self.dim < 8:
             raise ValueError(f"dim must be >= 8, got {self.dim!r}")
-        if not self.days * 86_400_000 >= 3_600_000:
+        if self.days is not None and not self.days * 86_400_000 >= 3_600_000:
             raise ValueError(f"days must cover at least one hour, got {self.days!r}")
         unknown = sorted(set(self.evasion) - KNOWN_EVASIONS)
         if unknown:
@@ -147,7 +161,9 @@ class SimulatedTraffic:
     labels : dict
         ``{"version", "seed", "scale", "dim", "start_ms", "end_ms",
         "accounts": {account_id: {"label", "kind", "campaign", "n_requests"}},
-        "campaigns": {campaign_id: {"members", "org_id"}}}``.
+        "campaigns": {campaign_id: {"members", "org_id"}}}``, plus
+        ``"world"`` (the drawn parameters, ``sampled.describe``) for a
+        sampled world.
     latent : Latent or None
         Per-row ground truth (not part of the data contract).
     """
@@ -194,13 +210,21 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     """
     seq = np.random.SeedSequence(config.seed)
     rng_world, rng_acct, rng_embed, rng_ids = (np.random.default_rng(s) for s in seq.spawn(4))
+    # A fifth stream draws a sampled world's family; the first four, and so
+    # the default mode, are unchanged by it.
+    draw = draw_world(np.random.default_rng(seq.spawn(1)[0]), config.days) if config.sample_world else None
+    days = draw.days if draw is not None else (DEFAULT_DAYS if config.days is None else config.days)
     t0 = int(config.start_ms)
-    t1 = t0 + int(round(config.days * 86_400_000))
+    t1 = t0 + int(round(days * 86_400_000))
 
     catalog = Catalog()
-    world = build_world(rng_world, config.dim, catalog)
-    builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1)
-    plan = plan_population(rng_acct, config.scale)
+    world = build_world(rng_world, config.dim, catalog, draw.geometry if draw is not None else None)
+    habits = draw.habits if draw is not None else Habits()
+    builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1, habits=habits)
+    if draw is not None:
+        plan = plan_sampled_population(rng_acct, config.scale, draw)
+    else:
+        plan = plan_population(rng_acct, config.scale)
     generate_population(builder, plan)
     plant_evasions(builder, tuple(config.evasion), config.seed)
     rows = builder.rows()
@@ -271,6 +295,8 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
         },
         "campaigns": campaigns,
     }
+    if draw is not None:
+        labels["world"] = describe(draw, world, plan)
     latent = Latent(
         account=rows["account"],
         subtopic=rows["subtopic"],

@@ -6,7 +6,10 @@ event time (epoch ms), subtopic, style (template / system prompt), context
 into embeddings later, so everything here is cheap integer bookkeeping.
 
 Per-account volumes are fixed; ``scale`` multiplies account counts only (see
-``plan_population``).
+``plan_population``). A sampled world (``sim/sampled.py``) also sets the
+builder's ``Habits``: per-kind volume multipliers and how strongly templates
+and system prompts shape a prompt's embedding; the default ``Habits`` change
+nothing and draw nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "DISTILLER_KINDS",
     "KINDS",
     "Account",
+    "Habits",
     "PopulationPlan",
     "TrafficBuilder",
     "generate_population",
@@ -66,6 +70,36 @@ class Account:
         return "distiller" if distiller else "benign"
 
 
+@dataclass(frozen=True)
+class Habits:
+    """How the accounts of one world behave, beyond what their kind fixes.
+
+    The defaults are the default mode's habits: they change no volume and no
+    template strength, and draw nothing from the accounts' stream.
+
+    Attributes
+    ----------
+    volume : dict of str to float
+        Multiplier of the request count of each kind (missing: 1).
+    template_odds : float
+        Multiplies the odds ``s / (1 - s)`` of the squared share ``s`` every
+        template and system prompt takes of a prompt's embedding: < 1 light
+        templates, > 1 dominant ones.
+    template_spread : float
+        Standard deviation of an extra per-account (per-campaign) factor
+        ``exp(N(0, spread))`` on those odds.
+    """
+
+    volume: dict[str, float] = field(default_factory=dict)
+    template_odds: float = 1.0
+    template_spread: float = 0.0
+
+
+# Largest squared share a template may take after the world's odds: the
+# prompt's own topic always keeps a part.
+_MAX_TEMPLATE_SHARE = 0.85
+
+
 @dataclass
 class TrafficBuilder:
     """Collects the latent rows of every account.
@@ -77,6 +111,8 @@ class TrafficBuilder:
         The accounts' stream.
     t0, t1 : int
         Simulated period ``[t0, t1)`` in epoch ms.
+    habits : Habits
+        The world's volume and template-strength habits.
     """
 
     world: World
@@ -84,6 +120,7 @@ class TrafficBuilder:
     rng: np.random.Generator
     t0: int
     t1: int
+    habits: Habits = field(default_factory=Habits)
     accounts: list[Account] = field(default_factory=list)
     company_orgs: list[str] = field(default_factory=list)
     _parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
@@ -102,6 +139,24 @@ class TrafficBuilder:
         k = len(self.company_orgs)
         p = 1.0 / np.arange(1, k + 1)
         return self.company_orgs[int(self.rng.choice(k, p=p / p.sum()))]
+
+    def volume(self, kind: str, n: int, floor: int) -> int:
+        """Request count ``n`` of an account of ``kind`` under the world's habits, at least ``floor``."""
+        v = self.habits.volume.get(kind, 1.0)
+        return n if v == 1.0 else max(floor, int(round(n * v)))
+
+    def new_styles(self, shares: float | np.ndarray, kind: str) -> np.ndarray:
+        """Register templates (one account's, or one campaign's); returns (k,) int32 ids.
+
+        ``shares`` are the default mode's squared shares; the world's habits
+        move them towards light or dominant, with one extra factor per call.
+        """
+        h = self.habits
+        if h.template_odds != 1.0 or h.template_spread != 0.0:
+            s = np.atleast_1d(np.asarray(shares, np.float64))
+            odds = s / (1.0 - s) * h.template_odds * np.exp(h.template_spread * self.rng.standard_normal())
+            shares = np.minimum(odds / (1.0 + odds), _MAX_TEMPLATE_SHARE)
+        return self.catalog.new_styles(shares, kind)
 
     def emit(
         self,
@@ -306,6 +361,18 @@ def _sweep(rng: np.random.Generator, cells: np.ndarray, n: int) -> np.ndarray:
     return rng.choice(cells, size=n).astype(np.int32)
 
 
+def _member_slices(rng: np.random.Generator, n_subtopics: int, n_members: int) -> list[np.ndarray]:
+    """A random partition of the subtopics into one slice per campaign member.
+
+    With more members than subtopics, members take one subtopic each in
+    turn, so several members share a subtopic and no slice is empty.
+    """
+    perm = rng.permutation(n_subtopics).astype(np.int32)
+    if n_members <= n_subtopics:
+        return np.array_split(perm, n_members)
+    return [perm[i % n_subtopics : i % n_subtopics + 1] for i in range(n_members)]
+
+
 def _log_skewed(rng: np.random.Generator, lo: float, hi: float, power: float) -> int:
     """An integer in [lo, hi], log-uniform bent towards ``lo`` by ``power`` > 1."""
     return int(round(lo * (hi / lo) ** (rng.random() ** power)))
@@ -318,7 +385,8 @@ def _log_skewed(rng: np.random.Generator, lo: float, hi: float, power: float) ->
 def casual(b: TrafficBuilder) -> None:
     """3-100 requests on 1-3 popular subtopics, in a few sessions."""
     rng = b.rng
-    n = int(np.clip(round(rng.lognormal(np.log(11.0), 0.9)), 3, 100))
+    v = b.habits.volume.get("casual", 1.0)
+    n = int(np.clip(round(v * rng.lognormal(np.log(11.0), 0.9)), 3, max(3, round(100 * v))))
     n_retry = int(rng.binomial(n - 1, 0.05))
     n0 = n - n_retry
     subs, pw = _popular_subset(b, int(rng.integers(1, 4)), 1.0)
@@ -336,13 +404,13 @@ def casual(b: TrafficBuilder) -> None:
 def power_user(b: TrafficBuilder) -> None:
     """200-3,000 requests, 1-3 personal templates, 3-12 subtopics, daily sessions."""
     rng = b.rng
-    n = _log_skewed(rng, 200, 3000, 3.0)
+    n = b.volume("power_user", _log_skewed(rng, 200, 3000, 3.0), 20)
     n_retry = int(rng.binomial(n, 0.03))
     n0 = n - n_retry
     subs, pw = _popular_subset(b, int(rng.integers(3, 13)), 0.7)
     sub = subs[rng.choice(subs.shape[0], size=n0, p=pw)]
     k = int(rng.integers(1, 4))
-    tpl = b.catalog.new_styles(rng.uniform(0.10, 0.35, size=k), "personal_template")
+    tpl = b.new_styles(rng.uniform(0.10, 0.35, size=k), "personal_template")
     use = rng.random(n0) < rng.uniform(0.3, 0.9)
     style = np.where(use, tpl[rng.choice(k, size=n0, p=rng.dirichlet(np.ones(k)))], -1)
 
@@ -369,10 +437,10 @@ def power_user(b: TrafficBuilder) -> None:
 def product(b: TrafficBuilder) -> None:
     """5,000-25,000 requests: one system prompt, the population's topic mix, steady diurnal rate."""
     rng = b.rng
-    n = _log_skewed(rng, 5000, 25000, 2.5)
+    n = b.volume("product", _log_skewed(rng, 5000, 25000, 2.5), 100)
     n_retry = int(rng.binomial(n, 0.02))
     n0 = n - n_retry
-    sysp = b.catalog.new_styles(rng.uniform(0.2, 0.4), "system_prompt")[0]
+    sysp = b.new_styles(rng.uniform(0.2, 0.4), "system_prompt")[0]
     peak, _ = _human_clock(rng)
     ts = diurnal_times(rng, n0, b.t0, b.t1, peak, float(rng.uniform(0.3, 0.7)))
     sub = rng.choice(b.world.n_subtopics, size=n0, p=b.world.subtopic_pop)
@@ -389,15 +457,17 @@ def batch_job(b: TrafficBuilder) -> None:
     benign within-account duplicates.
     """
     rng = b.rng
-    n = _log_skewed(rng, 500, 5000, 2.0)
+    n = b.volume("batch_job", _log_skewed(rng, 500, 5000, 2.0), 50)
     rerun = rng.random() < 0.25
     n_orig = int(np.ceil(n / (1.0 + rng.uniform(0.2, 1.0)))) if rerun else n
     n_retry = int(rng.binomial(n_orig, 0.01))
     n0 = n_orig - n_retry
     subs, pw = _popular_subset(b, int(rng.integers(1, 5)), 1.5)
     sub = subs[rng.choice(subs.shape[0], size=n0, p=pw)]
-    tpl = b.catalog.new_styles(rng.uniform(0.25, 0.40), "batch_template")[0]
-    ctx = b.catalog.new_contexts(rng.uniform(0.15, 0.30))[0]
+    tpl = b.new_styles(rng.uniform(0.25, 0.40), "batch_template")[0]
+    # The corpus keeps to what the template leaves (a no-op at default strengths).
+    ctx_share = min(float(rng.uniform(0.15, 0.30)), 0.95 - b.catalog.style_strength[tpl])
+    ctx = b.catalog.new_contexts(ctx_share)[0]
     a, z = _window(rng, b.t0, b.t1, rng.uniform(1, 6) * MS_PER_H)
     ts = np.sort(rng.integers(a, z + 1, size=n0))
     sub, content, text = _fresh(b, sub)
@@ -447,7 +517,7 @@ def benchmark_suite(b: TrafficBuilder) -> BenchmarkSuite:
     reps = rng.integers(1, int(rng.integers(1, 4)) + 1, size=cells.shape[0])
     sub = rng.permutation(np.repeat(cells, reps)).astype(np.int32)
     m = sub.shape[0]
-    style = int(b.catalog.new_styles(rng.uniform(0.10, 0.30), "benchmark_template")[0])
+    style = int(b.new_styles(rng.uniform(0.10, 0.30), "benchmark_template")[0])
     return BenchmarkSuite(sub, b.catalog.new_content(m), b.catalog.new_text(m), style)
 
 
@@ -481,7 +551,7 @@ def _bot_times(b: TrafficBuilder, n: int, a: int, z: int) -> np.ndarray:
 
 def _sweep_styles(b: TrafficBuilder, n: int, k: int, kind: str) -> np.ndarray:
     """``k`` fresh templates of moderate strength, one per request at random."""
-    tpl = b.catalog.new_styles(b.rng.uniform(0.12, 0.35, size=k), kind)
+    tpl = b.new_styles(b.rng.uniform(0.12, 0.35, size=k), kind)
     return tpl[b.rng.choice(k, size=n, p=b.rng.dirichlet(np.ones(k)))]
 
 
@@ -492,7 +562,7 @@ def _distiller_org(b: TrafficBuilder) -> str | None:
 def template_sweeper(b: TrafficBuilder) -> None:
     """1,500-6,000 templated requests over 1-3 days, even over all subtopics."""
     rng = b.rng
-    n = _log_skewed(rng, 1500, 6000, 3.0)
+    n = b.volume("template_sweeper", _log_skewed(rng, 1500, 6000, 3.0), 50)
     a, z = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     ts = _bot_times(b, n, a, z)
     sub = _sweep(rng, np.arange(b.world.n_subtopics, dtype=np.int32), n)
@@ -504,7 +574,7 @@ def template_sweeper(b: TrafficBuilder) -> None:
 def paraphrase_sweeper(b: TrafficBuilder) -> None:
     """Like the template sweeper, but every prompt freshly worded: no template, no repeats."""
     rng = b.rng
-    n = _log_skewed(rng, 1500, 6000, 3.0)
+    n = b.volume("paraphrase_sweeper", _log_skewed(rng, 1500, 6000, 3.0), 50)
     a, z = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     ts = _bot_times(b, n, a, z)
     sub = _sweep(rng, np.arange(b.world.n_subtopics, dtype=np.int32), n)
@@ -516,7 +586,7 @@ def paraphrase_sweeper(b: TrafficBuilder) -> None:
 def targeted_sweeper(b: TrafficBuilder) -> None:
     """1,000-4,000 requests even over every subtopic of 2-3 domains; half templated."""
     rng, w = b.rng, b.world
-    n = _log_skewed(rng, 1000, 4000, 3.0)
+    n = b.volume("targeted_sweeper", _log_skewed(rng, 1000, 4000, 3.0), 50)
     domains = rng.choice(w.n_domains, size=int(rng.integers(2, 4)), replace=False)
     a, z = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     ts = _bot_times(b, n, a, z)
@@ -529,7 +599,7 @@ def targeted_sweeper(b: TrafficBuilder) -> None:
 def slow_sweeper(b: TrafficBuilder) -> None:
     """300-1,000 requests spread evenly over the whole period, all subtopics; half templated."""
     rng = b.rng
-    n = int(rng.integers(300, 1001))
+    n = b.volume("slow_sweeper", int(rng.integers(300, 1001)), 20)
     # Stratified: one request per equal slice of the period, at a random point in it.
     ts = (b.t0 + (np.arange(n) + rng.random(n)) * ((b.t1 - b.t0) / n)).astype(np.int64)
     sub = _sweep(rng, np.arange(b.world.n_subtopics, dtype=np.int32), n)
@@ -548,17 +618,17 @@ def campaign(b: TrafficBuilder, campaign_id: str, n_members: int, shared_org: bo
     """
     rng, w = b.rng, b.world
     k = int(rng.integers(1, 4))
-    tpl = b.catalog.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template")
+    tpl = b.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template")
     tpl_p = rng.dirichlet(np.ones(k))
     org = b.new_org() if shared_org else None
     ca, cz = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     peak = float(rng.uniform(0, 24))  # one operator, one clock
     amp = float(rng.uniform(0.1, 0.5))
-    slices = np.array_split(rng.permutation(w.n_subtopics).astype(np.int32), n_members)
+    slices = _member_slices(rng, w.n_subtopics, n_members)
     for i in range(n_members):
         nxt = slices[(i + 1) % n_members]
         cells = np.concatenate([slices[i], nxt[: max(1, nxt.shape[0] // 4)]])
-        n = _log_skewed(rng, 200, 1150, 1.5)
+        n = b.volume("campaign_member", _log_skewed(rng, 200, 1150, 1.5), 20)
         a, z = _window(rng, ca, cz, (cz - ca) * rng.uniform(0.3, 0.8))
         ts = diurnal_times(rng, n, a, z, peak, amp)
         sub = _sweep(rng, cells, n)

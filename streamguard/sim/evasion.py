@@ -40,6 +40,7 @@ from streamguard.sim.behaviours import (
     _fresh,
     _human_clock,
     _log_skewed,
+    _member_slices,
     _none,
     _sweep,
     _sweep_styles,
@@ -78,14 +79,14 @@ def _campaign(
     """
     rng, w = b.rng, b.world
     k = int(rng.integers(1, 4))
-    tpl = b.catalog.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template") if templated else None
+    tpl = b.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template") if templated else None
     tpl_p = rng.dirichlet(np.ones(k))
     if whole_period:
         ca, cz = b.t0, b.t1
     else:
         ca, cz = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     peak, amp = float(rng.uniform(0, 24)), float(rng.uniform(0.1, 0.5))
-    slices = np.array_split(rng.permutation(w.n_subtopics).astype(np.int32), n_members)
+    slices = _member_slices(rng, w.n_subtopics, n_members)
     for i in range(n_members):
         nxt = slices[(i + 1) % n_members]
         cells = np.concatenate([slices[i], nxt[: max(1, nxt.shape[0] // 4)]])
@@ -132,7 +133,7 @@ def resampled(b: TrafficBuilder) -> None:
     n_members = 30
     ca, cz = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
     peak, amp = float(rng.uniform(0, 24)), float(rng.uniform(0.1, 0.5))
-    slices = np.array_split(rng.permutation(w.n_subtopics).astype(np.int32), n_members)
+    slices = _member_slices(rng, w.n_subtopics, n_members)
     own = []
     for i in range(n_members):
         n = _log_skewed(rng, 150, 850, 1.5)
@@ -165,7 +166,7 @@ def mixed_into_product(b: TrafficBuilder) -> None:
         n_sweep = int(round(n * share))
         n_retry = int(rng.binomial(n - n_sweep, 0.02))
         n_real = n - n_sweep - n_retry
-        sysp = b.catalog.new_styles(rng.uniform(0.2, 0.4), "system_prompt")[0]
+        sysp = b.new_styles(rng.uniform(0.2, 0.4), "system_prompt")[0]
         peak, _ = _human_clock(rng)
         ts_real = diurnal_times(rng, n_real, b.t0, b.t1, peak, float(rng.uniform(0.3, 0.7)))
         sub_real = rng.choice(w.n_subtopics, size=n_real, p=w.subtopic_pop)

@@ -17,7 +17,11 @@ Squared weights are shares of the squared norm, so with near-orthogonal
 components the cosine of two prompts is roughly the sum of the shares of the
 components they have in common. The seed changes the world itself: numbers of
 domains and subtopics, popularity skews and geometry weights are drawn from
-sensible ranges.
+the ranges of a ``Geometry``. The default ``Geometry`` is the narrow family of
+the default mode; ``sim/sampled.py`` draws a wide one per world, which may
+also give the embedding an anisotropic spectrum: a few directions carrying a
+large share of the variance, as the leading principal components of a real
+sentence model do.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import numpy as np
 __all__ = [
     "Catalog",
     "EmbeddingWeights",
+    "Geometry",
     "World",
     "build_world",
     "embed_requests",
@@ -69,6 +74,67 @@ class EmbeddingWeights:
         return 1.0 - self.domain - self.subtopic - self.surface
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Ranges a world's structure and geometry are drawn from.
+
+    Pairs are ``(low, high)``: inclusive for counts, ``[low, high)`` for the
+    uniform draws. The defaults are the fixed family of the default mode;
+    changing them changes every default world.
+
+    Attributes
+    ----------
+    n_domains : (int, int)
+        Number of domains.
+    subtopics_per_domain : (int, int)
+        Subtopics of each domain, drawn per domain.
+    zipf_domain, zipf_subtopic, zipf_famous : (float, float)
+        Popularity skew exponents of domains, of subtopics inside a domain,
+        and of the famous prompts.
+    common, domain, surface : (float, float)
+        Squared shares of ``EmbeddingWeights``, drawn once per world.
+    subtopic : (float, float)
+        Squared share of the subtopic vector, drawn per subtopic (topic
+        tightness).
+    noise : (float, float)
+        Per-request noise amplitude range (used as is, not drawn).
+    n_famous : (int, int)
+        Number of famous prompts.
+    n_dominant : int
+        Directions (orthogonal to the common one) that carry extra variance;
+        capped at ``dim // 4``. 0 for an isotropic topic part.
+    dominant_share : float
+        Share of the topic part's variance those directions carry together
+        (isotropic: ``n_dominant / (dim - 1)``), split over them in a 1/i
+        spectrum.
+    """
+
+    n_domains: tuple[int, int] = (12, 20)
+    subtopics_per_domain: tuple[int, int] = (6, 20)
+    zipf_domain: tuple[float, float] = (0.7, 1.2)
+    zipf_subtopic: tuple[float, float] = (0.6, 1.1)
+    common: tuple[float, float] = (0.12, 0.18)
+    domain: tuple[float, float] = (0.10, 0.16)
+    subtopic: tuple[float, float] = (0.22, 0.34)
+    surface: tuple[float, float] = (0.10, 0.18)
+    noise: tuple[float, float] = (0.05, 0.10)
+    n_famous: tuple[int, int] = (200, 400)
+    zipf_famous: tuple[float, float] = (0.8, 1.2)
+    n_dominant: int = 0
+    dominant_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        most = self.domain[1] + self.subtopic[1] + self.surface[1]
+        if not most < 1.0:
+            raise ValueError(f"domain + subtopic + surface shares must stay below 1 (content needs a share), got up to {most:.3f}")
+        if not 0.0 < self.common[0] <= self.common[1] < 1.0:
+            raise ValueError(f"common share must lie in (0, 1), got {self.common}")
+        if self.n_domains[0] < 2 or self.subtopics_per_domain[0] < 1:
+            raise ValueError("a world needs at least 2 domains of at least 1 subtopic")
+        if not 0.0 <= self.dominant_share < 1.0:
+            raise ValueError(f"dominant_share must lie in [0, 1), got {self.dominant_share!r}")
+
+
 @dataclass
 class World:
     """The latent topic space one simulation draws from.
@@ -101,6 +167,11 @@ class World:
         Popularity of each famous prompt (sums to 1).
     famous_content, famous_text : (F,) int64
         Content and text ids of the famous prompts.
+    dominant : (k, D) float32
+        Orthonormal directions, orthogonal to ``common``, that the topic part
+        of every embedding is stretched along (k = 0: isotropic).
+    dominant_stretch : (k,) float32
+        Stretch factor (> 1) along each of them.
     """
 
     dim: int
@@ -117,6 +188,8 @@ class World:
     famous_pop: np.ndarray
     famous_content: np.ndarray
     famous_text: np.ndarray
+    dominant: np.ndarray
+    dominant_stretch: np.ndarray
 
     @property
     def n_subtopics(self) -> int:
@@ -184,7 +257,27 @@ def _unit_rows(rng: np.random.Generator, n: int, dim: int, common: np.ndarray | 
     return x
 
 
-def build_world(rng: np.random.Generator, dim: int, catalog: Catalog) -> World:
+def _spectrum(
+    rng: np.random.Generator, dim: int, common: np.ndarray, k: int, share: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` orthonormal directions orthogonal to ``common`` and their stretch factors.
+
+    Direction i gets a share ``share * (1/i) / sum(1/j)`` of the variance of
+    an isotropic unit vector stretched along them; the other ``dim - 1 - k``
+    directions share the rest. Returns (k, D) float32 and (k,) float32.
+    """
+    if k == 0 or share <= 0.0:
+        return np.zeros((0, dim), np.float32), np.zeros(0, np.float32)
+    x = rng.standard_normal((dim, k))
+    x -= np.outer(common, common @ x)
+    q, _ = np.linalg.qr(x)
+    w = 1.0 / np.arange(1, k + 1)
+    target = share * w / w.sum()
+    stretch = np.sqrt(np.maximum(1.0, target * (dim - 1 - k) / (1.0 - share)))
+    return q.T.astype(np.float32), stretch.astype(np.float32)
+
+
+def build_world(rng: np.random.Generator, dim: int, catalog: Catalog, geometry: Geometry | None = None) -> World:
     """Draw a world: topic structure, popularity, geometry, famous prompts.
 
     Parameters
@@ -195,16 +288,19 @@ def build_world(rng: np.random.Generator, dim: int, catalog: Catalog) -> World:
         Embedding dimension D (>= 8).
     catalog : Catalog
         Receives the ids of the famous prompts.
+    geometry : Geometry, optional
+        Ranges to draw from; the default mode's when omitted.
 
     Returns
     -------
     World
     """
-    n_domains = int(rng.integers(12, 21))
-    sizes = rng.integers(6, 21, size=n_domains)
+    g = Geometry() if geometry is None else geometry
+    n_domains = int(rng.integers(g.n_domains[0], g.n_domains[1] + 1))
+    sizes = rng.integers(g.subtopics_per_domain[0], g.subtopics_per_domain[1] + 1, size=n_domains)
     subtopic_domain = np.repeat(np.arange(n_domains, dtype=np.int32), sizes)
-    zipf_domain = float(rng.uniform(0.7, 1.2))
-    zipf_subtopic = float(rng.uniform(0.6, 1.1))
+    zipf_domain = float(rng.uniform(*g.zipf_domain))
+    zipf_subtopic = float(rng.uniform(*g.zipf_subtopic))
     domain_pop = _zipf(rng, n_domains, zipf_domain)
     subtopic_pop = np.concatenate(
         [domain_pop[d] * _zipf(rng, int(k), zipf_subtopic) for d, k in enumerate(sizes)]
@@ -212,18 +308,18 @@ def build_world(rng: np.random.Generator, dim: int, catalog: Catalog) -> World:
     subtopic_pop /= subtopic_pop.sum()
     n_sub = subtopic_pop.shape[0]
 
-    # Shares chosen so that: unrelated ~ common (0.12-0.18); same domain
-    # ~ +0.1; same subtopic ~0.4-0.6; paraphrase ~ 1 - (1-common)*surface.
-    common_w = float(rng.uniform(0.12, 0.18))
-    domain_w = float(rng.uniform(0.10, 0.16))
-    sub_w = rng.uniform(0.22, 0.34, size=n_sub)
+    # Default shares chosen so that: unrelated ~ common (0.12-0.18); same
+    # domain ~ +0.1; same subtopic ~0.4-0.6; paraphrase ~ 1 - (1-common)*surface.
+    common_w = float(rng.uniform(*g.common))
+    domain_w = float(rng.uniform(*g.domain))
+    sub_w = rng.uniform(*g.subtopic, size=n_sub)
     weights = EmbeddingWeights(
         common=common_w,
         domain=domain_w,
         subtopic=sub_w,
-        surface=float(rng.uniform(0.10, 0.18)),
-        noise_lo=0.05,
-        noise_hi=0.10,
+        surface=float(rng.uniform(*g.surface)),
+        noise_lo=g.noise[0],
+        noise_hi=g.noise[1],
     )
 
     common = rng.standard_normal(dim).astype(np.float32)
@@ -237,9 +333,11 @@ def build_world(rng: np.random.Generator, dim: int, catalog: Catalog) -> World:
 
     # A pool of famous prompts ("explain quantum computing simply") that many
     # unrelated accounts send verbatim: benign cross-account duplicates.
-    n_famous = int(rng.integers(200, 401))
+    n_famous = int(rng.integers(g.n_famous[0], g.n_famous[1] + 1))
     famous_subtopic = rng.choice(n_sub, size=n_famous, p=subtopic_pop).astype(np.int32)
-    famous_pop = _zipf(rng, n_famous, float(rng.uniform(0.8, 1.2)))
+    famous_pop = _zipf(rng, n_famous, float(rng.uniform(*g.zipf_famous)))
+    # Drawn last, and only when asked for, so the default worlds stay as they were.
+    dominant, stretch = _spectrum(rng, dim, common, min(g.n_dominant, dim // 4), g.dominant_share)
 
     return World(
         dim=dim,
@@ -256,6 +354,8 @@ def build_world(rng: np.random.Generator, dim: int, catalog: Catalog) -> World:
         famous_pop=famous_pop,
         famous_content=catalog.new_content(n_famous),
         famous_text=catalog.new_text(n_famous),
+        dominant=dominant,
+        dominant_stretch=stretch,
     )
 
 
@@ -335,6 +435,7 @@ def embed_requests(
     sq_surface = np.float32(np.sqrt(w.surface))
     sq_common = np.float32(np.sqrt(w.common))
     sq_rest = np.float32(np.sqrt(1.0 - w.common))
+    stretch_minus_1 = world.dominant_stretch - np.float32(1.0)
     out = np.empty((n, dim), dtype=np.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
@@ -364,6 +465,9 @@ def embed_requests(
             + np.sqrt(s_share)[:, None] * style_vecs[st]
             + np.sqrt(k_share)[:, None] * ctx_vecs[cx]
         )
+        if stretch_minus_1.shape[0]:
+            # Anisotropic spectrum: a few directions carry more of the variance.
+            y += ((y @ world.dominant.T) * stretch_minus_1) @ world.dominant
         y /= np.linalg.norm(y, axis=1, keepdims=True)
         x = sq_common * c + sq_rest * y
 

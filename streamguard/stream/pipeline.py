@@ -31,7 +31,7 @@ from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
 from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
-from streamguard.detectors.scoring import Scorer, read_allowlist
+from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
 from streamguard.schema import AlertRecord, RequestBatch
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,7 @@ class Pipeline:
             iters=cov.kmeans_iters,
             seed=cov.seed,
             min_accounts=cov.min_accounts_per_cell,
+            wrapper_mad_k=cov.wrapper_mad_k,
         )
         table = AccountTable(self.settings.state.initial_accounts)
         dry = CoverageDetector(
@@ -453,6 +454,7 @@ class Pipeline:
             now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())
             first = int(self.accounts.first_ts[campaign.members].min())
+            spans = self.accounts.last_ts[campaign.members] - self.accounts.first_ts[campaign.members]
             verdict = self.scorer.judge_campaign(
                 campaign.campaign_id,
                 campaign.members,
@@ -460,7 +462,8 @@ class Pipeline:
                 volume,
                 now_ts,
                 first,
-                rarity_effect=self.settings.campaign.rarity_effect,
+                line=sweep_line(self.settings.campaign.group_false_alerts_per_10k),
+                member_span_ms=int(np.median(spans)),
             )
             if verdict is None:
                 continue

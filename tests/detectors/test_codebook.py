@@ -59,3 +59,39 @@ def test_codebook_round_trips_through_a_file(tmp_path):
     loaded = Codebook.load(tmp_path / "book.npz")
     for field in ("mean", "centroids", "topic_of_cell", "domain_of_topic", "planes", "warmup_counts"):
         np.testing.assert_array_equal(getattr(book, field), getattr(loaded, field))
+
+
+def test_a_template_shared_by_many_accounts_gets_no_cell_of_its_own():
+    """A campaign's template wraps the topics its accounts sweep: the cells it pulls their
+    requests into are dropped, and templated requests fall to the cells of their topics
+    (see codebook._wrapper_cells)."""
+    rng = np.random.default_rng(4)
+    dim, topics = 64, 40
+    centres = unit_rows(rng, topics, dim)
+    template = unit_rows(rng, 1, dim)[0]
+
+    def requests(subtopics, weight):
+        x = centres[subtopics] + 0.25 * rng.standard_normal((subtopics.size, dim)) + weight * template
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    plain_topics = rng.integers(0, topics, 4000)
+    plain = requests(plain_topics, 0.0)
+    warm_swept = requests(rng.integers(0, topics, 120), 1.3)  # the template outweighs the topic
+    x = np.vstack([plain, warm_swept])
+    accounts = np.r_[rng.integers(0, 400, 4000), 1000 + rng.integers(0, 30, 120)].astype(str).astype(object)
+    swept_topics = rng.integers(0, topics, 600)
+    swept = requests(swept_topics, 1.3)
+
+    def at_home(wrapper_mad_k):
+        """Share of templated requests that land in a cell plain requests of their topic use."""
+        book = fit_codebook(x, accounts, cells=96, max_topics=96, bits=64, plane_seed=0, per_account=1000,
+                            wrapper_mad_k=wrapper_mad_k)
+        cell = lambda v: ((v - book.mean) @ book.centroids.T).argmax(axis=1)  # noqa: E731
+        plain_cells, swept_cells = cell(plain), cell(swept)
+        home = {t: set(np.flatnonzero(np.bincount(plain_cells[plain_topics == t]) > 10)) for t in range(topics)}
+        return book.cells, np.mean([c in home[t] for c, t in zip(swept_cells, swept_topics)])
+
+    cells_dropped, home_dropped = at_home(6.0)
+    cells_kept, home_kept = at_home(0.0)
+    assert cells_dropped < cells_kept
+    assert home_dropped > 0.5 > 0.3 > home_kept

@@ -57,14 +57,65 @@ def test_sweeper_mirror_and_narrow_user_are_told_apart(world):
     assert stats["effective_topics"][2] < 2.5 and stats["spread"][2] < 0.25 * stats["spread"][1]
 
 
+def test_sweep_z_of_ordinary_accounts_is_standard_normal_whatever_their_volume(world):
+    """The null the sweep line rests on: accounts that pick a few favourite topics from the
+    population mix and ask about them hundreds of times have sweep_z ~ N(0, 1); the old
+    per-request z grows with volume and would call many of them sweepers."""
+    rng, _, popularity = world
+    population = [rng.choice(TOPICS, 60, p=popularity) for _ in range(150)]
+    ordinary = []
+    for _ in range(300):
+        favourites = rng.choice(TOPICS, int(rng.integers(2, 12)), replace=False, p=popularity)
+        ordinary.append(rng.choice(favourites, int(rng.integers(300, 2000))))
+    sweepers = [rng.integers(0, TOPICS, 400) for _ in range(5)]
+    det = run(world, population + ordinary + sweepers)
+    stats = det.account_stats(np.arange(150, 150 + 300 + 5))
+    z, per_request = stats["sweep_z"][:300], stats["rarity_z"][:300]
+    assert abs(np.median(z)) < 0.5 and 0.5 < np.std(z) < 1.6
+    assert np.mean(z > 3.29) < 0.01  # the line of 5 per 10k passes (almost) none of them
+    assert np.mean(np.abs(per_request) > 3.29) > 0.3  # what a per-request standard error would say
+    assert (stats["sweep_z"][300:] > 3.29).all()
+
+
+def test_a_group_is_judged_against_the_population_without_it(world):
+    """A campaign is a visible share of a small stream: against a mix that holds its own
+    requests its topics look common; against the rest of the stream they are rare."""
+    rng, _, popularity = world
+    population = [rng.choice(TOPICS, 60, p=popularity) for _ in range(100)]
+    rare = np.arange(25, 40)  # the campaign sweeps the tail
+    members = [rng.choice(rare, 400) for _ in range(20)]
+    det = run(world, population + members)
+    group = det.group_stats(np.arange(100, 120))
+    mix = det.population_mix()  # holds the campaign's own mass
+    rows = det.hist[np.arange(100, 120)].astype(np.float64).sum(axis=0)
+    against_all = (rows @ mix.surprisal / rows.sum() - mix.entropy) / mix.surprisal_sd
+    assert group["rarity_effect"] > against_all + 0.3
+
+
+def test_a_groups_picks_are_counted_past_the_template_that_piles_onto_one_topic(world):
+    """Members that divide 30 topics but send a third of their requests to one shared
+    template cell: the Shannon number still sees the 30 topics, inverse Simpson a handful."""
+    rng, _, popularity = world
+    population = [rng.choice(TOPICS, 60, p=popularity) for _ in range(100)]
+    slices = np.array_split(rng.permutation(np.arange(10, 40)), 10)
+    members = [np.where(rng.random(300) < 0.35, 39, rng.choice(s, 300)) for s in slices]
+    det = run(world, population + members)
+    group = det.group_stats(np.arange(100, 110))
+    assert group["effective_topics"] < 10 < group["effective_topics_shannon"]
+    assert group["sweep_z"] == pytest.approx(
+        group["rarity_effect"] * np.sqrt(min(group["n_eff"], group["effective_topics_shannon"])), rel=1e-9
+    )
+
+
 def test_group_stats_equal_the_stats_of_the_pooled_requests(world):
     rng, _, _ = world
     a, b = rng.integers(0, 20, 300), rng.integers(20, 40, 300)
     det = run(world, [a, b, np.concatenate([a, b])])
     group = det.group_stats(np.array([0, 1]))
     pooled = det.account_stats(np.array([2]))
-    for key in ("rarity", "effective_topics", "topics_covered"):
+    for key in ("effective_topics", "topics_covered", "n_eff"):
         assert group[key] == pytest.approx(float(pooled[key][0]), rel=1e-4)
+    # Rarity differs only by the mix it is judged against: the group's is the stream without it.
 
 
 def test_population_mix_moments():

@@ -66,7 +66,10 @@ def shard_and_run(traffic, partitions, share):
     from streamguard.stream.pipeline import Pipeline
     from streamguard.stream.replay import PartitionRouter, event_time_order
 
-    settings = load_settings(environ={})
+    # A small stream (seed 11, scale 0.2): lenient lines, as tests/conftest.py's small_settings.
+    settings = load_settings(environ={
+        "STREAMGUARD_SCORING_FALSE_ALERTS_PER_10K": "500", "STREAMGUARD_CAMPAIGN_GROUP_FALSE_ALERTS_PER_10K": "500",
+    })
     backend = create_backend("cpu")
     table = event_time_order(traffic.table)
     batch, _ = validate_table(table, infer_dim(table))

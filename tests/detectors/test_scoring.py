@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from streamguard.config import ScoringConfig
 from streamguard.detectors.scoring import Scorer, robust_baseline
@@ -6,12 +7,14 @@ from streamguard.detectors.scoring import Scorer, robust_baseline
 HOUR = 3_600_000
 
 
-def features(m, rarity=0.5, spread=1.0, z=10.0, cross=0.0, dup=0.0):
+def features(m, rarity=0.5, spread=1.0, z=10.0, cross=0.0, dup=0.0, topics=50.0):
+    """Coverage features as coverage.py computes them: ``sweep_z = rarity_effect * sqrt(k)``."""
     full = lambda v: np.full(m, v, dtype=np.float64)  # noqa: E731
     return {
         "rarity": full(rarity), "rarity_effect": full(rarity), "rarity_z": full(z),
+        "sweep_z": full(rarity * np.sqrt(min(topics, 500.0))),
         "rarity_cond_effect": full(0.0), "rarity_cond_z": full(0.0), "spread": full(spread),
-        "effective_topics": full(50.0), "topics_covered": full(80.0), "n_eff": full(500.0),
+        "effective_topics": full(topics), "topics_covered": full(80.0), "n_eff": full(500.0),
         "dup_rate": full(dup), "cross_rate": full(cross),
     }
 
@@ -39,8 +42,30 @@ def test_below_the_line_nothing_fires():
 
 def test_narrow_but_rare_is_not_a_sweep():
     scorer = Scorer(ScoringConfig(), capacity=2)
+    scorer.refresh_baseline(features(100, rarity=0.0, topics=8.0))  # the typical established account: 8 topics
+    narrow = features(1, rarity=3.0, topics=4.0)  # sweep_z 6: far past the line, over half the typical breadth
+    assert narrow["sweep_z"][0] > 1.5 * scorer.sweep_line()
     for t in range(1, 10):
-        assert scorer.judge(np.array([0]), np.array([300 * t]), np.array([t * HOUR]), features(1, spread=0.03), np.array([0])) == []
+        assert scorer.judge(np.array([0]), np.array([300 * t]), np.array([t * HOUR]), narrow, np.array([0])) == []
+    broad = features(1, rarity=3.0, topics=9.0)  # the same rarity over more topics than the typical account
+    alerted = [scorer.judge(np.array([1]), np.array([300 * t]), np.array([t * HOUR]), broad, np.array([0])) for t in range(1, 10)]
+    assert {v.slot for verdicts in alerted for v in verdicts} == {1}
+
+
+def test_the_sweep_line_is_the_normal_quantile_of_the_false_alert_rate():
+    from dataclasses import replace
+
+    from streamguard.detectors.scoring import sweep_line
+
+    assert sweep_line(5.0) == pytest.approx(3.29, abs=0.01)
+    assert sweep_line(100.0) == pytest.approx(2.326, abs=0.01)
+    between = features(1, rarity=2.8 / np.sqrt(50.0))  # sweep_z 2.8: between the two lines
+    strict = Scorer(ScoringConfig(), capacity=2)
+    lenient = Scorer(replace(ScoringConfig(), false_alerts_per_10k=100.0), capacity=2)
+    for scorer, alerted in ((strict, []), (lenient, [0])):
+        scorer.judge(np.array([0]), np.array([300]), np.array([HOUR // 2]), between, np.array([0]))
+        verdicts = scorer.judge(np.array([0]), np.array([600]), np.array([3 * HOUR]), between, np.array([0]))
+        assert [v.slot for v in verdicts] == alerted
 
 
 def test_population_baseline_is_robust_to_a_few_outliers():
@@ -69,8 +94,7 @@ def test_the_alert_budget_sends_the_strongest_first_and_holds_the_rest_for_later
     m = slots.size
     first = np.zeros(m, dtype=np.int64)
     strength = features(m)
-    strength["rarity_effect"] = np.array([0.2, 0.9, 0.3, 0.8, 0.25])  # slots 1 and 3 cross furthest
-    strength["rarity"] = strength["rarity_effect"].copy()
+    strength["sweep_z"] = np.array([4.0, 9.0, 5.0, 8.0, 4.5])  # all cross; slots 1 and 3 furthest
     scorer.judge(slots, np.full(m, 300), np.full(m, HOUR // 2), strength, first)
     verdicts = scorer.judge(slots, np.full(m, 600), np.full(m, 3 * HOUR), strength, first)
     assert sorted(v.slot for v in verdicts) == [1, 3]
@@ -108,6 +132,43 @@ def test_an_alert_confirmed_while_holding_above_the_hysteresis_names_its_kind():
     first = np.array([0])
     scorer.judge(np.array([0]), np.array([300]), np.array([HOUR // 2]), features(1), first)
     # Evidence slipped under the line (margin 0.9 >= hysteresis 0.8): still pending, and confirmed.
-    held = features(1, rarity=0.9 * ScoringConfig().rarity_effect)
+    held = features(1, rarity=0.9 * scorer.sweep_line() / np.sqrt(50.0))
     verdicts = scorer.judge(np.array([0]), np.array([600]), np.array([3 * HOUR]), held, first)
     assert [v.kinds for v in verdicts] == [["coverage_sweep"]]
+
+
+def group_stats(sweep_z=4.0, topics=60.0):
+    return {
+        "members": 5.0, "rarity_effect": sweep_z / np.sqrt(topics), "rarity_z": 30.0, "sweep_z": sweep_z,
+        "effective_topics": topics, "spread": 1.0, "complementarity": 4.0,
+    }
+
+
+def test_a_linked_group_is_alerted_once_it_persists_and_its_members_do_too():
+    """Benchmark runs of one template, each a burst, can cover different subjects and look like a
+    group dividing its work; persistence is asked of the members as well as of the group."""
+    members = np.arange(5)
+    for member_span, alerted in ((HOUR // 2, False), (3 * HOUR, True)):
+        scorer = Scorer(ScoringConfig(), capacity=8)
+        assert scorer.judge_campaign("c", members, group_stats(), 1000, HOUR, 0, member_span_ms=member_span) is None
+        verdict = scorer.judge_campaign("c", members, group_stats(), 1500, 4 * HOUR, 0, member_span_ms=member_span)
+        assert (verdict is not None) == alerted
+        if alerted:
+            assert verdict.kinds == ["campaign"] and sorted(verdict.members.tolist()) == members.tolist()
+            assert verdict.evidence["campaign_sweep_z"] == 4.0
+
+
+def test_a_group_below_its_line_is_never_alerted_and_the_line_is_its_own_rate():
+    from dataclasses import replace
+
+    from streamguard.detectors.scoring import sweep_line
+
+    members = np.arange(5)
+    weak = group_stats(sweep_z=0.9 * sweep_line(100.0))
+    scorer = Scorer(ScoringConfig(), capacity=8)
+    for t in range(1, 8):
+        assert scorer.judge_campaign("c", members, weak, 500 * t, t * HOUR, 0, line=sweep_line(100.0), member_span_ms=t * HOUR) is None
+    lenient = Scorer(replace(ScoringConfig()), capacity=8)
+    verdicts = [lenient.judge_campaign("c", members, weak, 500 * t, t * HOUR, 0, line=sweep_line(1000.0), member_span_ms=t * HOUR)
+                for t in range(1, 8)]
+    assert any(v is not None for v in verdicts)

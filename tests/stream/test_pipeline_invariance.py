@@ -65,7 +65,10 @@ def test_campaign_alerts_do_not_depend_on_batch_size():
 
     table = event_time_order(simulate(SimConfig(seed=3, scale=0.3, dim=64)).table)
     valid, _ = validate_table(table, 64)
-    settings = load_settings(environ={})
+    # A small stream: see tests/conftest.py, small_settings.
+    settings = load_settings(environ={
+        "STREAMGUARD_SCORING_FALSE_ALERTS_PER_10K": "500", "STREAMGUARD_CAMPAIGN_GROUP_FALSE_ALERTS_PER_10K": "500",
+    })
 
     def alerts(step):
         pipeline = Pipeline(settings, create_backend("auto"))
