@@ -188,6 +188,36 @@ class StateConfig:
 
 
 @dataclass(frozen=True)
+class EventTimeConfig:
+    """Which event times a partition accepts, and how its watermark moves (stream/event_time.py).
+
+    None of these depends on the data: each bounds what one record (or one account) can do
+    to a partition's clock, in units of time, whatever the traffic.
+    """
+
+    ahead_ms: int = 24 * HOUR_MS
+    """A request stamped further ahead of the partition's watermark, that no other account
+    confirms, is dead-lettered (a gateway clock a day fast is broken, not skewed)."""
+    behind_ms: int = 7 * 24 * HOUR_MS
+    """A request stamped further behind the watermark is dead-lettered: a week late is a replayed
+    or forged record, and detector state about it (histogram decay, idle eviction) is gone."""
+    floor_ms: int = 946_684_800_000
+    """Event times before this (2000-01-01) are dead-lettered whatever the watermark: no LLM API
+    served requests then; catches 0, -1 and other integer sentinels."""
+    ceiling_ms: int = 4_102_444_800_000
+    """Event times after this (2100-01-01) are dead-lettered whatever the watermark."""
+    step_ms: int = 15 * 60_000
+    """The watermark moves to a request's time once the next request of another account
+    confirms it, that is, is no more than this much earlier. Ordinary traffic is far more
+    ordered than this, so a clean stream's watermark is its running maximum, while one account
+    alone cannot move it at all, nor a run of back-to-back accounts more than this per account."""
+    jump_confirmations: int = 3
+    """A move of the watermark by more than step_ms (traffic resuming after a quiet spell or an
+    outage) waits until requests of this many other accounts agree with it, none disagreeing in
+    between: a handful of records stamped in the future, even from a few accounts, is no jump."""
+
+
+@dataclass(frozen=True)
 class KafkaConfig:
     """Client and service settings of ``streamguard run`` (TOML ``[kafka]``, env ``STREAMGUARD_KAFKA_<FIELD>``).
 
@@ -289,6 +319,7 @@ class Settings:
     campaign: CampaignConfig = field(default_factory=CampaignConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
 
     def validate(self) -> "Settings":
@@ -320,6 +351,15 @@ class Settings:
             raise ValueError(f"scoring.alert_budget must be >= 0 (0: no cap), got {self.scoring.alert_budget}")
         if self.scoring.allowlist and not Path(self.scoring.allowlist).is_file():
             raise ValueError(f"scoring.allowlist: {self.scoring.allowlist} is not a readable file")
+        et = self.event_time
+        if not (
+            0 <= et.step_ms <= et.ahead_ms and et.behind_ms >= 0 and 0 <= et.floor_ms < et.ceiling_ms <= 2**62
+            and et.jump_confirmations >= 1
+        ):
+            raise ValueError(
+                "event_time needs 0 <= step_ms <= ahead_ms, behind_ms >= 0, 0 <= floor_ms < ceiling_ms <= 2**62 "
+                f"and jump_confirmations >= 1, got {et}"
+            )
         self.kafka.validate()
         return self
 

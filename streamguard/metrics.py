@@ -66,6 +66,9 @@ BAD_RECORD_REASONS = (
     "wrong dimension",
     "embedding has NaN or Inf",
     "zero vector",
+    "event time outside the sane range",
+    "event time too far behind",
+    "event time too far ahead",
     "other",
 )
 

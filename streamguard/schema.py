@@ -21,6 +21,14 @@ import pyarrow.compute as pc
 
 REQUIRED_COLUMNS = ("request_id", "ts", "account_id", "embedding")
 OPTIONAL_COLUMNS = ("org_id",)
+STRING_COLUMNS = ("request_id", "account_id", "org_id")
+
+TS_RANGE_REASON = "event time outside the sane range"
+"""Dead-letter reason of a ``ts`` no partition can accept (also used by stream/event_time.py)."""
+
+_INT64_MAX = np.iinfo(np.int64).max
+_MS_PER_UNIT = {"s": 1000, "ms": 1}
+_UNITS_PER_MS = {"us": 1000, "ns": 1_000_000}
 
 ALERT_KINDS = ("near_duplicate", "coverage_sweep", "campaign")
 
@@ -53,6 +61,9 @@ class RequestBatch:
     org_ids : (n,) object array of str or None
     ts : (n,) int64, event time in epoch milliseconds
     embeddings : (n, d) float32, L2-normalised rows
+    origin : (n,) or (n, k) int64, or None: where each row came from (a file row, a Kafka
+        offset and row), carried through ``take`` and ``concat`` so that a row turned away
+        later (by event time) can be dead-lettered with its source; detectors ignore it
     """
 
     request_ids: np.ndarray
@@ -60,6 +71,7 @@ class RequestBatch:
     account_ids: np.ndarray
     org_ids: np.ndarray
     embeddings: np.ndarray
+    origin: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -81,18 +93,23 @@ class RequestBatch:
             self.account_ids[index],
             self.org_ids[index],
             self.embeddings[index],
+            None if self.origin is None else self.origin[index],
         )
 
     @classmethod
     def concat(cls, batches: Sequence["RequestBatch"], dim: int) -> "RequestBatch":
+        batches = [b for b in batches if len(b)]  # an empty batch may not even have the dimension
         if not batches:
             return cls.empty(dim)
+        origins = [b.origin for b in batches]
+        traced = bool(origins) and all(o is not None for o in origins) and len({o.shape[1:] for o in origins}) == 1
         return cls(
             np.concatenate([b.request_ids for b in batches]),
             np.concatenate([b.ts for b in batches]),
             np.concatenate([b.account_ids for b in batches]),
             np.concatenate([b.org_ids for b in batches]),
             np.concatenate([b.embeddings for b in batches]),
+            np.concatenate(origins) if traced else None,  # type: ignore[arg-type]
         )
 
 
@@ -211,6 +228,16 @@ def read_request_file(path: str | Path) -> pa.Table:
 
 
 def check_columns(schema: pa.Schema, where: str) -> None:
+    """Raise :class:`RecordFileError` unless ``schema`` holds request records.
+
+    Every contract column must appear once, with a type its values can be read
+    as; other columns are allowed (and ignored).
+    """
+    twice = sorted({c for c in schema.names if c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and schema.names.count(c) > 1})
+    if twice:
+        raise RecordFileError(
+            f"{where}: column(s) {', '.join(twice)} appear more than once; each request-record column must appear once"
+        )
     missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
     if missing:
         raise RecordFileError(
@@ -225,6 +252,22 @@ def check_columns(schema: pa.Schema, where: str) -> None:
     ts = schema.field("ts").type
     if not (pa.types.is_timestamp(ts) or pa.types.is_integer(ts)):
         raise RecordFileError(f"{where}: column ts must be a timestamp or int64 epoch ms, found {ts}")
+    for name in STRING_COLUMNS:
+        if name in schema.names and not _string_like(schema.field(name).type):
+            raise RecordFileError(f"{where}: column {name} must hold strings, found {schema.field(name).type}")
+
+
+def _string_like(kind: pa.DataType) -> bool:
+    """Types whose values read as strings (integer ids are cast; an all-null column is all missing)."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_integer(kind)
+        or pa.types.is_null(kind)
+    )
 
 
 def infer_dim(table: pa.Table) -> int:
@@ -241,16 +284,38 @@ def infer_dim(table: pa.Table) -> int:
     return int(np.bincount(sample).argmax())
 
 
-def _ts_to_ms(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Epoch ms and a validity mask from a timestamp (any unit) or integer column."""
+def _ts_to_ms(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Epoch ms from a timestamp (any unit) or integer column, with no silent wrap-around.
+
+    Returns
+    -------
+    values : (n,) int64 epoch ms (0 where missing or not representable)
+    valid : (n,) bool, not null
+    representable : (n,) bool, the time fits int64 epoch ms (a timestamp[s] of 2**62 does not)
+    """
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    unit = col.type.unit if pa.types.is_timestamp(col.type) else "ms"
+    valid = col.is_valid().to_numpy(zero_copy_only=False).astype(bool)
     if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.timestamp("ms"), safe=False).cast(pa.int64())
-    elif not pa.types.is_int64(col.type):
-        col = col.cast(pa.int64())
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    values = col.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
-    return values, valid
+        col = col.cast(pa.int64())  # the stored count of `unit`s: exact
+    raw = pc.fill_null(col, 0).to_numpy(zero_copy_only=False)
+    if raw.dtype == np.uint64:
+        representable = raw <= np.uint64(_INT64_MAX)
+        raw = np.where(representable, raw, 0)
+    else:
+        representable = np.ones(raw.shape, dtype=bool)
+    values = raw.astype(np.int64)
+    if unit in _MS_PER_UNIT and _MS_PER_UNIT[unit] > 1:
+        factor = _MS_PER_UNIT[unit]
+        fits = np.abs(values) <= _INT64_MAX // factor  # abs(INT64_MIN) wraps negative: caught below
+        fits &= values != np.iinfo(np.int64).min
+        representable &= fits
+        values = np.where(fits, values, 0) * factor
+    elif unit in _UNITS_PER_MS:
+        values = values // _UNITS_PER_MS[unit]  # floor: the millisecond the instant falls in
+    representable &= valid
+    values = np.where(representable, values, 0)
+    return values, valid, representable
 
 
 def _strings(column: pa.ChunkedArray) -> np.ndarray:
@@ -289,7 +354,7 @@ def validate_table(
     request_ids = _strings(table.column("request_id"))
     account_ids = _strings(table.column("account_id"))
     org_ids = _strings(table.column("org_id")) if "org_id" in table.schema.names else np.full(n, None, dtype=object)
-    ts, ts_valid = _ts_to_ms(table.column("ts"))
+    ts, ts_valid, ts_representable = _ts_to_ms(table.column("ts"))
 
     emb_col = table.column("embedding").combine_chunks()
     emb_valid = emb_col.is_valid().to_numpy(zero_copy_only=False)
@@ -320,6 +385,7 @@ def validate_table(
     mark(np.array([not isinstance(r, str) or not r for r in request_ids], dtype=bool), "missing request_id")
     mark(np.array([not isinstance(a, str) or not a for a in account_ids], dtype=bool), "missing account_id")
     mark(~ts_valid, "missing ts")
+    mark(~ts_representable, f"{TS_RANGE_REASON}: ts is not representable as int64 epoch milliseconds")
     mark(~emb_valid, "missing embedding")
     wrong_dim = emb_valid & (lengths != dim)
     for i in np.flatnonzero(wrong_dim & (reasons == None)):  # noqa: E711
@@ -333,23 +399,62 @@ def validate_table(
     ok = reasons == None  # noqa: E711
     ok_idx = np.flatnonzero(ok)
     clean = (embeddings[ok_idx].astype(np.float64) / norms[ok_idx, None]).astype(np.float32)
-    batch = RequestBatch(request_ids[ok_idx], ts[ok_idx], account_ids[ok_idx], org_ids[ok_idx], clean)
+    batch = RequestBatch(
+        request_ids[ok_idx], ts[ok_idx], account_ids[ok_idx], org_ids[ok_idx], clean, (row_offset + ok_idx).astype(np.int64)
+    )
 
     dead: list[DeadLetter] = []
     bad_idx = np.flatnonzero(~ok)
     if bad_idx.size:
-        rows = table.take(pa.array(bad_idx)).to_pylist()
-        for i, row in zip(bad_idx, rows):
-            dead.append(DeadLetter(str(reasons[i]), f"{source}:{row_offset + int(i)}", _jsonable_row(row)))
+        for i, row in zip(bad_idx, _rows_for_dead_letters(table, bad_idx, ts, ts_representable)):
+            dead.append(DeadLetter(str(reasons[i]), f"{source}:{row_offset + int(i)}", row))
     return batch, dead
 
 
-def _jsonable_row(row: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if hasattr(value, "timestamp"):
-            value = int(value.timestamp() * 1000)
-        elif isinstance(value, list):
-            value = [None if v is None else (float(v) if math.isfinite(float(v)) else str(float(v))) for v in value]
-        out[key] = value
-    return out
+def _rows_for_dead_letters(
+    table: pa.Table, index: np.ndarray, ts: np.ndarray, ts_representable: np.ndarray
+) -> list[dict[str, Any]]:
+    """The rejected rows as JSON-able dicts, every column kept; a column that cannot be read is named, not fatal.
+
+    ``ts`` is given in epoch ms when it is representable, else as the stored integer.
+    """
+    try:
+        picked = table.take(pa.array(index))
+    except Exception:  # noqa: BLE001 - a column that cannot be taken: keep the contract's columns
+        keep = [i for i, name in enumerate(table.schema.names) if name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
+        picked = table.select(keep).take(pa.array(index))
+    rows: list[dict[str, Any]] = [{} for _ in range(index.size)]
+    for position, name in enumerate(picked.schema.names):
+        column = picked.column(position)
+        try:
+            if name == "ts" and pa.types.is_timestamp(column.type):
+                column = column.cast(pa.int64())
+            values = column.to_pylist()
+        except Exception as exc:  # noqa: BLE001 - an exotic column must not lose the row's dead letter
+            values = [f"<unreadable {picked.schema.field(position).type}: {type(exc).__name__}>"] * index.size
+        if name == "ts":
+            values = [int(ts[i]) if ts_representable[i] else v for i, v in zip(index, values)]
+        for row, value in zip(rows, values):
+            key = name if name not in row else f"{name}#{position}"
+            row[key] = _jsonable(value)
+    return rows
+
+
+def _jsonable(value: Any) -> Any:
+    """A value of any Arrow type as JSON-able Python: numbers, strings, lists and dicts."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "timestamp"):
+        try:
+            return int(value.timestamp() * 1000)
+        except (OverflowError, ValueError, OSError):
+            return str(value)
+    return str(value)

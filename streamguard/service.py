@@ -48,7 +48,7 @@ import numpy as np
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.batcher import MicroBatcher
 from streamguard.stream.checkpoint import Checkpoint, CheckpointError, CheckpointStore
-from streamguard.stream.decode import DeadRecord, Record, RecordDecoder
+from streamguard.stream.decode import DeadRecord, Record, RecordDecoder, event_time_dead_record
 from streamguard.stream.kafka import KafkaConfig, Source
 
 log = logging.getLogger("streamguard.service")
@@ -194,6 +194,12 @@ class PartitionState:
     expected: int | None = None
     """Next offset the loop accepts from the source (older ones are stale re-deliveries)."""
     gap_seen: bool = False
+
+
+def _turned_away(pipeline: Any) -> list[DeadRecord]:
+    """Requests the pipeline's last call turned away by event time: dead letters like decode's."""
+    rejected = pipeline.rejected
+    return [event_time_dead_record(rejected.rows, i, reason) for i, reason in enumerate(rejected.reasons)]
 
 
 class Outputs(Protocol):
@@ -345,6 +351,12 @@ class Service:
             log.warning("no record for %.0f s: finishing %d partition(s)", self.options.stop_after_idle, len(self.active))
             for state in self.active.values():
                 self._add_alerts(state, state.pipeline.finish())
+                rejected = _turned_away(state.pipeline)
+                state.dead.extend(rejected)
+                self.stats["dead_letters"] += len(rejected)
+                if self.metrics is not None:
+                    for dead in rejected:
+                        self.metrics.bad_records(dead.reason)
                 state.dirty = True
             if not self._final_round(deadline=None):
                 status = EXIT_FAILED
@@ -572,6 +584,7 @@ class Service:
         held = pipeline.scorer.held_back
         started = time.perf_counter()
         alerts = pipeline.process(batch) if len(batch) else []
+        rejected = _turned_away(pipeline) if len(batch) else []
         seconds = time.perf_counter() - started
         self.seconds["process"] += seconds
         if self.signatures is not None:
@@ -580,13 +593,14 @@ class Service:
             self.seconds["signatures"] += time.perf_counter() - t0
         for chunk in chunks:
             state.dead.extend(chunk.dead)
+        state.dead.extend(rejected)
         state.offset = chunks[-1].end_offset
         state.dirty = True
         self.last_processed_at = self.clock()
         self._add_alerts(state, alerts)
         log.debug("partition %d: processed %d requests up to offset %d, %d alert(s)", state.partition, len(batch), state.offset, len(alerts))
         self.stats["requests"] += len(batch)
-        self.stats["dead_letters"] += sum(len(c.dead) for c in chunks)
+        self.stats["dead_letters"] += sum(len(c.dead) for c in chunks) + len(rejected)
         if self.metrics is not None:
             m = self.metrics
             m.held_back(pipeline.scorer.held_back - held)
@@ -597,9 +611,8 @@ class Service:
                     delta = total - before.get(name, 0.0)
                     if delta > 0:
                         m.stage(name, delta)
-            for chunk in chunks:
-                for dead in chunk.dead:
-                    m.bad_records(dead.reason)
+            for dead in [d for c in chunks for d in c.dead] + rejected:
+                m.bad_records(dead.reason)
             if len(batch):
                 m.observe_scores(pipeline, batch.account_ids)
             if self.kernel_timer is not None:

@@ -39,3 +39,10 @@ def test_hamming_radius_follows_the_simhash_law():
     bits = settings.signature.bits
     p = math.acos(settings.signature.dup_cosine) / math.pi
     assert bits * p < settings.hamming_radius() < bits * p + 3 * math.sqrt(bits * p * (1 - p))
+
+
+def test_event_time_settings_come_from_the_environment_and_are_checked():
+    settings = load_settings(environ={"STREAMGUARD_EVENT_TIME_AHEAD_MS": "3600000", "STREAMGUARD_EVENT_TIME_JUMP_CONFIRMATIONS": "5"})
+    assert settings.event_time.ahead_ms == 3_600_000 and settings.event_time.jump_confirmations == 5
+    with pytest.raises(ValueError, match="step_ms <= ahead_ms"):
+        load_settings(environ={"STREAMGUARD_EVENT_TIME_STEP_MS": str(2 * 86_400_000)})

@@ -109,3 +109,92 @@ def test_alert_record_round_trip():
     alert = AlertRecord("acct", 5, 0.7, "coverage_sweep", None, {"x": 1}, 300)
     assert AlertRecord.from_dict(alert.to_dict()) == alert
     assert set(alert.to_dict()) == {"account_id", "ts", "score", "kind", "campaign_id", "evidence", "events_seen"}
+
+
+# ------------------------------------------------------------ checked times
+
+
+@pytest.mark.parametrize(
+    "unit, stored, expected_ms",
+    [
+        ("s", 1_767_225_600, 1_767_225_600_000),
+        ("ms", 1_767_225_600_123, 1_767_225_600_123),
+        ("us", 1_767_225_600_123_999, 1_767_225_600_123),  # the millisecond the instant falls in
+        ("ns", -1, -1),
+        ("s", -(2**40), -(2**40) * 1000),
+    ],
+)
+def test_timestamps_of_every_unit_become_epoch_ms(unit, stored, expected_ms):
+    table = make_table(n=1).set_column(1, "ts", pa.array([stored], type=pa.int64()).cast(pa.timestamp(unit)))
+    batch, dead = validate_table(table, 8)
+    assert dead == [] and batch.ts.tolist() == [expected_ms]
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        pa.array([2**62, 1_767_225_600], type=pa.int64()).cast(pa.timestamp("s")),  # x1000 wraps int64
+        pa.array([-(2**63), 1_767_225_600], type=pa.int64()).cast(pa.timestamp("s")),
+        pa.array([2**63 + 5, 1_767_225_600_000], type=pa.uint64()),  # beyond int64
+    ],
+)
+def test_a_time_that_does_not_fit_epoch_ms_is_dead_lettered_not_wrapped(column):
+    table = make_table(n=2).set_column(1, "ts", column)
+    batch, dead = validate_table(table, 8, source="row")
+    assert len(batch) == 1 and batch.request_ids.tolist() == ["r1"]
+    assert [d.reason.split(":")[0] for d in dead] == ["event time outside the sane range"]
+    assert dead[0].source == "row:0" and dead[0].record["request_id"] == "r0"
+
+
+# ------------------------------------------------------- columns of any shape
+
+
+@pytest.mark.parametrize("name", ["request_id", "ts", "account_id", "embedding", "org_id"])
+def test_a_contract_column_twice_is_one_clear_error_not_a_crash(name):
+    table = make_table(n=3)
+    doubled = pa.Table.from_arrays(table.columns + [table.column(name)], names=table.schema.names + [name])
+    with pytest.raises(RecordFileError, match=f"{name} appear more than once"):
+        validate_table(doubled, 8)
+
+
+@pytest.mark.parametrize(
+    "name, column",
+    [
+        ("account_id", pa.array([[1], [2], [3]], type=pa.list_(pa.int64()))),
+        ("request_id", pa.array([1.5, 2.5, 3.5])),
+        ("org_id", pa.array([{"x": 1}] * 3)),
+    ],
+)
+def test_a_contract_column_of_the_wrong_type_is_one_clear_error(name, column):
+    table = make_table(n=3)
+    table = table.set_column(table.schema.get_field_index(name), name, column)
+    with pytest.raises(RecordFileError, match=f"column {name} must hold strings"):
+        validate_table(table, 8)
+
+
+def test_extra_columns_of_any_type_keep_the_good_rows_and_the_bad_rows_dead_letters():
+    """Regression: an extra column made one bad row's dead letter fail ("could not convert string
+    to float"), which sank every row of the record."""
+    table = make_table(n=4)
+    emb = np.array(table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)).reshape(4, 8)
+    emb[2, 0] = np.nan
+    table = table.set_column(4, "embedding", pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel()), 8))
+    extras = {
+        "tags": pa.array([["a", "b"], [], None, ["zz"]], type=pa.list_(pa.string())),
+        "meta": pa.array([{"k": "v", "n": 1}] * 4),
+        "when": pa.array([2**62] * 4, type=pa.int64()).cast(pa.timestamp("s")),
+        "blob": pa.array([b"\x00\xff"] * 4),
+        "attributes": pa.array([[("net", "h1")]] * 4, type=pa.map_(pa.string(), pa.string())),
+    }
+    for name, column in extras.items():
+        table = table.append_column(name, column)
+    table = pa.Table.from_arrays(table.columns + [table.column("tags")], names=table.schema.names + ["tags"])
+    batch, dead = validate_table(table, 8, source="row")
+    assert batch.request_ids.tolist() == ["r0", "r1", "r3"]
+    assert [(d.source, d.reason) for d in dead] == [("row:2", "embedding has NaN or Inf")]
+    record = dead[0].record
+    assert record["request_id"] == "r2" and record["tags"] is None and record["meta"] == {"k": "v", "n": 1}
+    assert record["blob"] == "00ff" and isinstance(record["embedding"][0], str)  # "nan": still JSON
+    import json
+
+    json.dumps(record, allow_nan=False)

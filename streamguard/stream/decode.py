@@ -10,12 +10,20 @@ apart per record, never per topic:
   ``embedding_b64`` as base64 of little-endian float32.
 
 Whatever the bytes, :func:`decode_records` never raises on a value: every
-record either yields rows or a :class:`DeadRecord` with a reason, and rows go
-through the same :func:`streamguard.schema.validate_table` as ``replay``
-(wrong dimension, NaN/Inf, zero vector...), so a request is judged the same
-way from a file and from Kafka. Dead records keep the ORIGINAL bytes: the
-whole value for a record that does not decode, the row itself (a one-row Arrow
-IPC stream in the record's schema) for one bad row of an Arrow batch.
+record either yields rows or a :class:`DeadRecord` with a reason (any
+exception while decoding or validating a record is that record's dead letter,
+never the service's end), and rows go through the same
+:func:`streamguard.schema.validate_table` as ``replay`` (wrong dimension,
+NaN/Inf, zero vector...), so a request is judged the same way from a file and
+from Kafka. Dead records keep the ORIGINAL bytes: the whole value for a record
+that does not decode, the row itself (a one-row Arrow IPC stream in the
+record's schema) for one bad row of an Arrow batch.
+
+Valid rows carry their source in ``RequestBatch.origin``: ``(offset, row)``
+per row, row -1 for a JSON record. A row the partition later turns away by
+its event time (stream/event_time.py) is dead-lettered from that:
+:func:`event_time_dead_record` (the validated row, its embedding unit-norm;
+the original bytes stay at that offset of the source topic).
 """
 
 from __future__ import annotations
@@ -78,6 +86,38 @@ class DeadRecord:
         if self.row_table is None:
             return self.value if self.value is not None else b""
         return arrow_stream_bytes(self.row_table)
+
+
+def event_time_dead_record(rows: RequestBatch, i: int, reason: str) -> DeadRecord:
+    """Dead record of row ``i`` of ``rows`` (validated rows whose ``origin`` is ``(offset, row)``).
+
+    A JSON request comes back as a JSON object of the contract's fields, a row of an Arrow
+    record as a one-row Arrow IPC stream; both hold the validated row (embedding unit-norm).
+    """
+    offset, row = (int(v) for v in rows.origin[i]) if rows.origin is not None else (-1, -1)
+    account = rows.account_ids[i]
+    key = account.encode("utf-8", "replace") if isinstance(account, str) else None
+    if row < 0:
+        value = json.dumps(
+            {
+                "request_id": rows.request_ids[i],
+                "ts": int(rows.ts[i]),
+                "account_id": account,
+                "org_id": rows.org_ids[i],
+                "embedding": [float(v) for v in rows.embeddings[i]],
+            }
+        ).encode()
+        return DeadRecord(offset, reason, value, key, fmt="json")
+    table = pa.table(
+        {
+            "request_id": pa.array([rows.request_ids[i]], pa.string()),
+            "ts": pa.array([int(rows.ts[i])], pa.timestamp("ms")),
+            "account_id": pa.array([account], pa.string()),
+            "org_id": pa.array([rows.org_ids[i]], pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.embeddings[i], pa.float32()), rows.dim),
+        }
+    )
+    return DeadRecord(offset, reason, None, key, row=row, row_table=table, fmt="arrow")
 
 
 @dataclass
@@ -271,15 +311,23 @@ class RecordDecoder:
         def flush_json() -> None:
             if not pending:
                 return
-            table = json_rows_table([row for _, row in pending])
-            batch, bad = self._validate(table, f"{source}@json")
-            if batch is None:  # only when the dimension cannot be told yet and no row has one
-                for rec, _ in pending:
-                    dead.append(DeadRecord(rec.offset, bad, rec.value, rec.key, fmt="json"))
-            else:
+            groups = [pending[:]]
+            batch, bad = self._validate_json([row for _, row in pending], f"{source}@json")
+            if batch is None and len(pending) > 1:
+                # The group failed as a whole: judge record by record, so one record cannot sink the others.
+                groups = [[item] for item in pending]
+            for group in groups:
+                if len(groups) > 1:
+                    batch, bad = self._validate_json([row for _, row in group], f"{source}@json")
+                if batch is None:  # the dimension cannot be told yet and no row has one, or the record is unusable
+                    for rec, _ in group:
+                        dead.append(DeadRecord(rec.offset, bad, rec.value, rec.key, fmt="json"))
+                    continue
+                offsets = np.array([rec.offset for rec, _ in group], dtype=np.int64)
+                batch.origin = np.stack([offsets[batch.origin], np.full(len(batch), -1, np.int64)], axis=1)
                 batches.append(batch)
                 for index, reason in bad:
-                    rec = pending[index][0]
+                    rec = group[index][0]
                     dead.append(DeadRecord(rec.offset, reason, rec.value, rec.key, fmt="json"))
             pending.clear()
 
@@ -290,10 +338,16 @@ class RecordDecoder:
             if not arrows:
                 return
             if len(arrows) > 1:
-                combined = pa.concat_tables([t for _, t in arrows])
-                batch, bad = self._validate(combined, f"{source}@{arrows[0][0].offset}")
+                try:
+                    combined = pa.concat_tables([t for _, t in arrows])
+                except Exception:  # noqa: BLE001 - judged record by record below
+                    combined = None
+                batch, bad = (None, None) if combined is None else self._validate(combined, f"{source}@{arrows[0][0].offset}")
                 if batch is not None:
                     starts = np.cumsum([0] + [t.num_rows for _, t in arrows])
+                    record = np.searchsorted(starts, batch.origin, side="right") - 1
+                    offsets = np.array([rec.offset for rec, _ in arrows], dtype=np.int64)
+                    batch.origin = np.stack([offsets[record], batch.origin - starts[record]], axis=1)
                     batches.append(batch)
                     for index, reason in bad:
                         k = int(np.searchsorted(starts, index, side="right")) - 1
@@ -307,6 +361,7 @@ class RecordDecoder:
                 if batch is None:
                     dead.append(DeadRecord(rec.offset, bad, rec.value, rec.key, fmt="arrow"))
                     continue
+                batch.origin = np.stack([np.full(len(batch), rec.offset, np.int64), batch.origin], axis=1)
                 batches.append(batch)
                 for index, reason in bad:
                     dead.append(DeadRecord(rec.offset, reason, None, rec.key, row=index, row_table=table.slice(index, 1), fmt="arrow"))
@@ -320,9 +375,9 @@ class RecordDecoder:
                 rows += 1
                 try:
                     pending.append((rec, decode_json(rec.value or b"")))
-                except DecodeError as exc:
+                except Exception as exc:  # DecodeError, or anything else: the record's dead letter either way
                     flush_json()
-                    dead.append(DeadRecord(rec.offset, str(exc), rec.value, rec.key, fmt="json"))
+                    dead.append(DeadRecord(rec.offset, _reason(exc), rec.value, rec.key, fmt="json"))
                 continue
             flush_json()
             if kind == "unknown":
@@ -332,10 +387,10 @@ class RecordDecoder:
                 continue
             try:
                 table = decode_arrow(rec.value or b"")
-            except DecodeError as exc:
+            except Exception as exc:
                 rows += 1
                 flush_arrow()
-                dead.append(DeadRecord(rec.offset, str(exc), rec.value, rec.key, fmt="arrow"))
+                dead.append(DeadRecord(rec.offset, _reason(exc), rec.value, rec.key, fmt="arrow"))
                 continue
             rows += table.num_rows
             if arrows and not table.schema.equals(arrows[0][1].schema):
@@ -346,18 +401,26 @@ class RecordDecoder:
         dim = self.dim if self.dim is not None else 0
         return Decoded(RequestBatch.concat(batches, dim), dead, rows)
 
+    def _validate_json(self, rows: Sequence[JsonRow], source: str) -> tuple[RequestBatch | None, Any]:
+        """:meth:`_validate` of JSON requests (a string no Arrow column can hold fails like any other)."""
+        try:
+            table = json_rows_table(rows)
+        except Exception as exc:  # noqa: BLE001 - e.g. a lone UTF-16 surrogate in a string field
+            return None, _reason(exc)
+        return self._validate(table, source)
+
     def _validate(self, table: pa.Table, source: str) -> tuple[RequestBatch | None, Any]:
         """validate_table, with the dimension fixed on first use; (None, reason) when a table is unusable."""
         if self.dim is None:
             try:
                 self.dim = infer_dim(table)
-            except (RecordFileError, pa.ArrowException, ValueError, TypeError) as exc:
-                return None, f"{_UNDECODABLE}: {_short(exc)}"
+            except Exception as exc:  # noqa: BLE001 - whatever a record does, it is that record's dead letter
+                return None, _reason(exc)
         try:
             with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
                 batch, dead = validate_table(table, self.dim, source=source)
-        except (RecordFileError, pa.ArrowException, ValueError, TypeError, OverflowError) as exc:
-            return None, f"{_UNDECODABLE}: {_short(exc)}"
+        except Exception as exc:  # noqa: BLE001 - idem
+            return None, _reason(exc)
         bad = [(int(d.source.rsplit(":", 1)[1]), d.reason) for d in dead]
         # Defence in depth: a row validation could not bring to unit norm never reaches a
         # detector (validate_table normalises in float64, so finite rows do reach norm 1).
@@ -370,6 +433,15 @@ class RecordDecoder:
             bad.sort()
             batch = batch.take(np.flatnonzero(~broken))
         return batch, bad
+
+
+def _reason(exc: BaseException) -> str:
+    """Dead-letter reason of an exception raised by one record: ours carry their reason, others are named."""
+    if isinstance(exc, DecodeError):
+        return str(exc)
+    if isinstance(exc, (RecordFileError, pa.ArrowException, ValueError, TypeError, OverflowError)):
+        return f"{_UNDECODABLE}: {_short(exc)}"
+    return f"{_UNDECODABLE}: {type(exc).__name__}: {_short(exc)}"
 
 
 def _short(value: Any, limit: int = 160) -> str:

@@ -33,6 +33,7 @@ from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDet
 from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
 from streamguard.schema import AlertRecord, RequestBatch
+from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class PipelineStats:
     cross_duplicates: int = 0
     remote_duplicates: int = 0
     evicted: int = 0
+    event_time_rejected: int = 0
 
 
 class Pipeline:
@@ -91,6 +93,13 @@ class Pipeline:
         self._warm_rows = 0
         self._tick: int | None = None
         self._watermark: int | None = None
+        # Event time is judged once per request, before the warm-up buffer; the watermark of each
+        # admitted request waits here (FIFO, like the requests) until its chunk is processed.
+        self.event_time = EventTimeGuard(settings.event_time)
+        self._row_watermarks = np.empty(0, dtype=np.int64)
+        self.rejected = Rejected.none()
+        """Requests the last :meth:`process` or :meth:`finish` call turned away by event time,
+        with reasons: the caller dead-letters them (each row keeps its ``origin``)."""
         self._touched: set[int] = set()
         self._last_request = np.full(self.accounts.capacity, None, dtype=object)
         self._last_dup_request = np.full(self.accounts.capacity, None, dtype=object)
@@ -258,7 +267,21 @@ class Pipeline:
     # ------------------------------------------------------------------- flow
 
     def process(self, batch: RequestBatch) -> list[AlertRecord]:
-        """Feed validated requests (in arrival order); returns the alerts they raised."""
+        """Feed validated requests (in arrival order); returns the alerts they raised.
+
+        Requests whose event time the partition cannot accept (stream/event_time.py) are
+        not fed: they are in :attr:`rejected` until the next call.
+        """
+        return self._admit(self.event_time.admit(batch))
+
+    def _admit(self, admission: Admission) -> list[AlertRecord]:
+        self.rejected = admission.rejected
+        self.stats.event_time_rejected += len(admission.rejected)
+        self._row_watermarks = np.concatenate([self._row_watermarks, admission.watermarks])
+        return self._feed(admission.batch)
+
+    def _feed(self, batch: RequestBatch) -> list[AlertRecord]:
+        """Admitted requests to the warm-up buffer or the detectors."""
         if len(batch) == 0:
             return []
         if not self.ready:
@@ -270,7 +293,7 @@ class Pipeline:
                 return []
             alerts = self._start_from_warmup()
             if len(batch) > room:
-                alerts.extend(self.process(batch.take(slice(room, len(batch)))))
+                alerts.extend(self._feed(batch.take(slice(room, len(batch)))))
             return alerts
         alerts: list[AlertRecord] = []
         step = self.settings.batch.max_size
@@ -280,9 +303,9 @@ class Pipeline:
 
     def finish(self) -> list[AlertRecord]:
         """End of input: process a stream shorter than the warm-up, judge the last tick."""
-        alerts: list[AlertRecord] = []
+        alerts = self._admit(self.event_time.release())  # requests still waiting for their time to be confirmed
         if not self.ready and self._warm_rows:
-            alerts = self._start_from_warmup()
+            alerts.extend(self._start_from_warmup())
         if self.ready and self._touched:
             alerts.extend(self._end_tick(self._tick + 1 if self._tick is not None else 0))
         return alerts
@@ -294,7 +317,7 @@ class Pipeline:
         log.info(
             "codebook fitted on %d warm-up requests: %d cells, %d topics", len(warm), self.codebook.cells, self.codebook.topics
         )
-        return self.process(warm)
+        return self._feed(warm)
 
     def _process_chunk(self, batch: RequestBatch) -> list[AlertRecord]:
         """Update the detectors, judging accounts each time event time crosses a tick.
@@ -305,8 +328,8 @@ class Pipeline:
         """
         started = time.perf_counter()
         tick_ms = self.settings.scoring.tick_ms
-        floor = self._watermark if self._watermark is not None else np.iinfo(np.int64).min
-        watermark = np.maximum.accumulate(np.maximum(batch.ts, floor))
+        # The event-time guard's watermark after each request (a clean stream's running maximum).
+        watermark, self._row_watermarks = self._row_watermarks[: len(batch)], self._row_watermarks[len(batch):]
         ticks = watermark // tick_ms
         previous = np.r_[self._tick if self._tick is not None else ticks[0], ticks[:-1]]
         alerts: list[AlertRecord] = []
@@ -510,6 +533,8 @@ class Pipeline:
             "warm_rows": self._warm_rows,
             "tick": self._tick,
             "watermark": self._watermark,
+            "event_time": self.event_time.state_dict(),
+            "row_watermarks": self._row_watermarks.copy(),
             "touched": sorted(self._touched),
             "last_request": self._last_request.copy(),
             "last_dup_request": self._last_dup_request.copy(),
@@ -537,6 +562,15 @@ class Pipeline:
         self._warm_rows = int(state["warm_rows"])
         self._tick = state["tick"]
         self._watermark = state["watermark"]
+        if "event_time" in state:
+            self.event_time.load_state_dict(state["event_time"])
+            self._row_watermarks = np.asarray(state["row_watermarks"], dtype=np.int64).copy()
+        else:  # a snapshot from before the guard: its watermark was the running maximum
+            pending = np.concatenate([b.ts for b in state["warm"]]) if state["warm"] else np.empty(0, np.int64)
+            floor = self._watermark if self._watermark is not None else np.iinfo(np.int64).min
+            self._row_watermarks = np.maximum.accumulate(np.maximum(pending, floor))
+            last = int(self._row_watermarks[-1]) if len(pending) else self._watermark
+            self.event_time.load_state_dict({"watermark": last})
         self._touched = set(state["touched"])
         self._last_request = state["last_request"].copy()
         self._last_dup_request = state["last_dup_request"].copy()

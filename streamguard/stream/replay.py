@@ -3,7 +3,8 @@
 Rows are sorted by event time, cut into source batches, validated (bad rows to
 the dead-letter sink), sharded over partitions exactly as Kafka's default
 partitioner shards account keys, and fed to one :class:`Pipeline` per
-partition. With one partition this is the plain detector; with N it reproduces
+partition; rows a partition turns away by event time go to the dead-letter
+sink too. With one partition this is the plain detector; with N it reproduces
 ``run`` on a topic of N partitions, where each replica only knows its own
 partitions' accounts.
 """
@@ -25,6 +26,7 @@ from streamguard.detectors.codebook import Codebook
 from streamguard.schema import AlertRecord, RequestBatch, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
+from streamguard.stream.event_time import EventTimeGuard
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
 
@@ -93,8 +95,9 @@ def replay_table(
     """Run the detector over ``table`` (request records); alerts go to ``alert_sink``.
 
     The codebook, unless given, is fitted once on the first warm-up requests
-    of the whole stream and shared by every partition, as a deployment shares
-    one codebook artifact between replicas.
+    of the whole stream whose event time is admitted (one partition's guard
+    over the whole stream) and shared by every partition, as a deployment
+    shares one codebook artifact between replicas.
 
     Operations hooks (all optional; none changes which alerts are raised):
 
@@ -118,8 +121,11 @@ def replay_table(
     route = PartitionRouter(partitions)
     rows = settings.batch.max_size
     pending: list[RequestBatch] = []
-    pending_rows = 0
     pipelines: list[Pipeline] = []
+    # Picks the warm-up the way one pipeline fitting its own codebook would: admitted requests only.
+    warm_guard = EventTimeGuard(settings.event_time) if codebook is None else None
+    admitted: list[RequestBatch] = []
+    admitted_rows = 0
 
     # Wall time (epoch ms) at which each source chunk was read, by the chunk's latest event time.
     arrival_ts: list[int] = []
@@ -145,13 +151,27 @@ def replay_table(
         if progress is not None:
             progress(result, alerts)
 
+    def turned_away(pipeline: Pipeline) -> None:
+        """Dead-letter the rows the pipeline's last call rejected by event time."""
+        letters = pipeline.rejected.dead_letters("row")
+        if letters:
+            dead_letters.write(letters)
+            result.dead_letters += len(letters)
+            result.valid -= len(letters)
+            if metrics is not None:
+                for letter in letters:
+                    metrics.bad_records(letter.reason)
+
     def process(pipeline: Pipeline, batch: RequestBatch, partition: int | None) -> list[AlertRecord]:
         if metrics is None:
-            return pipeline.process(batch)
+            alerts = pipeline.process(batch)
+            turned_away(pipeline)
+            return alerts
         before = dict(pipeline.stats.stage_seconds)
         held = pipeline.scorer.held_back
         t0 = time.perf_counter()
         alerts = pipeline.process(batch)
+        turned_away(pipeline)
         metrics.batch(time.perf_counter() - t0, len(batch))
         metrics.held_back(pipeline.scorer.held_back - held)
         metrics.requests(len(batch), partition)
@@ -202,27 +222,37 @@ def replay_table(
             result.dead_letters += len(dead)
         if not pipelines:
             pending.append(batch)
-            pending_rows += len(batch)
-            if codebook is None and pending_rows < settings.coverage.warmup:
-                continue
+            if warm_guard is not None:
+                admitted.append(warm_guard.admit(batch).batch)
+                admitted_rows += len(admitted[-1])
+                if admitted_rows < settings.coverage.warmup:
+                    continue
+                # The first `warmup` admitted requests exactly, as a pipeline fitting its own would take.
+                sample = RequestBatch.concat(admitted, dim).take(np.arange(settings.coverage.warmup))
+                codebook = Pipeline(settings, backend).fit_codebook(sample)
             warm = RequestBatch.concat(pending, dim)
-            if codebook is None:
-                # The first `warmup` requests exactly, as a pipeline fitting its own would take.
-                codebook = Pipeline(settings, backend).fit_codebook(warm.take(np.arange(settings.coverage.warmup)))
             pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
             pending = []
             feed(warm)
         else:
             feed(batch)
-    for pipeline in pipelines:
-        emit(pipeline.finish())
-    if not pipelines and pending_rows:
+
+    def finish() -> None:
+        for pipeline in pipelines:
+            alerts = pipeline.finish()
+            turned_away(pipeline)
+            emit(alerts)
+
+    finish()
+    if not pipelines and any(len(b) for b in pending):
         warm = RequestBatch.concat(pending, dim)
-        codebook = codebook or Pipeline(settings, backend).fit_codebook(warm)
+        if codebook is None and warm_guard is not None:
+            sample = RequestBatch.concat(admitted + [warm_guard.release().batch], dim)
+            # With no admitted request at all there is nothing to fit: the pipelines only reject.
+            codebook = Pipeline(settings, backend).fit_codebook(sample) if len(sample) else None
         pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
         feed(warm)
-        for pipeline in pipelines:
-            emit(pipeline.finish())
+        finish()
     alert_sink.flush()
     dead_letters.flush()
     result.pipelines = pipelines

@@ -200,3 +200,150 @@ def test_consecutive_arrow_records_map_bad_rows_back_to_their_record() -> None:
     row = pa.ipc.open_stream(out.dead[0].original_bytes()).read_all()
     assert row.column("request_id")[0].as_py() == "r2-3"
     assert out.batch.request_ids.tolist()[:5] == ["r1-0", "r1-1", "r1-2", "r1-3", "r2-0"]
+
+
+# ------------------------------------------------- records of any schema
+
+GOOD_TS = 1_767_225_600_000
+
+
+def contract_arrays(n: int, seed: int = 0) -> dict[str, pa.Array]:
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, D)).astype(np.float32)
+    return {
+        "request_id": pa.array([f"s{seed}-{i}" for i in range(n)]),
+        "ts": pa.array(GOOD_TS + np.arange(n), pa.int64()).cast(pa.timestamp("ms")),
+        "account_id": pa.array([f"acct-{i % 3}" for i in range(n)]),
+        "org_id": pa.array([None] * n, pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), D),
+    }
+
+
+@pytest.mark.parametrize("name", ["account_id", "embedding", "ts", "request_id"])
+def test_a_record_with_a_duplicated_column_is_its_own_dead_letter(name: str) -> None:
+    """Regression: KeyError 'Field "account_id" exists 2 times in schema' killed the service on every restart."""
+    cols = contract_arrays(3, seed=7)
+    names = list(cols) + [name]
+    bad = arrow_stream_bytes(pa.Table.from_arrays(list(cols.values()) + [cols[name]], names=names))
+    out = decode(GOOD_ARROW, bad, arrow_value(4, seed=2), json_value(5))
+    assert [(d.offset, d.reason.split(":")[0]) for d in out.dead] == [(1, "undecodable")]
+    assert "appear more than once" in out.dead[0].reason and out.dead[0].original_bytes() == bad
+    assert len(out.batch) == 4 + 4 + 1
+
+
+def test_an_arrow_record_with_extra_columns_keeps_its_good_rows() -> None:
+    """Regression: an extra column with one bad row dead-lettered every row of the record."""
+    cols = contract_arrays(5, seed=3)
+    emb = np.random.default_rng(3).standard_normal((5, D)).astype(np.float32)
+    emb[1, 2] = np.inf
+    cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), D)
+    cols["note"] = pa.array(["x", "y", "z", "w", "v"])
+    cols["tags"] = pa.array([["a"], ["b", "c"], [], None, ["d"]], pa.list_(pa.string()))
+    out = decode(arrow_stream_bytes(pa.table(cols)))
+    assert out.batch.request_ids.tolist() == ["s3-0", "s3-2", "s3-3", "s3-4"]
+    assert [(d.offset, d.row, d.reason) for d in out.dead] == [(0, 1, "embedding has NaN or Inf")]
+    row = pa.ipc.open_stream(out.dead[0].original_bytes()).read_all()
+    assert row.column("note")[0].as_py() == "y"  # the row as it came, extra columns included
+
+
+def test_a_json_record_no_arrow_string_can_hold_is_its_own_dead_letter() -> None:
+    """A lone UTF-16 surrogate is valid JSON but no UTF-8 string: it once crashed the decoder."""
+    bad = json_value(1).replace(b'"j1"', b'"\\ud800"')
+    out = decode(json_value(0), bad, json_value(2))
+    assert out.batch.request_ids.tolist() == ["j0", "j2"]
+    assert [(d.offset, d.reason.split(":")[0]) for d in out.dead] == [(1, "undecodable")]
+
+
+def test_valid_rows_carry_their_offset_and_row() -> None:
+    out = decode(arrow_value(3, seed=1), json_value(9), arrow_value(2, seed=3, nan_row=0), arrow_value(2, seed=4))
+    assert out.batch.origin.tolist() == [[0, 0], [0, 1], [0, 2], [1, -1], [2, 1], [3, 0], [3, 1]]
+
+
+# Column kinds a producer might send: right for the contract, wrong, nested, or all null.
+def _kind_array(kind: str, name: str, n: int, draw) -> pa.Array:
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    if kind == "null":
+        return pa.nulls(n)
+    if kind == "strings":
+        return pa.array([draw(st.one_of(st.none(), st.text(max_size=3))) for _ in range(n)], pa.string())
+    if kind == "ints":
+        return pa.array(rng.integers(-5, 5, n), pa.int64())
+    if kind == "floats":
+        return pa.array(rng.standard_normal(n))
+    if kind == "struct":
+        return pa.array([{"a": int(v)} for v in rng.integers(0, 9, n)])
+    if kind == "map":
+        return pa.array([[("k", "v")]] * n, pa.map_(pa.string(), pa.string()))
+    if kind == "list_of_strings":
+        return pa.array([["x"] * int(v) for v in rng.integers(0, 3, n)], pa.list_(pa.string()))
+    if kind == "nested_floats":
+        return pa.array([[[1.0] * D]] * n, pa.list_(pa.list_(pa.float32())))
+    if kind == "times":
+        unit = draw(st.sampled_from(["s", "ms", "us", "ns"]))
+        values = [draw(st.sampled_from([None, 0, -1, 2**62, -(2**63), 2**63 - 1, 1_767_225_600, GOOD_TS])) for _ in range(n)]
+        return pa.array(values, pa.int64()).cast(pa.timestamp(unit))
+    if kind == "uint_times":
+        return pa.array([draw(st.sampled_from([0, GOOD_TS, 2**63 + 1, 2**64 - 1])) for _ in range(n)], pa.uint64())
+    if kind == "embeddings":
+        value_type = draw(st.sampled_from([pa.float32(), pa.float16(), pa.float64()]))
+        rows = []
+        for _ in range(n):
+            size = draw(st.sampled_from([D, D, D, D - 1, 0]))
+            row = rng.standard_normal(size) * draw(st.sampled_from([1.0, 0.0, 1e30]))
+            if size and draw(st.booleans()):
+                row[0] = draw(st.sampled_from([np.nan, np.inf]))
+            rows.append(None if draw(st.integers(0, 9)) == 0 else row.tolist())
+        fixed = draw(st.booleans()) and all(r is not None and len(r) == D for r in rows)
+        if fixed:
+            return pa.FixedSizeListArray.from_arrays(pa.array(np.ravel(rows), value_type), D)
+        return pa.array(rows, pa.large_list(value_type) if draw(st.booleans()) else pa.list_(value_type))
+    raise AssertionError(kind)
+
+
+RIGHT = {"request_id": ["strings", "ints"], "account_id": ["strings", "ints"], "org_id": ["strings", "null"],
+         "ts": ["times", "uint_times", "ints"], "embedding": ["embeddings"]}
+WRONG = ["floats", "struct", "map", "list_of_strings", "nested_floats", "null"]
+
+
+@st.composite
+def arrow_records(draw) -> tuple[pa.Table, bool]:
+    """A table of request-like columns: each contract column 0-2 times, of a right or wrong kind, plus
+    extra columns of any kind, in any order. Also says whether the schema is a valid request schema."""
+    n = draw(st.integers(1, 5))
+    columns: list[tuple[str, pa.Array]] = []
+    valid = True
+    for name, right in RIGHT.items():
+        copies = draw(st.sampled_from([1, 1, 1, 1, 0, 2]))
+        for _ in range(copies):
+            kind = draw(st.sampled_from(right + WRONG)) if draw(st.integers(0, 4)) == 0 else draw(st.sampled_from(right))
+            valid &= kind in right and not (name != "org_id" and kind == "null")
+            columns.append((name, _kind_array(kind, name, n, draw)))
+        valid &= copies == 1 or (name == "org_id" and copies == 0)
+    for _ in range(draw(st.integers(0, 3))):
+        name = draw(st.sampled_from(["note", "attributes", "x", "note"]))
+        columns.append((name, _kind_array(draw(st.sampled_from(WRONG + ["strings", "times", "embeddings"])), name, n, draw)))
+    order = draw(st.permutations(range(len(columns))))
+    columns = [columns[i] for i in order]
+    return pa.Table.from_arrays([c for _, c in columns], names=[name for name, _ in columns]), valid
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@given(st.lists(arrow_records(), min_size=1, max_size=3))
+def test_fuzz_arrow_schemas(records: list[tuple[pa.Table, bool]]) -> None:
+    """Duplicated, missing, extra, wrongly typed and nested columns, odd values: no exception; a record
+    whose schema is a request schema keeps every row validate_table keeps on its contract columns alone."""
+    values = [arrow_stream_bytes(table) for table, _ in records]
+    check_invariant(values + [GOOD_ARROW])
+    out = decode(*values, GOOD_ARROW)
+    assert out.batch.origin is not None and out.batch.origin.shape == (len(out.batch), 2)
+    for offset, (table, valid) in enumerate(records):
+        mine = out.batch.origin[:, 0] == offset
+        whole = [d for d in out.dead if d.offset == offset and d.row is None]
+        if not valid:
+            continue
+        assert not whole, whole[0].reason  # never the whole record for a request schema
+        contract = table.select([c for c in ("request_id", "ts", "account_id", "org_id", "embedding") if c in table.schema.names])
+        expected, _ = validate_table(contract, D)
+        assert out.batch.request_ids[mine].tolist() == expected.request_ids.tolist()
+        assert out.batch.origin[mine, 1].tolist() == expected.origin.tolist()
+    assert GOOD_ARROW and out.batch.request_ids[out.batch.origin[:, 0] == len(records)].size == 4

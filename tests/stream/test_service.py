@@ -256,3 +256,45 @@ def test_a_checkpoint_of_a_partition_revoked_meanwhile_is_dropped(tmp_path: Path
     assert store.save(Checkpoint("t", 0, offset=20, snapshot={}), lambda: ownership.holding(0, epoch)) is None
     assert store.manifest(0)["checkpoint_id"] == kept.checkpoint_id
     assert [p.name for p in store.partition_dir(0).glob("*.pkl")] == [store.manifest(0)["snapshot"]]
+
+
+def poisoned_logs(world: Any) -> tuple[dict[int, list[Record]], int]:
+    """Partition 1's log with, in its middle, a JSON request stamped 2**62 from a fresh account, an Arrow
+    record with its account_id column twice, and a JSON request stamped 0."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal(world.codebook.dim).tolist()
+    future = json.dumps({"request_id": "poison-future", "ts": 2**62, "account_id": "fresh", "embedding": emb}).encode()
+    zero = json.dumps({"request_id": "poison-zero", "ts": 0, "account_id": "fresh", "embedding": emb}).encode()
+    table = pa.ipc.open_stream(world.logs[1][0].value).read_all()
+    doubled = pa.Table.from_arrays(table.columns + [table.column("account_id")], names=table.schema.names + ["account_id"])
+    values = [r.value for r in world.logs[1]]
+    mid = len(values) // 2
+    values[mid:mid] = [future, arrow_stream_bytes(doubled), zero]
+    return {**world.logs, 1: [Record(i, v) for i, v in enumerate(values)]}, mid
+
+
+def test_poisoned_records_are_dead_lettered_and_change_no_alert_across_a_crash(world: Any, fakes: Any, tmp_path: Path) -> None:
+    """Issue 15: one record must never blind or stop the detector, on the first run or after a restart."""
+    logs, mid = poisoned_logs(world)
+    clock, outputs = fakes.Clock(), fakes.Outputs()
+    first = build(world, fakes, tmp_path, source=fakes.Source(logs, clock), outputs=outputs, clock=clock)
+    first.source.assign({0, 1, 2})
+    first.source.crash_at_poll = 40  # a kill -9 midway: the restart resumes from the last checkpoint
+    with pytest.raises(fakes.Crash):
+        first.run()
+    second = build(world, fakes, tmp_path, source=fakes.Source(logs, clock), outputs=outputs, clock=clock)
+    second.source.committed = dict(first.source.committed)
+    second.source.assign({0, 1, 2})
+    assert second.run() == 0
+    assert exported(outputs) == world.oracle
+    assert file_alerts(tmp_path) == world.oracle
+    dead = {(p, d.offset, d.reason.split(":")[0], d.fmt) for p, d in outputs.dead}
+    assert dead == {
+        (1, mid, "event time outside the sane range", "json"),
+        (1, mid + 1, "undecodable", "arrow"),
+        (1, mid + 2, "event time outside the sane range", "json"),
+    }
+    letter = next(d for p, d in outputs.dead if d.offset == mid)
+    assert json.loads(letter.original_bytes()) | {"embedding": None} == {
+        "request_id": "poison-future", "ts": 2**62, "account_id": "fresh", "org_id": None, "embedding": None
+    }
