@@ -49,7 +49,10 @@ def _add_metrics_flags(parser: argparse.ArgumentParser, linger: bool) -> None:
         "--metrics-port", type=int, default=None, metavar="PORT",
         help="serve /metrics, /healthz and /readyz on this port while the command runs (0: any free port)",
     )
-    group.add_argument("--metrics-addr", default="127.0.0.1", metavar="ADDR", help="bind address of --metrics-port (default 127.0.0.1)")
+    group.add_argument(
+        "--metrics-addr", default=_env("METRICS_ADDR", "127.0.0.1"), metavar="ADDR",
+        help="bind address of --metrics-port (env STREAMGUARD_METRICS_ADDR; default 127.0.0.1, this host only)",
+    )
     group.add_argument(
         "--pace", type=float, default=None, metavar="EVENTS_PER_S",
         help="feed the detector at most this many requests per second of wall time, like a live stream "

@@ -61,7 +61,8 @@ class CoverageConfig:
     max_topics: int = 512
     """Fine cells are merged into at most this many topics (see detectors/codebook.py)."""
     warmup: int = 20_000
-    """Valid requests buffered to fit the codebook when none is loaded."""
+    """Valid requests buffered to fit the codebook when none is loaded, pooled over the topic's
+    partitions (see stream/warmup.py): a partition needs no such number of its own."""
     warmup_per_account: int = 8
     """Cap per account in the warm-up sample, so heavy or templated accounts do not own cells."""
     min_accounts_per_cell: int = 2
@@ -257,6 +258,9 @@ class KafkaConfig:
     """/healthz fails when the loop has not turned for this long."""
     export_timeout_s: float = 30.0
     """Wait this long for the broker to acknowledge alerts before retrying the checkpoint later."""
+    metadata_check_interval_s: float = 30.0
+    """The request topic's metadata (id, partition count) is refreshed and compared this often:
+    a recreated, repartitioned or missing topic is noticed within it (see docs/kafka.md)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "KafkaConfig":
@@ -282,7 +286,7 @@ class KafkaConfig:
                 raise ValueError(f"kafka.{name} must be > 0, got {getattr(self, name)}")
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("kafka.heartbeat_interval_ms must be below kafka.session_timeout_ms")
-        for name in ("checkpoint_interval_s", "liveness_timeout_s", "export_timeout_s"):
+        for name in ("checkpoint_interval_s", "liveness_timeout_s", "export_timeout_s", "metadata_check_interval_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"kafka.{name} must be > 0, got {getattr(self, name)}")
         if self.queue_max_rows < 0:

@@ -25,18 +25,20 @@ import dataclasses
 import hashlib
 import heapq
 import hmac
+import io
 import logging
 import math
 import os
 import platform
+import queue as pyqueue
 import re
+import selectors
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -70,6 +72,16 @@ BAD_RECORD_REASONS = (
     "event time too far behind",
     "event time too far ahead",
     "other",
+)
+#: Reasons of ``streamguard_source_resets_total{reason}``: the request topic's offsets moved
+#: backwards or its shape changed (see the policy in ``streamguard.service`` and docs/kafka.md).
+SOURCE_RESET_REASONS = (
+    "log_truncated",
+    "offset_moved_back",
+    "topic_recreated",
+    "partitions_changed",
+    "topic_missing",
+    "offset_gap",
 )
 
 # Buckets. Latencies span a tiny CPU batch (~1 ms) to a stalled GPU batch (tens of s).
@@ -212,6 +224,12 @@ class StreamguardMetrics:
             "Alerts held back by scoring.alert_budget (still pending; sent when the day's budget frees).",
             registry=registry,
         )
+        self._source_resets = Counter(
+            f"{ns}_source_resets",
+            "The request topic's offsets moved backwards or its shape changed (log truncated, topic recreated or "
+            "missing, another partition count, records skipped), by reason; see docs/kafka.md.",
+            ["reason"], registry=registry,
+        )
         self._batch_seconds = Histogram(
             f"{ns}_batch_duration_seconds", "Wall time to process one micro-batch, decode to checkpoint.",
             registry=registry, buckets=BATCH_SECONDS_BUCKETS,
@@ -255,6 +273,16 @@ class StreamguardMetrics:
             f"{ns}_last_progress_timestamp_seconds", "Unix time of the last processed batch or idle poll.",
             registry=registry,
         )
+        self._warmup_remaining = Gauge(
+            f"{ns}_warmup_remaining_requests",
+            "Requests the shared warm-up still needs before its codebook is fitted (0 once fitted, or with --codebook).",
+            registry=registry,
+        )
+        self._warmup_waiting = Gauge(
+            f"{ns}_warmup_waiting",
+            "1 while partitions buffer their requests for the shared codebook (no alerts yet), else 0.",
+            registry=registry,
+        )
         self._scores = _ScoreHistograms()
         registry.register(self._scores)
         self._top = _TopSuspicious()
@@ -271,6 +299,8 @@ class StreamguardMetrics:
             self._bad_records.labels(reason=reason)
         for stage in STAGES:
             self._stage_seconds.labels(stage=stage)
+        for reason in SOURCE_RESET_REASONS:
+            self._source_resets.labels(reason=reason)
 
     # -- hashing ---------------------------------------------------------
 
@@ -296,6 +326,14 @@ class StreamguardMetrics:
             raise ValueError(f"bad record count must be >= 0, got {n}")
         stem = str(reason).split(":", 1)[0].strip()
         self._bad_records.labels(reason=stem if stem in BAD_RECORD_REASONS else "other").inc(n)
+
+    def source_reset(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` detected changes of the request topic (a reason of :data:`SOURCE_RESET_REASONS`)."""
+        if reason not in SOURCE_RESET_REASONS:
+            raise ValueError(f"unknown source reset reason {reason!r}; known: {', '.join(SOURCE_RESET_REASONS)}")
+        if n < 0:
+            raise ValueError(f"source reset count must be >= 0, got {n}")
+        self._source_resets.labels(reason=reason).inc(n)
 
     def alerts(self, kinds: list[str]) -> None:
         """Count one alert of each distinct kind in ``kinds`` (``"a+b"`` entries are split)."""
@@ -413,6 +451,11 @@ class StreamguardMetrics:
     def last_progress(self, ts: float) -> None:
         """Record the Unix time of the last progress (a processed batch or an idle poll)."""
         self._last_progress.set(float(ts))
+
+    def warmup(self, remaining: int, waiting: bool) -> None:
+        """Where the shared warm-up stands (``streamguard.stream.warmup.WarmupStatus``)."""
+        self._warmup_remaining.set(max(int(remaining), 0))
+        self._warmup_waiting.set(1 if waiting else 0)
 
     # -- what a pipeline and its alerts tell -----------------------------
 
@@ -673,14 +716,245 @@ def _non_negative(seconds: float) -> float:
 
 # -- HTTP exposition -------------------------------------------------------
 
+#: Connections still sending their request head, at most; beyond it the oldest is closed (503).
+HTTP_MAX_CONNECTIONS = 64
+#: Threads that answer complete requests.
+HTTP_WORKERS = 4
+#: Complete requests waiting for a thread, at most; beyond it a request is answered 503 at once.
+HTTP_QUEUE = 16
+#: Seconds a client has, from connecting, to send its request head; also the limit of each write of the answer.
+HTTP_TIMEOUT_S = 5.0
+#: A request head larger than this is answered 431 (probes and scrapes send a few hundred bytes).
+HTTP_MAX_HEAD_BYTES = 16 * 1024
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+
+@dataclasses.dataclass
+class _Pending:
+    """A connection whose request head has not fully arrived."""
+
+    address: Any
+    deadline: float
+    head: bytes = b""
+
+
+class _DebugStream:
+    """``wsgi.errors`` and wsgiref's traceback output: a client that stops reading is not worth a traceback."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("metrics endpoint: %s", text.rstrip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class _QuietHandler(WSGIRequestHandler):
+    """One request whose head the server already read (``head``); answers are written with a timeout."""
+
+    def __init__(self, request: socket.socket, client_address: Any, server: Any, head: bytes = b"") -> None:
+        self._head = head
+        self.timeout = server.timeout_s  # StreamRequestHandler.setup sets it on the socket: writes time out
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the socket is not read again: the head (and any body bytes) came with the request
+        self.rfile = io.BytesIO(self._head)
+
+    def get_stderr(self) -> Any:
+        return _DebugStream()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Scrapes and probes every few seconds would flood the log."""
+
+
+class _BoundedWSGIServer(WSGIServer):
+    """A WSGI server whose threads, connections and waiting times are all bounded.
+
+    One thread (``serve_forever``) accepts connections and reads their request
+    heads without blocking (a selector), so an open connection holds no thread
+    until its whole head has arrived:
+
+    - a client that has not sent its head ``timeout_s`` after connecting is
+      answered 408 and closed, however slowly it drips bytes (slow loris);
+    - beyond ``max_connections`` connections still sending their heads, the
+      oldest is answered 503 and closed, so idle connections cannot keep a
+      probe or a scrape out;
+    - a complete request goes to one of ``workers`` threads through a queue of
+      ``queue`` places; when the queue is full it is answered 503 at once;
+    - the answer is written with a timeout of ``timeout_s`` per write (a client
+      that does not read); one request per connection, as wsgiref.
+    """
+
+    request_queue_size = 128
+    """Listen backlog: connections are accepted as fast as they come, the limits apply after."""
+
+    def __init__(
+        self,
+        server_address: tuple[str, int],
+        handler_class: type[_QuietHandler],
+        *,
+        max_connections: int = HTTP_MAX_CONNECTIONS,
+        workers: int = HTTP_WORKERS,
+        queue: int = HTTP_QUEUE,
+        timeout_s: float = HTTP_TIMEOUT_S,
+    ) -> None:
+        for name, value in (("max_connections", max_connections), ("workers", workers), ("queue", queue)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        if not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a finite number > 0, got {timeout_s!r}")
+        self.max_connections = max_connections
+        self.workers = workers
+        self.timeout_s = float(timeout_s)
+        self._requests: pyqueue.Queue[tuple[socket.socket, Any, bytes]] = pyqueue.Queue(maxsize=queue)
+        self._stop = False
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        super().__init__(server_address, handler_class)
+
+    # -- the accepting thread --------------------------------------------
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        self._stopped.clear()
+        threads = [
+            threading.Thread(target=self._work, name=f"streamguard-metrics-{i}", daemon=True) for i in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
+        pending: dict[socket.socket, _Pending] = {}
+        self.socket.setblocking(False)
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            try:
+                while not self._stop:
+                    timeout = poll_interval
+                    if pending:  # deadlines grow in insertion order: the first is the nearest
+                        timeout = min(timeout, max(next(iter(pending.values())).deadline - time.monotonic(), 0.0))
+                    for key, _ in selector.select(timeout):
+                        if key.fileobj is self.socket:
+                            self._accept(selector, pending)
+                        elif key.fileobj is self._wake_r:
+                            self._drain_wake()
+                        else:
+                            self._read(selector, pending, key.fileobj)  # type: ignore[arg-type]
+                    now = time.monotonic()
+                    while pending and next(iter(pending.values())).deadline <= now:
+                        self._drop(selector, pending, next(iter(pending)), "408 Request Timeout")
+            finally:
+                for conn in list(pending):
+                    self._drop(selector, pending, conn, None)
+                while True:  # requests still queued are not answered; the workers see _stop and leave
+                    try:
+                        conn, _, _ = self._requests.get_nowait()
+                    except pyqueue.Empty:
+                        break
+                    self.shutdown_request(conn)
+                self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop ``serve_forever`` and wait until it has returned (as ``socketserver.BaseServer.shutdown``)."""
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except OSError:
+            pass
+
+    def _accept(self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending]) -> None:
+        for _ in range(self.request_queue_size):
+            try:
+                conn, address = self.socket.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of file descriptors...: the backlog waits
+                log.debug("metrics endpoint: accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            pending[conn] = _Pending(address, time.monotonic() + self.timeout_s)
+            selector.register(conn, selectors.EVENT_READ)
+            while len(pending) > self.max_connections:
+                self._drop(selector, pending, next(iter(pending)), "503 Service Unavailable")
+
+    def _read(self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], conn: socket.socket) -> None:
+        entry = pending.get(conn)
+        if entry is None:
+            return
+        try:
+            data = conn.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client went away
+            self._drop(selector, pending, conn, None)
+            return
+        entry.head += data
+        if b"\r\n\r\n" in entry.head or b"\n\n" in entry.head:
+            selector.unregister(conn)
+            del pending[conn]
+            try:
+                self._requests.put_nowait((conn, entry.address, entry.head))
+            except pyqueue.Full:
+                self._refuse(conn, "503 Service Unavailable")
+        elif len(entry.head) > HTTP_MAX_HEAD_BYTES:
+            self._drop(selector, pending, conn, "431 Request Header Fields Too Large")
+
+    def _drop(
+        self, selector: selectors.BaseSelector, pending: dict[socket.socket, _Pending], conn: socket.socket, status: str | None
+    ) -> None:
+        pending.pop(conn, None)
+        try:
+            selector.unregister(conn)
+        except (KeyError, ValueError):
+            pass
+        if status is None:
+            self.shutdown_request(conn)
+        else:
+            self._refuse(conn, status)
+
+    def _refuse(self, conn: socket.socket, status: str) -> None:
+        """A short answer written without blocking (dropped if it does not fit), then close."""
+        body = status.split(" ", 1)[1].lower().encode() + b"\n"
+        head = f"HTTP/1.0 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        try:
+            conn.setblocking(False)
+            conn.send(head.encode() + body)
+        except OSError:
+            pass
+        self.shutdown_request(conn)
+
+    # -- the answering threads -------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop:
+            try:
+                conn, address, head = self._requests.get(timeout=0.5)
+            except pyqueue.Empty:
+                continue
+            try:
+                self.RequestHandlerClass(conn, address, self, head)  # type: ignore[call-arg]
+            except Exception as exc:  # a client that stopped reading, a reset connection
+                log.debug("metrics endpoint: request from %s failed: %s", address, exc)
+            finally:
+                self.shutdown_request(conn)
 
 
 def serve(
@@ -690,6 +964,11 @@ def serve(
     *,
     liveness: Callable[[], bool] | None = None,
     readiness: Callable[[], bool] | None = None,
+    readiness_detail: Callable[[], str] | None = None,
+    max_connections: int = HTTP_MAX_CONNECTIONS,
+    workers: int = HTTP_WORKERS,
+    queue: int = HTTP_QUEUE,
+    timeout_s: float = HTTP_TIMEOUT_S,
 ) -> tuple[WSGIServer, threading.Thread]:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``addr:port`` from a daemon thread.
 
@@ -701,14 +980,29 @@ def serve(
     - ``/healthz``: 200 while ``liveness()`` is true (default: always, the
       process is serving), else 503;
     - ``/readyz``: 200 while ``readiness()`` is true (default:
-      ``streamguard_ready == 1`` in ``registry``), else 503;
+      ``streamguard_ready == 1`` in ``registry``), else 503; the body's
+      first line is ``ok`` or ``not ready``, then ``readiness_detail()`` if
+      given (what the detector still waits for: the shared warm-up);
     - anything else but ``/`` and ``/metrics``: 404.
+
+    Every resource a client can hold is bounded (:class:`_BoundedWSGIServer`):
+    a connection holds no thread until its request head has arrived, which
+    must happen within ``timeout_s`` of connecting (else 408); at most
+    ``max_connections`` connections may be sending heads (the oldest is
+    closed beyond); ``workers`` threads answer, ``queue`` complete requests
+    may wait for them (503 beyond); each write of an answer times out after
+    ``timeout_s``. Idle or slow clients cannot keep a probe or a scrape out.
 
     Parameters
     ----------
     registry : the registry to expose
     port : TCP port; 0 picks a free one (read ``server.server_port``)
-    addr : address to bind; ``"0.0.0.0"`` in a pod, loopback by default
+    addr : address to bind. Loopback by default: only this host can scrape.
+        In a Kubernetes pod the kubelet's probes and Prometheus connect to the
+        pod IP, so ``streamguard run`` there needs ``0.0.0.0`` (or ``::``, or
+        the pod IP from the downward API): deploy/k8s sets
+        ``STREAMGUARD_METRICS_ADDR=0.0.0.0``.
+    max_connections, workers, queue, timeout_s : the limits above
 
     Returns
     -------
@@ -734,15 +1028,25 @@ def serve(
                 log.exception("%s check failed", path)
                 ok = False
             body = b"ok\n" if ok else b"not ready\n" if path == "/readyz" else b"unhealthy\n"
+            if path == "/readyz" and readiness_detail is not None:
+                try:
+                    detail = readiness_detail()
+                except Exception:
+                    log.exception("/readyz detail failed")
+                    detail = ""
+                body += f"{detail}\n".encode() if detail else b""
             start_response("200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")])
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics, /healthz or /readyz\n"]
 
-    server_class: type[_ThreadingWSGIServer] = _ThreadingWSGIServer
+    server_class: type[_BoundedWSGIServer] = _BoundedWSGIServer
     if ":" in addr:
-        server_class = type("_ThreadingWSGIServer6", (_ThreadingWSGIServer,), {"address_family": socket.AF_INET6})
-    server = make_server(addr, port, app, server_class=server_class, handler_class=_QuietHandler)
+        server_class = type("_BoundedWSGIServer6", (_BoundedWSGIServer,), {"address_family": socket.AF_INET6})
+    server = server_class(
+        (addr, port), _QuietHandler, max_connections=max_connections, workers=workers, queue=queue, timeout_s=timeout_s
+    )
+    server.set_app(app)
     thread = threading.Thread(target=server.serve_forever, name="streamguard-metrics", daemon=True)
     thread.start()
     return server, thread

@@ -26,6 +26,17 @@ One loop on one thread owns everything that changes state::
   offsets are committed and the consumer leaves the group.
 - Broker unreachable: polls return nothing, checkpoint rounds fail and are
   retried with backoff, ``/readyz`` answers 503; nothing crashes.
+- Offsets that move backwards, a topic that changes shape: each is logged at
+  WARNING and counted in ``streamguard_source_resets_total{reason}``; the
+  policy (:meth:`Service._rewind`, docs/kafka.md) is that a partition whose
+  log is no longer the one its offset counts in (the high watermark fell below
+  the next offset to read: ``log_truncated``; the client's position moved back:
+  ``offset_moved_back``; the topic's id changed: ``topic_recreated``) is read
+  again from its start and every record there is processed as new, with the
+  detector state kept: nothing is dropped as "already seen". Another partition
+  count (``partitions_changed``) is logged and counted, and each partition
+  keeps its state; a missing topic (``topic_missing``) is waited for, never
+  created; records deleted before they were read (``offset_gap``) are skipped.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from streamguard.stream.batcher import MicroBatcher
 from streamguard.stream.checkpoint import Checkpoint, CheckpointError, CheckpointStore
 from streamguard.stream.decode import DeadRecord, Record, RecordDecoder, event_time_dead_record
 from streamguard.stream.kafka import KafkaConfig, Source
+from streamguard.stream.warmup import SharedWarmup, WarmupBuffer
 
 log = logging.getLogger("streamguard.service")
 
@@ -192,8 +204,12 @@ class PartitionState:
     dirty: bool = False
     paused: bool = False
     expected: int | None = None
-    """Next offset the loop accepts from the source (older ones are stale re-deliveries)."""
+    """Next offset the loop expects from the source; a record before it means the position moved back."""
     gap_seen: bool = False
+    log_id: str | None = None
+    """Id of the topic that ``offset`` counts in; None until known (metadata newer than ``rewound_at``)."""
+    rewound_at: float = 0.0
+    """``time.monotonic()`` of the last rewind (:meth:`Service._rewind`)."""
 
 
 def _turned_away(pipeline: Any) -> list[DeadRecord]:
@@ -292,6 +308,19 @@ class Service:
         # thread while the loop goes on. One round in flight at most.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamguard-checkpoint")
         self._job: Future | None = None
+        # The request topic's shape: partition count believed (checkpoints, then metadata), whether it
+        # is missing, and when the metadata is next refreshed and compared (see _check_source).
+        self.partitions: int | None = None
+        self._topic_missing = 0
+        """Consecutive metadata checks that did not find the topic (2: warned)."""
+        self._partition_changes: set[tuple[int, int]] = set()
+        self._next_topic_check = started
+        # Without a codebook file the partitions pool one warm-up (stream/warmup.py); built at the first assignment.
+        self.warmup: SharedWarmup | None = None
+        self.warmup_text = ""
+        """What the warm-up waits for, for ``/readyz`` (set on the loop, read by the HTTP thread)."""
+        self._remote_ids: dict[int, str | None] = {}
+        self._remote_read_at = -float("inf")
 
     # ------------------------------------------------------------ control
 
@@ -329,7 +358,9 @@ class Service:
             events = self.source.take_rebalance()
             moved = self._rebalance(events)
             self._enqueue({p: r for p, r in polled.items() if p not in moved})
+            self._check_source(self.clock())
             self._process_due()
+            self._catch_up()
             self._exchange_signatures()
             now = self.clock()
             if not self.source.connected():
@@ -358,6 +389,7 @@ class Service:
                     for dead in rejected:
                         self.metrics.bad_records(dead.reason)
                 state.dirty = True
+            self._catch_up(final=True)
             if not self._final_round(deadline=None):
                 status = EXIT_FAILED
         else:
@@ -415,6 +447,8 @@ class Service:
             if kind == "revoked":
                 for p in sorted(partitions):
                     state = self.active.pop(p, None)
+                    if self.warmup is not None:
+                        self.warmup.detach(p)
                     if state is not None:
                         state.batcher.take()  # polled, unprocessed: the next owner refetches them
                         state.paused = False
@@ -447,8 +481,10 @@ class Service:
         manifest = self.store.manifest(p)
         if held is not None and (manifest.get("checkpoint_id") if manifest else None) == held.checkpoint_id:
             held.expected = held.offset
+            self._join_warmup(p, held.pipeline)
             self.source.seek(p, held.offset)
             log.info("partition %d: kept in memory (offset %s)", p, held.offset)
+            self._check_restored(held, None)
             return held
         checkpoint = self.store.load(p)
         pipeline = self.make_pipeline()
@@ -471,9 +507,89 @@ class Service:
             log.info("partition %d: restored checkpoint at offset %d (%d alerts so far)", p, checkpoint.offset, checkpoint.alerts_emitted)
         else:
             log.info("partition %d: no checkpoint, starting from the earliest record", p)
+        self._join_warmup(p, pipeline)
         state.expected = state.offset
         self.source.seek(p, state.offset)
+        if checkpoint is not None:
+            state.log_id = checkpoint.topic_id
+            self._check_restored(state, checkpoint.partitions)
         return state
+
+    def _join_warmup(self, p: int, pipeline: Any) -> None:
+        """Without a codebook file, the partition takes its codebook from the warm-up all partitions pool."""
+        if self.codebook is not None or not hasattr(pipeline, "join_warmup"):
+            return
+        if self.warmup is None:
+            count = getattr(self, "partitions", None)  # the topic's shape as last seen, if known yet
+            if count is None:
+                try:
+                    count = self.source.partition_count()
+                except Exception:  # metadata unavailable: the assignment is all we know
+                    count = None
+            if count is None:
+                count = max([p, *self.active, *self.held]) + 1
+                log.warning("partition count of %s unknown: the shared warm-up assumes %d partition(s)", self.options.topic, count)
+            self.warmup = SharedWarmup(self.settings.coverage.warmup, max(count, p + 1), log_level=logging.WARNING)
+        elif p >= self.warmup.partitions:
+            log.warning("partition %d is beyond the %d partition(s) the shared warm-up started with", p, self.warmup.partitions)
+            self.warmup.partitions = p + 1
+        if pipeline.shared is self.warmup:
+            self.warmup.attach(p, pipeline)
+        else:
+            pipeline.join_warmup(self.warmup, p)
+
+    def _catch_up(self, final: bool = False) -> None:
+        """Partitions waiting for the shared codebook start once it exists, whichever partition completed it.
+
+        ``final``: after every held partition finished (end of input).
+        """
+        pool = self.warmup
+        if pool is None or all(s.pipeline.ready for s in self.active.values()):
+            return
+        if pool.codebook is None and self._observe_remote(force=final):
+            pool.try_fit()
+        if pool.codebook is None:
+            if final:
+                log.warning(
+                    "finishing without a codebook: %s; the buffered requests stay in the checkpoints", pool.status().describe()
+                )
+            return
+        for state in self.active.values():
+            if state.pipeline.ready:
+                continue
+            started = time.perf_counter()
+            alerts = state.pipeline.catch_up()
+            self.seconds["process"] += time.perf_counter() - started
+            self._add_alerts(state, alerts)
+            state.dirty = True
+
+    def _observe_remote(self, force: bool = False) -> bool:
+        """Read the checkpoints of partitions held elsewhere into the warm-up pool (at most once a
+        checkpoint interval); True when something new was read."""
+        pool = self.warmup
+        assert pool is not None
+        others = [p for p in range(pool.partitions) if p not in self.active]
+        now = self.clock()
+        if not others or (not force and now - self._remote_read_at < self.options.kafka.checkpoint_interval_s):
+            return False
+        self._remote_read_at = now
+        changed = False
+        for p in others:
+            try:
+                manifest = self.store.manifest(p)
+                checkpoint_id = manifest.get("checkpoint_id") if manifest else None
+                if checkpoint_id is None or self._remote_ids.get(p) == checkpoint_id:
+                    continue
+                checkpoint = self.store.load(p)
+            except CheckpointError as exc:  # its owner will have to deal with it; the warm-up waits
+                log.debug("partition %d: checkpoint unreadable for the warm-up: %s", p, exc)
+                continue
+            if checkpoint is None:
+                continue
+            self._remote_ids[p] = checkpoint_id
+            pool.observe(p, WarmupBuffer.from_snapshot(checkpoint.snapshot))
+            changed = True
+        return changed
 
     def _check_compatible(self, checkpoint: Checkpoint) -> None:
         if checkpoint.dim is not None:
@@ -526,20 +642,30 @@ class Service:
             state = self.active.get(p)
             if state is None or not records:
                 continue
-            if state.expected is not None:
-                stale = len(records)
-                records = [r for r in records if r.offset >= state.expected]
-                if len(records) < stale:
-                    log.debug("partition %d: dropped %d stale record(s) before offset %d", p, stale - len(records), state.expected)
-                if not records:
-                    continue
-                if records[0].offset > state.expected and not state.gap_seen:
+            if state.expected is not None and records[0].offset < state.expected:
+                # Only the loop seeks, and never back past what it read: the client moved the position
+                # back itself (the broker said it was out of range: the log lost records or was recreated).
+                self._rewind(
+                    state,
+                    "offset_moved_back",
+                    f"records arrive from offset {records[0].offset}, before offset {state.expected} already read "
+                    "(the client reset its position: log truncated or topic recreated)",
+                    restart_at=records[0].offset,
+                )
+            elif state.expected is not None and records[0].offset > state.expected:
+                if not state.gap_seen:
                     # Not expected from a request topic (no compaction, no transactions): go back once
                     # for the missing records; a second gap (records deleted by retention) is accepted.
                     log.warning("partition %d: records resume at offset %d, expected %d; seeking back", p, records[0].offset, state.expected)
                     state.gap_seen = True
                     self.source.seek(p, state.expected)
                     continue
+                log.warning(
+                    "partition %d: offsets %d..%d are not in the log (deleted before they were read); going on from %d",
+                    p, state.expected, records[0].offset - 1, records[0].offset,
+                )
+                self._count_reset("offset_gap")
+                state.gap_seen = False
             started = time.perf_counter()
             decoded = self.decoder.decode_records(records, source=f"kafka:{self.options.topic}/{p}")
             self.seconds["decode"] += time.perf_counter() - started
@@ -639,6 +765,143 @@ class Service:
             state.alerts_emitted += 1
             state.alerts.append(PendingAlert(seq, alert, "acked" if seq in state.present else "unsent"))
 
+    # ------------------------------------------------ offsets and topic shape
+
+    def _count_reset(self, reason: str) -> None:
+        self.stats[f"source_{reason}"] += 1
+        if self.metrics is not None:
+            self.metrics.source_reset(reason)
+
+    def _rewind(
+        self, state: PartitionState, reason: str, why: str, restart_at: int | None = None, log_id: str | None = None
+    ) -> None:
+        """The policy for a partition whose log is no longer the one its offset counts in.
+
+        The records of the old log already received are processed; then the
+        partition is read again from ``restart_at`` (None: seek to the log's
+        start) and every record from there on is processed as new, with the
+        detector state kept (accounts keep their history, alerts their
+        numbering). Nothing is dropped as "already seen": after data loss or a
+        recreated topic, the records below the old offset are not those the
+        state has seen. A checkpoint written from now on holds the new offset
+        (0, the start, until a record of the new log is processed).
+        """
+        p = state.partition
+        pending = list(state.batcher.take())
+        if pending:
+            self._process(state, pending)  # read from the old log before the change: theirs, not lost
+        log.warning(
+            "partition %d of %s: %s; reading it again from %s, every record as new (detector state kept)",
+            p, self.options.topic, why, "its start" if restart_at is None else f"offset {restart_at}",
+        )
+        self._count_reset(reason)
+        state.offset = 0 if restart_at is None else restart_at
+        state.expected = None
+        state.gap_seen = False
+        state.log_id = log_id
+        state.rewound_at = time.monotonic()
+        state.dirty = True
+        if state.paused:
+            self.source.resume({p})
+            state.paused = False
+        if restart_at is None:
+            self.source.seek(p, None)
+        self._shape(refresh=True)  # learn the topic's new id soon
+
+    def _shape(self, refresh: bool = False) -> Any:
+        """The request topic's :class:`~streamguard.stream.kafka.TopicShape`, None if the source cannot tell."""
+        shape_of = getattr(self.source, "topic_shape", None)
+        if shape_of is None:
+            return None
+        try:
+            return shape_of(refresh=refresh)
+        except Exception as exc:  # metadata unavailable: look again at the next check
+            log.debug("topic metadata unavailable: %s", exc)
+            return None
+
+    def _note_partitions(self, count: int | None, recorded: int | None, where: str) -> None:
+        """Log and count once a partition count other than the one recorded; the policy is to go on."""
+        if count is None:
+            return
+        if recorded is not None and recorded != count and (recorded, count) not in self._partition_changes:
+            self._partition_changes.add((recorded, count))
+            log.warning(
+                "request topic %s has %d partitions, %d %s: accounts are now keyed to other partitions; each partition "
+                "keeps its state, an account that moved starts a new history where it lands (its old one ages out)%s",
+                self.options.topic, count, recorded, where,
+                "; the state of partitions >= %d stays in --state-dir, unread" % count if count < recorded else "",
+            )
+            self._count_reset("partitions_changed")
+        self.partitions = count
+
+    def _check_restored(self, state: PartitionState, recorded_partitions: int | None) -> None:
+        """A restored partition whose checkpoint counts in another topic (same name, new id) is rewound."""
+        shape = self._shape()
+        if shape is None:
+            return
+        self._note_partitions(shape.partitions, recorded_partitions, "when its checkpoints were written")
+        if shape.topic_id is None:
+            return
+        if state.log_id is None:
+            if shape.as_of > state.rewound_at:  # not metadata from before a rewind of this (held) state
+                state.log_id = shape.topic_id
+        elif state.log_id != shape.topic_id:
+            self._rewind(
+                state,
+                "topic_recreated",
+                f"the topic was deleted and created again since offset {state.offset} was read "
+                f"(id {state.log_id} -> {shape.topic_id})",
+                log_id=shape.topic_id,
+            )
+
+    def _check_source(self, now: float) -> None:
+        """Detect a log that shrank below what was read (every turn) and a topic that changed (every
+        ``metadata_check_interval_s``); see :meth:`_rewind` and :meth:`_note_partitions` for the policy."""
+        for state in list(self.active.values()):
+            if state.expected is None:
+                continue
+            high = self.source.highwater(state.partition)
+            if high is not None and high < state.expected:
+                self._rewind(
+                    state,
+                    "log_truncated",
+                    f"the log ends at offset {high}, before offset {state.expected} already read "
+                    "(the broker lost records, or the topic was deleted or recreated)",
+                )
+        if now < self._next_topic_check:
+            return
+        self._next_topic_check = now + self.options.kafka.metadata_check_interval_s
+        shape = self._shape(refresh=True)  # what the previous refresh answered; this one is read next time
+        if shape is None or not self.source.connected():
+            return
+        if shape.partitions is None:
+            # Twice in a row, so that metadata from before the subscription does not count.
+            self._topic_missing += 1
+            if self._topic_missing == 2:
+                log.warning(
+                    "request topic %s does not exist (or this client may not read it); streamguard does not create it: "
+                    "waiting for it", self.options.topic,
+                )
+                self._count_reset("topic_missing")
+            return
+        if self._topic_missing >= 2:
+            log.warning("request topic %s exists (%d partitions)", self.options.topic, shape.partitions)
+        self._topic_missing = 0
+        self._note_partitions(shape.partitions, self.partitions, "before")
+        if shape.topic_id is None:
+            return
+        for state in list(self.active.values()):
+            if state.log_id is None:
+                if shape.as_of > state.rewound_at:  # metadata from after the last rewind: the id read since
+                    state.log_id = shape.topic_id
+            elif state.log_id != shape.topic_id:
+                self._rewind(
+                    state,
+                    "topic_recreated",
+                    f"the topic was deleted and created again (id {state.log_id} -> {shape.topic_id})",
+                    log_id=shape.topic_id,
+                )
+
     # ---------------------------------------------------------- checkpoint
 
     def _round(self, now: float, timeout_s: float | None = None) -> bool:
@@ -677,6 +940,8 @@ class Service:
                 alert_scan_from=scan_from,
                 alerts_file=str(self.alert_file.path) if self.alert_file is not None else None,
                 alerts_file_pos=self.alert_file.size if self.alert_file is not None else 0,
+                topic_id=state.log_id,
+                partitions=self.partitions,
             )
             # Revocations are only marked inside poll(), so the epoch cannot move during this round.
             jobs.append((checkpoint, ownership.epoch(state.partition) if ownership is not None else 0))
@@ -785,6 +1050,11 @@ class Service:
     # ------------------------------------------------------------- gauges
 
     def _gauges(self) -> None:
+        if self.warmup is not None:
+            status = self.warmup.status()
+            self.warmup_text = status.describe()
+            if self.metrics is not None:
+                self.metrics.warmup(status.remaining, not status.done)
         m = self.metrics
         if m is None:
             return
@@ -851,7 +1121,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="checkpoint directory, shared by the replicas of a group (env STREAMGUARD_CHECKPOINT_DIR)",
     )
     p.add_argument("--metrics-port", type=int, default=num("METRICS_PORT", int), help="serve /metrics /healthz /readyz (env STREAMGUARD_METRICS_PORT)")
-    p.add_argument("--metrics-addr", default=_env("METRICS_ADDR", "0.0.0.0"), help="bind address of the metrics port")
+    p.add_argument(
+        "--metrics-addr",
+        default=_env("METRICS_ADDR", "127.0.0.1"),
+        help="bind address of the metrics port (env STREAMGUARD_METRICS_ADDR; default 127.0.0.1, this host only: "
+        "in a Kubernetes pod set 0.0.0.0, or the pod IP, so that probes and Prometheus reach it)",
+    )
     p.add_argument(
         "--alert-account-hash",
         action="store_true",
@@ -862,7 +1137,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stop-after-idle", type=float, default=num("STOP_AFTER_IDLE", float), metavar="SECONDS", help="exit 0 once no record arrived for this long")
     p.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
     p.add_argument("--backend", default=_env("BACKEND", "auto"), choices=["auto", "cuda", "cpu", "numpy"], help="array backend (env STREAMGUARD_BACKEND)")
-    p.add_argument("--codebook", default=_env("CODEBOOK"), help="fixed codebook (.npz from replay --save-codebook); else each partition fits its own")
+    p.add_argument(
+        "--codebook",
+        default=_env("CODEBOOK"),
+        help="fixed codebook (.npz from replay --save-codebook); else the partitions fit one on the warm-up they pool",
+    )
     p.add_argument("--dim", type=int, default=num("DIM", int), help="embedding dimension of the stream (default: the codebook's, else the first record's)")
     p.add_argument(
         "--partitions-hint",
@@ -996,9 +1275,16 @@ def _run(args: argparse.Namespace) -> int:
         service = holder.get("service")
         return bool(service is not None and service.ready())
 
+    def ready_detail() -> str:
+        # Ready while consuming, warm-up or not; the body says what alerts still wait for.
+        service = holder.get("service")
+        return service.warmup_text if service is not None else ""
+
     server = None
     if args.metrics_port is not None:
-        server, _ = serve(registry, args.metrics_port, args.metrics_addr, liveness=live, readiness=ready)
+        server, _ = serve(
+            registry, args.metrics_port, args.metrics_addr, liveness=live, readiness=ready, readiness_detail=ready_detail
+        )
         log.warning("serving /metrics /healthz /readyz on %s:%d", args.metrics_addr, server.server_port)
 
     def make_pipeline() -> Any:
@@ -1082,11 +1368,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
+class _MissingTopicLines(logging.Filter):
+    """kafka-python logs a missing topic at ERROR on every metadata retry (ten times a second); once a minute
+    is enough (the service says it at WARNING and counts it, ``topic_missing``)."""
+
+    def __init__(self, interval_s: float = 60.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "not found in cluster metadata" not in str(record.msg):
+            return True
+        key, now = record.getMessage(), time.monotonic()
+        if now - self._last.get(key, -float("inf")) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 def quiet_kafka_logs() -> None:
-    """kafka-python logs every connection at INFO; keep its warnings only."""
+    """kafka-python logs every connection at INFO; keep its warnings only, a missing topic once a minute."""
     kafka_logger = logging.getLogger("kafka")
     if kafka_logger.getEffectiveLevel() < logging.WARNING:
         kafka_logger.setLevel(logging.WARNING)
+    cluster_logger = logging.getLogger("kafka.cluster")
+    if not any(isinstance(f, _MissingTopicLines) for f in cluster_logger.filters):
+        cluster_logger.addFilter(_MissingTopicLines())
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import shutil
+import socket
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -347,6 +350,147 @@ def test_serve_routes_metrics_and_probes(metrics: StreamguardMetrics, registry: 
         server.server_close()
         thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+# -- the HTTP endpoint is bounded ---------------------------------------------------------
+
+
+def _serving(registry: CollectorRegistry, **limits):
+    """``serve`` on a free loopback port; returns (server, thread, base URL, stop)."""
+    server, thread = serve(registry, 0, **limits)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return server, thread, f"http://127.0.0.1:{server.server_port}", stop
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, float]:
+    """(status, seconds) of one GET."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    return status, time.monotonic() - started
+
+
+def _read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
+    """What the server sent until it closed the connection, and when it closed it (seconds from now)."""
+    started = time.monotonic()
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data, time.monotonic() - started
+
+
+def test_idle_connections_do_not_keep_probes_or_scrapes_out(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    """Connections that send nothing hold no thread; past the limit the oldest are closed, never the new ones."""
+    metrics.ready(True)
+    server, thread, base, stop = _serving(registry, max_connections=16, timeout_s=30.0)
+    idle: list[socket.socket] = []
+    try:
+        assert _get(base + "/healthz")[0] == 200  # the workers have started
+        threads = threading.active_count()
+        idle = [socket.create_connection(("127.0.0.1", server.server_port), timeout=5) for _ in range(200)]
+        for path in ("/metrics", "/readyz", "/healthz", "/metrics"):
+            status, seconds = _get(base + path)
+            assert status == 200 and seconds < 2.0, (path, status, seconds)
+        assert threading.active_count() <= threads, "idle connections must not cost threads"
+        # The oldest idle connections were closed to make room (503, then EOF), the newest are still open.
+        answer, seconds = _read_until_closed(idle[0], timeout=5)
+        assert answer.startswith(b"HTTP/1.0 503") and seconds < 5
+        idle[-1].setblocking(False)
+        with pytest.raises(BlockingIOError):
+            idle[-1].recv(1)
+    finally:
+        for sock in idle:
+            sock.close()
+        stop()
+    assert not thread.is_alive()
+
+
+def test_a_client_sending_half_a_request_is_cut_after_the_timeout(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    server, _, base, stop = _serving(registry, timeout_s=0.5)
+    try:
+        half = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+        half.sendall(b"GET /metrics HTTP/1.1\r\nHost: streamguard\r\n")  # no blank line: the head never ends
+        answer, seconds = _read_until_closed(half, timeout=5)
+        assert answer.startswith(b"HTTP/1.0 408") and 0.3 < seconds < 2.0, (answer[:40], seconds)
+        # A slow loris dripping one byte every 0.1 s is cut at the same deadline, not reset by each byte.
+        drip = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            for byte in b"GET /metrics HTTP/1.1\r\nHost: streamguard\r\nX-Slow: " + b"a" * 100:
+                drip.send(bytes([byte]))
+                time.sleep(0.1)
+        assert time.monotonic() - started < 3.0
+        half.close()
+        drip.close()
+        # Meanwhile, and after, whole requests are answered.
+        assert _get(base + "/metrics")[0] == 200
+    finally:
+        stop()
+
+
+def test_requests_beyond_the_workers_and_queue_get_503_at_once(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    """One worker stuck in a slow readiness check, one request queued: the next is refused without waiting."""
+    release = threading.Event()
+    _, _, base, stop = _serving(registry, readiness=lambda: release.wait(10), workers=1, queue=1, timeout_s=5.0)
+    results: list[tuple[int, float]] = []
+    try:
+        waiting = [threading.Thread(target=lambda: results.append(_get(base + "/readyz", timeout=15))) for _ in range(2)]
+        for t in waiting:
+            t.start()
+            time.sleep(0.3)  # the first occupies the worker, the second the queue
+        status, seconds = _get(base + "/healthz")
+        assert status == 503 and seconds < 1.0, (status, seconds)
+        release.set()
+        for t in waiting:
+            t.join(timeout=15)
+        assert [s for s, _ in results] == [200, 200]
+        assert _get(base + "/healthz")[0] == 200
+    finally:
+        release.set()
+        stop()
+
+
+def test_shutdown_does_not_wait_for_a_stuck_request(metrics: StreamguardMetrics, registry: CollectorRegistry) -> None:
+    release = threading.Event()
+    server, thread = serve(registry, 0, readiness=lambda: release.wait(10), workers=1, queue=1)
+    clients = []
+    try:
+        for _ in range(2):  # one answered by the only worker (stuck), one queued
+            client = socket.create_connection(("127.0.0.1", server.server_port), timeout=5)
+            client.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            clients.append(client)
+            time.sleep(0.2)
+        started = time.monotonic()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        assert not thread.is_alive() and time.monotonic() - started < 2.0
+        assert _read_until_closed(clients[1], timeout=5)[0] == b""  # the queued request is dropped
+        release.set()
+        assert _read_until_closed(clients[0], timeout=5)[0].startswith(b"HTTP/1.0 200")  # the one in hand finishes
+    finally:
+        release.set()
+        for client in clients:
+            client.close()
+
+
+def test_serve_checks_its_limits(registry: CollectorRegistry) -> None:
+    for bad in ({"workers": 0}, {"max_connections": -1}, {"queue": 1.5}, {"timeout_s": 0}, {"timeout_s": float("inf")}):
+        with pytest.raises(ValueError):
+            serve(registry, 0, **bad)
 
 
 def _samples(registry: CollectorRegistry, name: str) -> list:

@@ -62,6 +62,10 @@ class Checkpoint:
         this checkpoint's alerts were fsynced
     checkpoint_id : unique id of this checkpoint (a replica that still holds the
         partition in memory compares it to tell whether someone else moved on)
+    topic_id : the id (UUID) of the topic that ``offset`` counts in, None when
+        unknown; another id on restore means the topic was deleted and created
+        again, so ``offset`` means nothing there
+    partitions : the topic's partition count when this was written, None when unknown
     """
 
     topic: str
@@ -75,6 +79,8 @@ class Checkpoint:
     alerts_file_pos: int = 0
     checkpoint_id: str = ""
     written_at: float = 0.0
+    topic_id: str | None = None
+    partitions: int | None = None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -179,6 +185,8 @@ class CheckpointStore:
             alerts_file_pos=int(manifest.get("alerts_file_pos", 0)),
             checkpoint_id=str(manifest["checkpoint_id"]),
             written_at=float(manifest.get("written_at", 0.0)),
+            topic_id=manifest.get("topic_id"),
+            partitions=int(manifest["partitions"]) if manifest.get("partitions") is not None else None,
         )
 
     # ------------------------------------------------------------- writing

@@ -7,7 +7,7 @@ commit, rebalance marks), so its loop runs the same against a real broker
 kafka-python is imported lazily: ``import streamguard.stream.kafka`` costs
 nothing on a machine without a broker.
 
-Two measured facts shape this module (see FIELD-NOTES.md):
+Measured facts shape this module (see FIELD-NOTES.md):
 
 - kafka-python 3 runs rebalance callbacks on its network thread, and only
   while the poll loop is blocked inside ``poll()``: the listener here only
@@ -15,6 +15,11 @@ Two measured facts shape this module (see FIELD-NOTES.md):
   ``poll()`` returns.
 - Tansu answers ListOffsets wrongly after batch writes; the high watermark in
   fetch responses is right, so lag is computed from :meth:`Source.highwater`.
+- kafka-python 3.0.12 asks the broker to create every topic its metadata
+  requests name, whatever ``allow_auto_create_topics`` says, and Tansu keeps
+  serving a member the empty assignment it got while the topic was missing:
+  :class:`KafkaSource` switches the creation off on the client's metadata and
+  joins the group only once the request topic exists.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Protocol
 from urllib.parse import urlparse
 
@@ -50,6 +56,18 @@ def parse_kafka_url(url: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------ source
+
+
+@dataclass(frozen=True)
+class TopicShape:
+    """What the cluster metadata says of the request topic."""
+
+    partitions: int | None
+    """Partition count; None when the topic does not exist (or this client may not see it)."""
+    topic_id: str | None
+    """The topic's UUID (Kafka 2.8+, KIP-516); a new one means the topic was deleted and created again."""
+    as_of: float
+    """``time.monotonic()`` of the metadata response it comes from (0.0 before the first)."""
 
 
 class Source(Protocol):
@@ -79,9 +97,14 @@ class Source(Protocol):
         """High watermark from the last fetch response, None before the first."""
 
     def connected(self) -> bool:
-        """False while the group coordinator cannot be reached."""
+        """False while the group coordinator cannot be reached (before the topic exists and the group is
+        joined: while the cluster's metadata cannot be read)."""
 
     def partition_count(self) -> int | None: ...
+
+    def topic_shape(self, refresh: bool = False) -> TopicShape:
+        """The request topic's shape from the metadata at hand, without blocking; ``refresh``
+        also asks the cluster again (a later call sees the answer)."""
 
     def close(self) -> None:
         """Leave the group and release the client."""
@@ -178,9 +201,27 @@ class KafkaSource:
             max_poll_records=config.max_poll_records,
             fetch_max_bytes=config.fetch_max_bytes,
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
+            allow_auto_create_topics=False,
             **config.client_options(),
         )
-        self._consumer.subscribe([topic], listener=Listener())
+        # kafka-python 3.0.12 does not hand allow_auto_create_topics to its metadata (every metadata
+        # request says "create it"): a consumer that creates the topic it waits for would hide a lost
+        # or misspelt topic behind an empty one with the broker's default partition count.
+        self._cluster = self._consumer._cluster
+        self._cluster.config["allow_auto_create_topics"] = False
+        # The group is joined once the topic exists: a member that joins before gets nothing assigned,
+        # and Tansu keeps serving that empty assignment after the topic appears (its generation does
+        # not move). Until then the topic's metadata is watched (refreshed by the client's thread).
+        self._listener = Listener()
+        self._subscribed = False
+        self._cluster.add_topic(topic)
+        self._subscribe()
+
+    def _subscribe(self) -> bool:
+        if not self._subscribed and self._cluster.partitions_for_topic(self.topic):
+            self._consumer.subscribe([self.topic], listener=self._listener)
+            self._subscribed = True
+        return self._subscribed
 
     def _tp(self, partition: int) -> Any:
         from kafka import TopicPartition
@@ -190,6 +231,9 @@ class KafkaSource:
     def poll(self, timeout_s: float) -> dict[int, list[Record]]:
         from kafka.errors import KafkaError
 
+        if not self._subscribe():
+            time.sleep(timeout_s)  # the topic does not exist (yet): see __init__
+            return {}
         try:
             polled = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         except KafkaError as exc:
@@ -247,6 +291,8 @@ class KafkaSource:
             return None
 
     def connected(self) -> bool:
+        if not self._subscribed:  # no group yet: the broker answers metadata (refreshed while the topic is missing)
+            return time.monotonic() - self._cluster._last_successful_refresh_ms / 1000 < 10.0
         return not self._consumer._coordinator.coordinator_unknown()
 
     def partition_count(self) -> int | None:
@@ -256,6 +302,19 @@ class KafkaSource:
             log.debug("partitions_for_topic failed: %s", exc)
             return None
         return len(found) if found else None
+
+    def topic_shape(self, refresh: bool = False) -> TopicShape:
+        cluster = self._cluster
+        partitions = cluster.partitions_for_topic(self.topic)
+        topic_id = cluster.topic_id(self.topic)
+        shape = TopicShape(
+            partitions=len(partitions) if partitions else None,
+            topic_id=str(topic_id) if topic_id is not None and getattr(topic_id, "int", 1) != 0 else None,
+            as_of=cluster._last_successful_refresh_ms / 1000,
+        )
+        if refresh:
+            cluster.request_update()  # answered on the client's network thread
+        return shape
 
     def close(self) -> None:
         try:

@@ -9,6 +9,9 @@ touched accounts -> scoring against the population -> alert records.
 
 Until a codebook exists the pipeline buffers the first ``coverage.warmup``
 requests, fits one on them, then processes the buffer: nothing is skipped.
+Pipelines of several partitions that joined one :class:`SharedWarmup`
+(stream/warmup.py; ``run`` and ``replay`` without a codebook file) buffer
+everything instead until the warm-up they pool fits one codebook for all.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_ke
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
+from streamguard.stream.warmup import SharedWarmup, WarmupBuffer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +95,9 @@ class Pipeline:
         self._outgoing: list[SignatureBatch] = []
         self._warm: list[RequestBatch] = []
         self._warm_rows = 0
+        self.shared: SharedWarmup | None = None
+        """The warm-up pool of the topic's partitions (:meth:`join_warmup`), or None: fit alone."""
+        self._finished = False
         self._tick: int | None = None
         self._watermark: int | None = None
         # Event time is judged once per request, before the warm-up buffer; the watermark of each
@@ -128,6 +135,34 @@ class Pipeline:
         self.remote = RemoteIndex(
             cfg.signature.bits // 64, cfg.hamming_radius(), cfg.near_duplicate.cross_window_ms, bands=cfg.near_duplicate.bands
         )
+
+    def join_warmup(self, shared: SharedWarmup, partition: int) -> None:
+        """Take the codebook from the warm-up that the topic's partitions pool (stream/warmup.py).
+
+        Until it exists every admitted request is buffered; then the buffer is processed
+        (:meth:`catch_up` when another partition's request completed the warm-up).
+        """
+        self.partition = int(partition)
+        self.shared = shared
+        shared.attach(self.partition, self)
+
+    def warmup_buffer(self) -> WarmupBuffer:
+        """The admitted requests waiting for a codebook, with the watermark after each (the pool's view)."""
+        if self.ready:
+            return WarmupBuffer([], np.empty(0, np.int64), self.event_time.watermark, self._finished, self.codebook)
+        # Until a codebook exists every admitted request waits in the buffer, with its watermark queued.
+        marks = self._row_watermarks[: self._warm_rows]
+        return WarmupBuffer(list(self._warm), marks, self.event_time.watermark, self._finished)
+
+    def catch_up(self) -> list[AlertRecord]:
+        """Start on the shared codebook once it exists: process the buffer (and, after :meth:`finish`,
+        judge the last tick). Returns the alerts; nothing happens while the warm-up still waits."""
+        if self.ready or self.shared is None:
+            return []
+        alerts = self._start_shared()
+        if self._finished and self.ready and self._touched:
+            alerts.extend(self._end_tick(self._tick + 1 if self._tick is not None else 0))
+        return alerts
 
     def drain_signatures(self) -> list[SignatureBatch]:
         """Signatures of the requests processed since the last call (empty unless sharing)."""
@@ -284,6 +319,10 @@ class Pipeline:
         """Admitted requests to the warm-up buffer or the detectors."""
         if len(batch) == 0:
             return []
+        if not self.ready and self.shared is not None:
+            self._warm.append(batch)
+            self._warm_rows += len(batch)
+            return self._start_shared()
         if not self.ready:
             # Exactly the first `warmup` requests fit the codebook, however they were batched.
             room = self.settings.coverage.warmup - self._warm_rows
@@ -304,7 +343,10 @@ class Pipeline:
     def finish(self) -> list[AlertRecord]:
         """End of input: process a stream shorter than the warm-up, judge the last tick."""
         alerts = self._admit(self.event_time.release())  # requests still waiting for their time to be confirmed
-        if not self.ready and self._warm_rows:
+        self._finished = True
+        if not self.ready and self.shared is not None:
+            alerts.extend(self._start_shared())  # the pool may still wait for other partitions: see catch_up
+        elif not self.ready and self._warm_rows:
             alerts.extend(self._start_from_warmup())
         if self.ready and self._touched:
             alerts.extend(self._end_tick(self._tick + 1 if self._tick is not None else 0))
@@ -317,6 +359,20 @@ class Pipeline:
         log.info(
             "codebook fitted on %d warm-up requests: %d cells, %d topics", len(warm), self.codebook.cells, self.codebook.topics
         )
+        return self._feed(warm)
+
+    def _start_shared(self) -> list[AlertRecord]:
+        assert self.shared is not None
+        book = self.shared.try_fit(self.fit_codebook)
+        if book is None:
+            if self._warm_rows:
+                self.shared.announce(self.partition)
+            return []
+        self._build(book)
+        if not self._warm:
+            return []
+        warm = RequestBatch.concat(self._warm, self._warm[0].dim)
+        self._warm, self._warm_rows = [], 0
         return self._feed(warm)
 
     def _process_chunk(self, batch: RequestBatch) -> list[AlertRecord]:

@@ -26,9 +26,9 @@ from streamguard.detectors.codebook import Codebook
 from streamguard.schema import AlertRecord, RequestBatch, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
-from streamguard.stream.event_time import EventTimeGuard
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
+from streamguard.stream.warmup import SharedWarmup
 
 
 @dataclass
@@ -94,10 +94,10 @@ def replay_table(
 ) -> ReplayResult:
     """Run the detector over ``table`` (request records); alerts go to ``alert_sink``.
 
-    The codebook, unless given, is fitted once on the first warm-up requests
-    of the whole stream whose event time is admitted (one partition's guard
-    over the whole stream) and shared by every partition, as a deployment
-    shares one codebook artifact between replicas.
+    The codebook, unless given, is fitted once on the warm-up the partitions
+    pool (:class:`~streamguard.stream.warmup.SharedWarmup`, the rule ``run``
+    follows on a topic of ``partitions`` partitions) and shared by every
+    partition, as a deployment shares one codebook artifact between replicas.
 
     Operations hooks (all optional; none changes which alerts are raised):
 
@@ -120,12 +120,11 @@ def replay_table(
     table = event_time_order(table)
     route = PartitionRouter(partitions)
     rows = settings.batch.max_size
-    pending: list[RequestBatch] = []
-    pipelines: list[Pipeline] = []
-    # Picks the warm-up the way one pipeline fitting its own codebook would: admitted requests only.
-    warm_guard = EventTimeGuard(settings.event_time) if codebook is None else None
-    admitted: list[RequestBatch] = []
-    admitted_rows = 0
+    pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
+    shared = SharedWarmup(settings.coverage.warmup, partitions) if codebook is None else None
+    if shared is not None:
+        for p, pipeline in enumerate(pipelines):
+            pipeline.join_warmup(shared, p)
 
     # Wall time (epoch ms) at which each source chunk was read, by the chunk's latest event time.
     arrival_ts: list[int] = []
@@ -181,6 +180,12 @@ def replay_table(
         metrics.observe_scores(pipeline, batch.account_ids)
         return alerts
 
+    def catch_up() -> list[AlertRecord]:
+        """Partitions still waiting start once the shared codebook exists (another one completed the warm-up)."""
+        if shared is None or shared.codebook is None:
+            return []
+        return [alert for pipeline in pipelines if not pipeline.ready for alert in pipeline.catch_up()]
+
     def feed(batch: RequestBatch) -> None:
         alerts: list[AlertRecord] = []
         if len(pipelines) == 1:
@@ -191,6 +196,7 @@ def replay_table(
                 index = np.flatnonzero(parts == p)
                 if index.size:
                     alerts.extend(process(pipeline, batch.take(index), p))
+        alerts.extend(catch_up())
         if metrics is not None:
             if kernel_timer is not None:
                 kernel_timer.drain()
@@ -220,39 +226,14 @@ def replay_table(
         if dead:
             dead_letters.write(dead)
             result.dead_letters += len(dead)
-        if not pipelines:
-            pending.append(batch)
-            if warm_guard is not None:
-                admitted.append(warm_guard.admit(batch).batch)
-                admitted_rows += len(admitted[-1])
-                if admitted_rows < settings.coverage.warmup:
-                    continue
-                # The first `warmup` admitted requests exactly, as a pipeline fitting its own would take.
-                sample = RequestBatch.concat(admitted, dim).take(np.arange(settings.coverage.warmup))
-                codebook = Pipeline(settings, backend).fit_codebook(sample)
-            warm = RequestBatch.concat(pending, dim)
-            pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
-            pending = []
-            feed(warm)
-        else:
-            feed(batch)
+        feed(batch)
 
-    def finish() -> None:
-        for pipeline in pipelines:
-            alerts = pipeline.finish()
-            turned_away(pipeline)
-            emit(alerts)
-
-    finish()
-    if not pipelines and any(len(b) for b in pending):
-        warm = RequestBatch.concat(pending, dim)
-        if codebook is None and warm_guard is not None:
-            sample = RequestBatch.concat(admitted + [warm_guard.release().batch], dim)
-            # With no admitted request at all there is nothing to fit: the pipelines only reject.
-            codebook = Pipeline(settings, backend).fit_codebook(sample) if len(sample) else None
-        pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
-        feed(warm)
-        finish()
+    for pipeline in pipelines:
+        alerts = pipeline.finish()
+        turned_away(pipeline)
+        emit(alerts)
+    # A warm-up the end of input completed (every partition final) starts the partitions that finished first.
+    emit(catch_up())
     alert_sink.flush()
     dead_letters.flush()
     result.pipelines = pipelines

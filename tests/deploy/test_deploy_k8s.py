@@ -130,6 +130,20 @@ def test_environment_comes_from_the_configmap_and_secrets(overlay) -> None:
     assert not any("PASSWORD" in k or "HMAC" in k for k in data), "secrets do not belong in the ConfigMap"
 
 
+def test_metrics_endpoint_listens_where_probes_and_prometheus_connect(overlay, monkeypatch) -> None:
+    """streamguard binds loopback by default; the pod must say 0.0.0.0 (or ::), or the probes fail."""
+    from streamguard.cli import build_parser
+
+    _, _, objects = overlay
+    for name in [k for k in os.environ if k.startswith("STREAMGUARD_")]:
+        monkeypatch.delenv(name)
+    assert build_parser().parse_args(["run"]).metrics_addr == "127.0.0.1"
+    addr = objects["ConfigMap"]["data"].get("STREAMGUARD_METRICS_ADDR")
+    assert addr in ("0.0.0.0", "::"), f"STREAMGUARD_METRICS_ADDR={addr!r}: the kubelet connects to the pod IP"
+    monkeypatch.setenv("STREAMGUARD_METRICS_ADDR", addr)
+    assert build_parser().parse_args(["run"]).metrics_addr == addr
+
+
 def test_configmap_settings_are_known_to_streamguard(overlay) -> None:
     from streamguard.config import load_settings
 

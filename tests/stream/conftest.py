@@ -513,6 +513,17 @@ class FakeSource:
     def partition_count(self) -> int:
         return len(self.logs)
 
+    topic_id: str | None = "topic-id-1"
+    """What the metadata says; a test sets another id (recreated topic) or ``missing``."""
+    missing = False
+
+    def topic_shape(self, refresh: bool = False) -> Any:
+        from streamguard.stream.kafka import TopicShape
+
+        if self.missing:
+            return TopicShape(None, None, time.monotonic())
+        return TopicShape(len(self.logs), self.topic_id, time.monotonic())
+
     def close(self) -> None:
         self.closed = True
 

@@ -298,3 +298,131 @@ def test_poisoned_records_are_dead_lettered_and_change_no_alert_across_a_crash(w
     assert json.loads(letter.original_bytes()) | {"embedding": None} == {
         "request_id": "poison-future", "ts": 2**62, "account_id": "fresh", "org_id": None, "embedding": None
     }
+
+
+# ------------------------------------------------------- shared warm-up
+
+COLD_WARMUP = 6_000
+"""More requests than any partition of the cold world holds: alone, none would ever warm up."""
+
+
+@pytest.fixture(scope="module")
+def cold(traffic: Any) -> Any:
+    """No codebook file: 12,000 requests over 3 partitions, a warm-up none reaches alone, and
+    ``replay_table(..., partitions=3)`` fitting the shared codebook (the oracle)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from streamguard.sim import SimConfig, simulate
+    from streamguard.stream.replay import event_time_order
+
+    base = load_settings(traffic.config)
+    settings = dataclasses.replace(base, coverage=dataclasses.replace(base.coverage, warmup=COLD_WARMUP))
+    backend = create_backend("numpy", settings.near_duplicate.bands, settings.near_duplicate.table_bits)
+    table = event_time_order(simulate(SimConfig(seed=11, scale=0.15, dim=32)).table).slice(0, ROWS)
+    parts = np.array([partition_for(a, 3) for a in table.column("account_id").to_pylist()])
+    assert np.bincount(parts).max() < COLD_WARMUP
+    logs: dict[int, list[Record]] = {}
+    for p in range(3):
+        rows = table.take(pa.array(np.flatnonzero(parts == p)))
+        logs[p] = [Record(i, arrow_stream_bytes(rows.slice(s, RECORD_ROWS))) for i, s in enumerate(range(0, rows.num_rows, RECORD_ROWS))]
+    sink = MemoryAlertSink()
+    replay_table(table, settings, backend, sink, DeadLetterSink(), partitions=3)
+    assert sink.alerts
+    return SimpleNamespace(settings=settings, backend=backend, codebook=None, logs=logs, oracle=sorted(a.to_json() for a in sink.alerts))
+
+
+def build_cold(cold: Any, fakes: Any, tmp: Path, outputs: Any, clock: Any, metrics: Any = None) -> Service:
+    source = fakes.Source(cold.logs, clock)
+    options = RunOptions(topic=source.topic, state_dir=tmp / "state", alerts_file=tmp / "alerts.jsonl", stop_after_idle=3.0,
+                         kafka=KafkaConfig(checkpoint_interval_s=1.0))
+    return Service(options, cold.settings, lambda: Pipeline(cold.settings, cold.backend), source, outputs, metrics, clock=clock)
+
+
+def warm_checkpoints(tmp: Path) -> set[int]:
+    """Partitions whose last checkpoint still waits for the shared codebook."""
+    store = CheckpointStore(tmp / "state", "requests")
+    return {p for p in store.manifests() if store.load(p).snapshot["codebook"] is None}
+
+
+def only_warm_checkpoints(tmp: Path) -> bool:
+    """Some partition is checkpointed, and none on a codebook (the background writer may not have written them all)."""
+    return bool(CheckpointStore(tmp / "state", "requests").manifests()) and warm_checkpoints(tmp) == set(
+        CheckpointStore(tmp / "state", "requests").manifests()
+    )
+
+
+@pytest.mark.parametrize("crash_poll", [None, 14, 30, 40])
+def test_cold_start_without_a_codebook_equals_replay_across_a_crash(cold: Any, fakes: Any, tmp_path: Path, crash_poll: int | None) -> None:
+    """Issue 15: partitions too small for a codebook of their own pool their warm-up; kill -9 anywhere stays exact."""
+    clock, outputs = fakes.Clock(), fakes.Outputs()
+    first = build_cold(cold, fakes, tmp_path, outputs, clock)
+    first.source.assign({0, 1, 2})
+    if crash_poll is None:
+        assert first.run() == 0
+    else:
+        first.source.crash_at_poll = crash_poll
+        with pytest.raises(fakes.Crash):
+            first.run()
+        if crash_poll in (14, 30):
+            # 14: mid warm-up; 30: the codebook was fitted in memory, never checkpointed: fitted again.
+            first._writer.shutdown(wait=True)  # the write in flight lands: a kill just after it
+            assert only_warm_checkpoints(tmp_path), "the last checkpoints should be of the warm-up"
+            assert (first.warmup.codebook is not None) == (crash_poll == 30)
+        second = build_cold(cold, fakes, tmp_path, outputs, clock)
+        second.source.committed = dict(first.source.committed)
+        second.source.assign({0, 1, 2})
+        assert second.run() == 0
+    assert exported(outputs) == cold.oracle
+    assert file_alerts(tmp_path) == cold.oracle
+    assert warm_checkpoints(tmp_path) == set()
+
+
+def test_readiness_and_metrics_say_what_the_warmup_waits_for(cold: Any, fakes: Any, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from streamguard.metrics import StreamguardMetrics
+
+    registry = CollectorRegistry()
+    clock, outputs = fakes.Clock(), fakes.Outputs()
+    svc = build_cold(cold, fakes, tmp_path, outputs, clock, metrics=StreamguardMetrics(registry, b"test-key"))
+    svc.source.assign({0, 1, 2})
+    svc.source.crash_at_poll = 8  # stops the loop mid warm-up, to look at it
+    with pytest.raises(fakes.Crash):
+        svc.run()
+    assert svc.ready(), "consuming during the warm-up is ready"
+    assert svc.warmup_text.startswith("warm-up: waiting, ") and f"of the {COLD_WARMUP:,}" in svc.warmup_text
+    assert registry.get_sample_value("streamguard_warmup_waiting") == 1
+    assert 0 < registry.get_sample_value("streamguard_warmup_remaining_requests") < COLD_WARMUP
+    svc.source.crash_at_poll = None
+    assert svc.run() == 0
+    assert svc.warmup_text.startswith("warm-up: done")
+    assert registry.get_sample_value("streamguard_warmup_waiting") == 0
+    assert registry.get_sample_value("streamguard_warmup_remaining_requests") == 0
+    assert exported(outputs) == cold.oracle
+
+
+def test_a_partition_handed_over_mid_warmup_finds_the_codebook_in_the_state_dir(cold: Any, fakes: Any, tmp_path: Path) -> None:
+    """Replicas see each other's partitions through their checkpoints; the codebook is the same wherever it is fitted."""
+    clock, outputs = fakes.Clock(), fakes.Outputs()
+    a = build_cold(cold, fakes, tmp_path, outputs, clock)
+    a.source.assign({0, 1, 2})
+    a.source.crash_at_poll = 14
+    with pytest.raises(fakes.Crash):
+        a.run()
+    a._wait_job()
+    assert only_warm_checkpoints(tmp_path)
+    a.source.crash_at_poll = None
+    a.source.revoke({0})
+    # b holds partition 0 alone and ends its input; a goes on with 1 and 2; c takes partition 0 over last.
+    b = build_cold(cold, fakes, tmp_path / "b", outputs, clock)
+    b.store = a.store
+    b.source.assign({0})
+    assert b.run() == 0
+    assert a.run() == 0
+    c = build_cold(cold, fakes, tmp_path / "c", outputs, clock)
+    c.store = a.store
+    c.source.assign({0})
+    assert c.run() == 0
+    assert warm_checkpoints(tmp_path) == set()
+    assert exported(outputs) == cold.oracle
