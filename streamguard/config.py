@@ -78,6 +78,11 @@ class CoverageConfig:
     population_account_cap: int = 50
     """In the population's mix, an account's k-th request counts min(1, cap / k): the mix
     is what accounts ask about, not what the few heaviest accounts send."""
+    mix_trim_mad_k: float = 3.0
+    """The mix accounts are judged against is fitted to the accounts whose sweep_z lies within
+    this many robust deviations of the kept accounts' median (0: all traffic): distillers in the
+    mix flatten it until no sweep looks rare. A robust-statistics cut on a statistic that is
+    ~N(0, 1) for ordinary accounts on any world; see CoverageDetector.refresh_mix."""
     seed: int = 0
 
 

@@ -129,7 +129,7 @@ class CoverageDetector(Stateful):
 
     _state_fields = (
         "capacity", "hist", "w_sum", "w2_sum", "requests", "style_sum", "style_weight",
-        "residual_sq_sum", "residual_count", "population", "t0",
+        "residual_sq_sum", "residual_count", "population", "t0", "mix_counts", "mix_member", "prior_scale",
     )
     _device_fields = ("hist", "style_sum", "style_weight")
 
@@ -144,9 +144,11 @@ class CoverageDetector(Stateful):
         half_life_hours: float = 72.0,
         population_account_cap: int = 50,
         capacity: int = 4096,
+        mix_trim_mad_k: float = 3.0,
     ) -> None:
         self.backend = backend
         self.population_account_cap = int(population_account_cap)
+        self.mix_trim_mad_k = float(mix_trim_mad_k)
         self.mean = backend.asarray(mean)
         self.centroids = backend.asarray(centroids)
         self.dim = int(centroids.shape[1])
@@ -172,6 +174,11 @@ class CoverageDetector(Stateful):
         # first hours of a stream are compared with hours of traffic, not minutes.
         self.population = self.prior_counts.copy()
         self.t0: int | None = None
+        # The robust mix (see refresh_mix): None until the first refresh, then the mass of the
+        # accounts it kept, and which accounts those were (for leaving a group out of it).
+        self.mix_counts: np.ndarray | None = None
+        self.prior_scale = 1.0  # the prior's decay so far, as the population's
+        self.mix_member = np.zeros(capacity, dtype=bool)
 
     # ------------------------------------------------------------ state layout
 
@@ -186,6 +193,7 @@ class CoverageDetector(Stateful):
         self.requests = np.concatenate([self.requests, np.zeros(extra, np.int64)])
         self.style_sum = xp.concatenate([self.style_sum, xp.zeros((extra, self.dim), dtype=xp.float32)])
         self.style_weight = xp.concatenate([self.style_weight, xp.zeros(extra, dtype=xp.float64)])
+        self.mix_member = np.concatenate([self.mix_member, np.zeros(extra, dtype=bool)])
         self.capacity = capacity
 
     def reset(self, slots: np.ndarray) -> None:
@@ -196,9 +204,15 @@ class CoverageDetector(Stateful):
         self.w_sum[slots] = 0
         self.w2_sum[slots] = 0
         self.requests[slots] = 0
+        self.mix_member[slots] = False
+
+    def load_state_dict(self, state: dict) -> None:
+        # A snapshot from before the robust mix has none: the next refresh makes it.
+        defaults = {"mix_counts": None, "prior_scale": 1.0, "mix_member": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
+        super().load_state_dict({**defaults, **state})
 
     def state_bytes_per_account(self) -> int:
-        return self.topics * 4 + self.dim * 4 + 3 * 8
+        return self.topics * 4 + self.dim * 4 + 3 * 8 + 1
 
     # ------------------------------------------------------------------ update
 
@@ -219,6 +233,7 @@ class CoverageDetector(Stateful):
             self.style_sum *= np.float32(factor)
             self.style_weight *= factor
             self.population *= factor
+            self.prior_scale *= factor
             self.t0 = new_t0
         return np.exp(self.rate * (ts.astype(np.float64) - self.t0))
 
@@ -256,8 +271,70 @@ class CoverageDetector(Stateful):
     # -------------------------------------------------------------- statistics
 
     def population_mix(self) -> PopulationMix:
-        counts = self.population if self.population.sum() > 0 else self.prior_counts
+        """The mix accounts are judged against: the robust mix once there is one (refresh_mix)."""
+        counts = self._mix_counts()
         return PopulationMix.from_counts(counts, self.domain_of_topic)
+
+    def _mix_counts(self) -> np.ndarray:
+        if self.mix_counts is not None and self.mix_counts.sum() > 0:
+            return self.mix_counts
+        return self.population if self.population.sum() > 0 else self.prior_counts
+
+    def _damped_mass(self, slots: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """(m, T) what each account added to the population, as the damping counted it."""
+        # min(1, cap / k) for the k-th request sums to k up to the cap, then grows as cap * log.
+        k = np.maximum(self.requests[slots].astype(np.float64), 1.0)
+        cap = float(self.population_account_cap)
+        damped = np.where(k <= cap, k, cap * (1.0 + np.log(k / cap)))
+        return rows * (damped / k)[:, None]
+
+    def refresh_mix(self, sample: np.ndarray, rounds: int = 10) -> None:
+        """Re-estimate the mix from the accounts that look ordinary, leaving out those that stand out.
+
+        The mix of all traffic is what sweeps are judged against, and distillers are part of
+        that traffic: a stream where one account in seven is a distiller (a campaign's members,
+        round-robin crawlers, sweepers) has a mix flattened by their even spread, and against
+        it no sweep looks rare (on the independent world a 38-member campaign that covers the
+        topics evenly lifts the mix's rare topics enough to hide every one of its members).
+        Trimming only what already crosses a line never starts: everyone is masked. So the
+        estimate starts from the more ordinary half of ``sample`` (by ``sweep_z`` against the
+        whole mix) and alternates two steps until the kept set settles: fit the mix to the kept
+        accounts; keep every account whose ``sweep_z`` against it is within ``mix_trim_mad_k``
+        robust deviations of the kept accounts' median (a concentration step, as in robust
+        covariance estimation). The cut is relative to the kept accounts' own spread, so a mix
+        that grows too narrow raises everyone's ``sweep_z`` and the cut with it: ordinary
+        accounts are not trimmed away one tail at a time.
+        """
+        sample = np.asarray(sample, dtype=np.int64)
+        if self.mix_trim_mad_k <= 0 or sample.size < 2:
+            self.mix_counts, self.mix_member[:] = None, False
+            return
+        rows = self.backend.to_host(self.hist[self.backend.asarray(sample)]).astype(np.float64)
+        mass = self._damped_mass(sample, rows)
+        w, w2 = self.w_sum[sample], self.w2_sum[sample]
+        sum_sq = (rows * rows).sum(axis=1)
+        # The warm-up's mix stays in, as in the population: an account judged in a stream's first
+        # hours, when a few product accounts are most of what has been seen, is compared with the
+        # warm-up's thousands of accounts, not with the handful of small ones kept so far.
+        prior = self.prior_counts * self.prior_scale
+
+        def sweep_z(counts: np.ndarray) -> np.ndarray:
+            mix = PopulationMix.from_counts(counts + prior, self.domain_of_topic)
+            return self._sweep_z(sum_sq, rows @ mix.surprisal, w, w2, mix)
+
+        z = sweep_z(mass.sum(axis=0))
+        kept = z <= np.median(z)
+        for _ in range(rounds):
+            z = sweep_z(mass[kept].sum(axis=0))
+            centre = float(np.median(z[kept]))
+            spread = 1.4826 * float(np.median(np.abs(z[kept] - centre)))
+            updated = z <= centre + self.mix_trim_mad_k * max(spread, 1e-9)
+            if np.array_equal(updated, kept) or updated.sum() < 2:
+                break
+            kept = updated
+        self.mix_counts = mass[kept].sum(axis=0) + prior
+        self.mix_member[:] = False
+        self.mix_member[sample[kept]] = True
 
     def account_stats(self, slots: np.ndarray) -> dict[str, np.ndarray]:
         """Coverage statistics of the given accounts against the current population.
@@ -301,12 +378,10 @@ class CoverageDetector(Stateful):
         slots = np.asarray(slots, dtype=np.int64)
         rows = self.backend.to_host(self.hist[self.backend.asarray(slots)]).astype(np.float64)
         combined = rows.sum(axis=0)
-        counts = self.population if self.population.sum() > 0 else self.prior_counts
-        # Each member's share of the population as the damping counted it: min(1, cap / k) per request.
-        k = np.maximum(self.requests[slots].astype(np.float64), 1.0)
-        cap = float(self.population_account_cap)
-        damped = np.where(k <= cap, k, cap * (1.0 + np.log(k / cap)))
-        own = (rows * (damped / k)[:, None]).sum(axis=0)
+        # Members the mix kept are taken out of it.
+        kept = self.mix_member[slots] if self.mix_counts is not None else np.ones(slots.size, dtype=bool)
+        own = self._damped_mass(slots[kept], rows[kept]).sum(axis=0)
+        counts = self._mix_counts()
         rest = np.maximum(counts - own, 0.0)
         mix = PopulationMix.from_counts(rest if rest.sum() > 0 else counts, self.domain_of_topic)
         stats = self._stats(
@@ -328,6 +403,20 @@ class CoverageDetector(Stateful):
         out["effective_topics_shannon"] = shannon
         out["sweep_z"] = out["rarity_effect"] * math.sqrt(max(min(out["n_eff"], shannon), 1.0))
         return out
+
+    def _sweep_z(
+        self, sum_sq: np.ndarray, surprisal: np.ndarray, w: np.ndarray, w2: np.ndarray, mix: PopulationMix
+    ) -> np.ndarray:
+        """``sweep_z`` alone (see :meth:`_stats`), for the many evaluations of :meth:`refresh_mix`."""
+        has = w2 > 0
+        n_eff = np.where(has, w * w / np.where(has, w2, 1.0), 0.0)
+        pairs = w * w - w2
+        collision = np.where(pairs > 0, (sum_sq - w2) / np.where(pairs > 0, pairs, 1.0), 1.0)
+        effective_topics = 1.0 / np.clip(collision, 1.0 / self.topics, 1.0)
+        rarity = np.where(has, surprisal / np.where(has, w, 1.0) - mix.entropy, 0.0)
+        # An account picks a handful of topics and then asks about them many times: the
+        # picks, not the requests, are its sample of the population mix.
+        return rarity / mix.surprisal_sd * np.sqrt(np.maximum(np.minimum(n_eff, effective_topics), 1.0))
 
     def _stats(
         self,
@@ -364,9 +453,7 @@ class CoverageDetector(Stateful):
             "rarity": rarity,
             "rarity_effect": rarity / mix.surprisal_sd,
             "rarity_z": rarity / standard_error,
-            # An account picks a handful of topics and then asks about them many times: the
-            # picks, not the requests, are its sample of the population mix.
-            "sweep_z": rarity / mix.surprisal_sd * np.sqrt(np.maximum(np.minimum(n_eff, effective_topics), 1.0)),
+            "sweep_z": self._sweep_z(sum_sq, surprisal, w, w2, mix),
             "effective_topics": effective_topics,
             "spread": effective_topics / mix.effective_topics,
             "topics_covered": distinct,

@@ -228,6 +228,7 @@ class Pipeline:
             codebook.warmup_counts,
             half_life_hours=cfg.coverage.half_life_hours,
             population_account_cap=cfg.coverage.population_account_cap,
+            mix_trim_mad_k=cfg.coverage.mix_trim_mad_k,
             capacity=capacity,
         )
         camp = cfg.campaign
@@ -463,8 +464,12 @@ class Pipeline:
         return features
 
     def _refresh_population(self) -> None:
-        assert self.near_duplicate is not None
+        assert self.near_duplicate is not None and self.coverage is not None
         active = self.accounts.active_slots()
+        sample = active
+        if sample.size > 20_000:
+            sample = np.random.default_rng(sample.size).choice(sample, 20_000, replace=False)
+        self.coverage.refresh_mix(np.sort(sample))
         established = active[self.near_duplicate.seen[active] >= self.settings.scoring.min_requests]
         if established.size > 20_000:
             # A fixed-seed sample keeps the refresh O(1) in the number of accounts.

@@ -24,12 +24,12 @@ def requests(rng, centroids, topics):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def run(world, accounts):
+def run(world, accounts, prior_weight=1000.0):
     """accounts: list of topic arrays, one per account; returns the detector after seeing them."""
     rng, centroids, popularity = world
     detector = CoverageDetector(
         NumpyBackend(), np.zeros(DIM, np.float32), centroids, np.arange(TOPICS, dtype=np.int32),
-        np.arange(TOPICS, dtype=np.int32) // 8, popularity * 1000, capacity=len(accounts),
+        np.arange(TOPICS, dtype=np.int32) // 8, popularity * prior_weight, capacity=len(accounts),
     )
     from streamguard.detectors.near_duplicate import DetectorBatch
 
@@ -75,6 +75,30 @@ def test_sweep_z_of_ordinary_accounts_is_standard_normal_whatever_their_volume(w
     assert np.mean(z > 3.29) < 0.01  # the line of 5 per 10k passes (almost) none of them
     assert np.mean(np.abs(per_request) > 3.29) > 0.3  # what a per-request standard error would say
     assert (stats["sweep_z"][300:] > 3.29).all()
+
+
+def test_the_mix_is_fitted_to_ordinary_accounts_so_many_sweepers_cannot_hide_each_other(world):
+    """Two accounts in five sweep the topics evenly: in the mix of all traffic their spread
+    lifts every rare topic, and they look ordinary to each other. The robust mix leaves them
+    out; ordinary accounts (and a heavy account that mirrors the population) stay ordinary."""
+    rng, _, popularity = world
+    ordinary = []
+    for _ in range(400):
+        favourites = rng.choice(TOPICS, int(rng.integers(2, 12)), replace=False, p=popularity)
+        ordinary.append(rng.choice(favourites, int(rng.integers(200, 1000))))
+    sweepers = [rng.integers(0, TOPICS, int(rng.integers(1000, 3000))) for _ in range(250)]
+    mirror = [rng.choice(TOPICS, 5000, p=popularity)]
+    det = run(world, ordinary + sweepers + mirror, prior_weight=10.0)
+    everyone = np.arange(len(ordinary) + len(sweepers) + 1)
+    masked = det.account_stats(everyone)["sweep_z"]
+    assert np.mean(masked[400:650] > 3.29) < 0.5  # hidden by their own share of the mix
+
+    det.refresh_mix(everyone)
+    z = det.account_stats(everyone)["sweep_z"]
+    assert np.mean(z[400:650] > 3.29) > 0.95
+    assert np.mean(z[:400] > 3.29) < 0.01 and abs(np.median(z[:400])) < 0.5
+    assert z[650] < 3.29
+    assert not det.mix_member[400:650].any() and det.mix_member[:400].mean() > 0.9
 
 
 def test_a_group_is_judged_against_the_population_without_it(world):
