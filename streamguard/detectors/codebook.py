@@ -175,7 +175,7 @@ def _shared_cells(centroids: np.ndarray, sample: np.ndarray, accounts: np.ndarra
     return centroids[keep]
 
 
-def _wrapper_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -> np.ndarray:
+def _wrapper_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float, rounds: int = 5) -> np.ndarray:
     """Keep the cells whose requests they explain; drop the wrappers around other cells.
 
     A template shared by a campaign's accounts pulls their requests, whatever their topic,
@@ -184,9 +184,21 @@ def _wrapper_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -> n
     noise, but what a template's centroid leaves is the topics it wrapped: the residual of
     a request still points at another cell. A cell whose requests' residuals point at
     other cells far more than the stream's cells typically do (beyond ``mad_k`` robust
-    deviations of the median cell) is dropped, and its requests fall to the topic cells
-    their content is closest to, as a lone power user's personal template already does.
+    deviations of the median cell) is dropped, and its requests fall to the cells nearest
+    to them. That can be another cell the template had a share of (a few of the
+    campaign's requests among others), which now catches all of them: the test is
+    repeated on the cells that remain until none is dropped (``rounds`` at most).
     """
+    for _ in range(rounds):
+        keep = _explaining_cells(centroids, sample, mad_k)
+        if keep.all() or keep.sum() < 2:
+            break
+        centroids = centroids[keep]
+    return centroids
+
+
+def _explaining_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -> np.ndarray:
+    """(K,) bool: the cells whose requests' residuals do not point at other cells (one round)."""
     scores = sample @ centroids.T
     own = scores.argmax(axis=1)
     residual = _normalise(sample - scores[np.arange(sample.shape[0]), own][:, None] * centroids[own])
@@ -201,10 +213,7 @@ def _wrapper_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -> n
     used = np.isfinite(per_cell)
     median = float(np.median(per_cell[used]))
     mad = 1.4826 * float(np.median(np.abs(per_cell[used] - median)))
-    keep = ~used | (per_cell <= median + mad_k * max(mad, 1e-6))
-    if keep.sum() < 2:
-        return centroids
-    return centroids[keep]
+    return ~used | (per_cell <= median + mad_k * max(mad, 1e-6))
 
 
 def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> tuple[np.ndarray, np.ndarray]:

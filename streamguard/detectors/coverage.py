@@ -129,7 +129,7 @@ class CoverageDetector(Stateful):
 
     _state_fields = (
         "capacity", "hist", "w_sum", "w2_sum", "requests", "style_sum", "style_weight",
-        "residual_sq_sum", "residual_count", "population", "t0", "mix_counts", "mix_member", "prior_scale",
+        "residual_sq_sum", "residual_count", "population", "t0", "mix_counts", "mix_member", "prior_scale", "mix_groups",
     )
     _device_fields = ("hist", "style_sum", "style_weight")
 
@@ -179,6 +179,9 @@ class CoverageDetector(Stateful):
         self.mix_counts: np.ndarray | None = None
         self.prior_scale = 1.0  # the prior's decay so far, as the population's
         self.mix_member = np.zeros(capacity, dtype=bool)
+        # Linked groups (the campaign detector's last link pass): a campaign whose members each
+        # look like a power user flattens the mix as a whole and is left out as a whole.
+        self.mix_groups: list[np.ndarray] = []
 
     # ------------------------------------------------------------ state layout
 
@@ -208,7 +211,7 @@ class CoverageDetector(Stateful):
 
     def load_state_dict(self, state: dict) -> None:
         # A snapshot from before the robust mix has none: the next refresh makes it.
-        defaults = {"mix_counts": None, "prior_scale": 1.0, "mix_member": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
+        defaults = {"mix_counts": None, "mix_groups": [], "prior_scale": 1.0, "mix_member": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
         super().load_state_dict({**defaults, **state})
 
     def state_bytes_per_account(self) -> int:
@@ -322,13 +325,34 @@ class CoverageDetector(Stateful):
             mix = PopulationMix.from_counts(counts + prior, self.domain_of_topic)
             return self._sweep_z(sum_sq, rows @ mix.surprisal, w, w2, mix)
 
+        groups = [np.isin(sample, members) for members in self.mix_groups]
+        groups = [g for g in groups if g.sum() >= 2]
+
+        def group_z(g: np.ndarray, counts: np.ndarray) -> float:
+            """The group's sweep_z against the mix without its members, picks counted by Shannon."""
+            combined = rows[g].sum(axis=0)
+            rest = np.maximum(counts - mass[g & kept].sum(axis=0), 0.0)
+            mix = PopulationMix.from_counts(rest + prior, self.domain_of_topic)
+            total, total2 = float(w[g].sum()), float(w2[g].sum())
+            if total <= 0 or total2 <= 0:
+                return 0.0
+            q = combined / combined.sum()
+            shannon = math.exp(-float((q[q > 0] * np.log(q[q > 0])).sum()))
+            effect = (float(combined @ mix.surprisal) / total - mix.entropy) / mix.surprisal_sd
+            return effect * math.sqrt(max(min(total * total / total2, shannon), 1.0))
+
         z = sweep_z(mass.sum(axis=0))
         kept = z <= np.median(z)
         for _ in range(rounds):
-            z = sweep_z(mass[kept].sum(axis=0))
+            counts = mass[kept].sum(axis=0)
+            z = sweep_z(counts)
             centre = float(np.median(z[kept]))
             spread = 1.4826 * float(np.median(np.abs(z[kept] - centre)))
-            updated = z <= centre + self.mix_trim_mad_k * max(spread, 1e-9)
+            cut = centre + self.mix_trim_mad_k * max(spread, 1e-9)
+            updated = z <= cut
+            for g in groups:
+                if group_z(g, counts) > cut:
+                    updated &= ~g
             if np.array_equal(updated, kept) or updated.sum() < 2:
                 break
             kept = updated

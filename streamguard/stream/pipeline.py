@@ -533,7 +533,10 @@ class Pipeline:
         if self.allowlist:
             excluded = np.zeros(self.accounts.capacity, dtype=bool)
             excluded[active] = self._allowlisted(active)
-        for campaign in self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded):
+        groups = self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded)
+        # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
+        self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]
+        for campaign in groups:
             # The group's event time: its latest request, whatever batch it arrived in.
             now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())

@@ -101,6 +101,32 @@ def test_the_mix_is_fitted_to_ordinary_accounts_so_many_sweepers_cannot_hide_eac
     assert not det.mix_member[400:650].any() and det.mix_member[:400].mean() > 0.9
 
 
+def test_a_linked_group_that_stands_out_is_left_out_of_the_mix_as_a_whole(world):
+    """A campaign divides the topics among its members: each asks about a few, evenly, and
+    looks like a power user (kept in the mix), while together they flatten it and hide a
+    lone sweeper. Handed the campaign detector's groups, the mix leaves the group out."""
+    rng, _, popularity = world
+    ordinary = []
+    for _ in range(400):
+        favourites = rng.choice(TOPICS, int(rng.integers(2, 8)), replace=False, p=popularity)
+        ordinary.append(rng.choice(favourites, int(rng.integers(200, 1000))))
+    members = [rng.choice(rng.permutation(TOPICS)[:3], int(rng.integers(1000, 2000))) for _ in range(300)]
+    sweeper = [rng.integers(0, TOPICS, 1500)]
+    det = run(world, ordinary + members + sweeper, prior_weight=10.0)
+    everyone = np.arange(701)
+
+    det.refresh_mix(everyone)
+    assert det.mix_member[400:700].all()
+    assert det.account_stats(everyone)["sweep_z"][700] < 3.29
+
+    det.mix_groups = [np.arange(400, 700)]
+    det.refresh_mix(everyone)
+    z = det.account_stats(everyone)["sweep_z"]
+    assert not det.mix_member[400:700].any()
+    assert z[700] > 5.0
+    assert np.mean(z[:400] > 3.29) < 0.01 and abs(np.median(z[:400])) < 0.5
+
+
 def test_a_group_is_judged_against_the_population_without_it(world):
     """A campaign is a visible share of a small stream: against a mix that holds its own
     requests its topics look common; against the rest of the stream they are rare."""
