@@ -96,7 +96,7 @@ class CampaignDetector(Stateful):
     capacity : initial number of account slots
     """
 
-    _state_fields = ("capacity", "campaign_of", "org_of", "edges", "foreign_nodes", "next_foreign")
+    _state_fields = ("capacity", "campaign_of", "org_of", "edges", "foreign_nodes", "next_foreign", "partnered")
 
     def __init__(
         self,
@@ -143,6 +143,9 @@ class CampaignDetector(Stateful):
         self.edges: dict[int, list[float]] = {}
         self.foreign_nodes: dict[int, int] = {}
         self.next_foreign = 0
+        # Accounts with a shared-prompt link beyond chance at the last link pass: their
+        # near-duplicates are shared with particular accounts, not with everyone on a popular topic.
+        self.partnered = np.zeros(capacity, dtype=bool)
 
     # ------------------------------------------------------------ state layout
 
@@ -152,14 +155,21 @@ class CampaignDetector(Stateful):
             return
         self.campaign_of = np.concatenate([self.campaign_of, np.full(extra, "", dtype=object)])
         self.org_of = np.concatenate([self.org_of, np.full(extra, "", dtype=object)])
+        self.partnered = np.concatenate([self.partnered, np.zeros(extra, dtype=bool)])
         self.capacity = capacity
 
     def reset(self, slots: np.ndarray) -> None:
         self.campaign_of[slots] = ""
         self.org_of[slots] = ""
+        self.partnered[slots] = False
         gone = set(np.asarray(slots, dtype=np.int64).tolist())
         if gone and self.edges:
             self.edges = {k: v for k, v in self.edges.items() if (k >> 32) not in gone and (k & 0xFFFFFFFF) not in gone}
+
+    def load_state_dict(self, state: dict) -> None:
+        # A snapshot from before partner links has none: the next link pass finds them.
+        defaults = {"partnered": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
+        super().load_state_dict({**defaults, **state})
 
     def state_bytes_per_account(self) -> int:
         # Campaign id and org references; edges are counted by edge_count() (a few per linked account).
@@ -257,9 +267,12 @@ class CampaignDetector(Stateful):
         nodes = active[seen[active] >= self.link_min_requests]
         if excluded is not None:
             nodes = nodes[~excluded[nodes]]
+        self.partnered[:] = False
         if nodes.size < self.min_group:
             return []
         pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
+        shared = np.concatenate(pairs[1])
+        self.partnered[shared[shared < FOREIGN_BASE]] = True
         kinds = ("style", "shared_prompts")
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])

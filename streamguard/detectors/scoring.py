@@ -235,6 +235,11 @@ class Scorer(Stateful):
         thr = self.thresholds()
         sweep_margin = self.sweep_margin(features)
         cross_margin = features["cross_rate"] / max(thr["cross_rate"], 1e-9)
+        if "partnered" in features:
+            # Near-duplicates of everyone asking about one popular topic are its popularity, not a
+            # template: cross-account evidence counts once the account shares prompts with
+            # particular accounts beyond what their topics explain (campaigns.py, link pass).
+            cross_margin = np.where(features["partnered"], cross_margin, 0.0)
         sweep = sweep_margin >= 1.0
         cross = cross_margin >= 1.0
         dup = features["dup_rate"] >= max(thr["dup_rate"], 1e-9)

@@ -461,6 +461,8 @@ class Pipeline:
         features["dup_rate"] = self.near_duplicate.dups[slots] / denom
         features["cross_rate"] = self.near_duplicate.cross_dups[slots] / denom
         features["seen"] = seen.astype(np.float64)
+        if self.campaigns is not None:
+            features["partnered"] = self.campaigns.partnered[slots]
         return features
 
     def _refresh_population(self) -> None:

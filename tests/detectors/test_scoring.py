@@ -137,6 +137,19 @@ def test_an_alert_confirmed_while_holding_above_the_hysteresis_names_its_kind():
     assert [v.kinds for v in verdicts] == [["coverage_sweep"]]
 
 
+def test_cross_account_near_duplicates_count_only_with_partners_beyond_chance():
+    """Two heavy users of one popular topic near-duplicate everyone else on it (cross rate 0.9):
+    without a shared-prompt link beyond chance that is the topic's popularity, not a template."""
+    scorer = Scorer(ScoringConfig(), capacity=2)
+    slots, first = np.array([0, 1]), np.array([0, 0])
+    narrow = features(2, rarity=-0.5, topics=1.2, cross=0.9, dup=0.9)
+    narrow["partnered"] = np.array([True, False])
+    verdicts = []
+    for hour in (1, 3, 4):
+        verdicts += scorer.judge(slots, np.array([300 * hour] * 2), np.array([hour * HOUR] * 2), narrow, first)
+    assert [(v.slot, v.kinds) for v in verdicts] == [(0, ["near_duplicate"])]
+
+
 def group_stats(sweep_z=4.0, topics=60.0):
     return {
         "members": 5.0, "rarity_effect": sweep_z / np.sqrt(topics), "rarity_z": 30.0, "sweep_z": sweep_z,
