@@ -47,6 +47,13 @@ false_alerts_per_10k = 500.0
 group_false_alerts_per_10k = 500.0
 """
 
+
+@pytest.fixture(scope="session")
+def small_stream_config() -> str:
+    """TEST_CONFIG, for test modules (a conftest is not imported)."""
+    return TEST_CONFIG
+
+
 # Short group timeouts: the first join takes about half the session timeout on Tansu.
 SERVICE_ENV = {
     "STREAMGUARD_KAFKA_SESSION_TIMEOUT_MS": "6000",

@@ -42,21 +42,6 @@ REPO = Path(__file__).resolve().parents[2]
 # CI clones the repository next to ../shared (as streamguard/evaluate_matrix.py expects).
 INDEPENDENT = REPO.parent / "shared" / "worlds" / "independent_traffic.py"
 
-# The conftest's TEST_CONFIG: a short warm-up and lenient alert rates, so that a small stream alerts.
-CONFIG = """\
-[coverage]
-warmup = 2000
-
-[state]
-initial_accounts = 1024
-
-[scoring]
-false_alerts_per_10k = 500.0
-
-[campaign]
-group_false_alerts_per_10k = 500.0
-"""
-
 # (seed, partitions) of the independent worlds; each is published in both formats.
 INDEPENDENT_WORLDS = [(7001, 4), (7002, 3)]
 
@@ -98,12 +83,12 @@ def _independent_module() -> Any:
 
 
 @pytest.fixture(scope="module")
-def independent_worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, World]:
+def independent_worlds(tmp_path_factory: pytest.TempPathFactory, small_stream_config: str) -> dict[int, World]:
     """Each seed's world written by the generator itself, thinned, and its replay oracle; built once."""
     module = _independent_module()
     root = tmp_path_factory.mktemp("worlds")
     config = root / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(small_stream_config)
     out = {}
     for seed, partitions in INDEPENDENT_WORLDS:
         full = root / f"independent-{seed}-full.parquet"
@@ -162,13 +147,13 @@ def test_run_equals_replay_on_independent_worlds(kit: Any, independent_worlds: d
     _assert_pooled(log)
 
 
-def test_run_equals_replay_on_a_simulator_file_published_as_json(kit: Any, tmp_path: Path) -> None:
+def test_run_equals_replay_on_a_simulator_file_published_as_json(kit: Any, tmp_path: Path, small_stream_config: str) -> None:
     """``streamguard simulate --to ... --to-format json --partitions 3``, then run and replay, no codebook file.
 
     (Arrow IPC records of the simulator are held to replay in test_kafka.py, with and without a codebook file.)
     """
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(small_stream_config)
     parquet, topic = tmp_path / "sim.parquet", kit.name("sim-json")
     subprocess.run(
         [sys.executable, "-m", "streamguard", "simulate", "--out", str(parquet), "--labels", str(tmp_path / "sim.labels.json"),
