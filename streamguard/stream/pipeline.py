@@ -538,7 +538,19 @@ class Pipeline:
         groups = self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded)
         # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
         self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]
+        line = sweep_line(self.settings.campaign.group_false_alerts_per_10k)
         for campaign in groups:
+            # Members that sweep on their own are alerted on their own. Where they are a few among
+            # many, the group is a campaign only if the others still sweep together; otherwise it
+            # is a sweeper and the ordinary accounts its style or prompts happen to link to it (two
+            # slow sweepers linked to 54 users). Where most members sweep alone, it is a campaign.
+            alone = (self.coverage.account_stats(campaign.members)["sweep_z"] >= self.scorer.sweep_line()) & (
+                seen[campaign.members] >= self.settings.scoring.min_requests
+            )
+            if alone.any() and 2 * int(alone.sum()) < campaign.members.size:
+                core = campaign.members[~alone]
+                if core.size < self.settings.campaign.min_group or self.coverage.group_stats(core)["sweep_z"] < line:
+                    continue
             # The group's event time: its latest request, whatever batch it arrived in.
             now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())
@@ -551,7 +563,7 @@ class Pipeline:
                 volume,
                 now_ts,
                 first,
-                line=sweep_line(self.settings.campaign.group_false_alerts_per_10k),
+                line=line,
                 member_span_ms=int(np.median(spans)),
             )
             if verdict is None:
