@@ -177,6 +177,16 @@ class CampaignConfig:
     style_min_topics: float = 2.0
     """A style links only accounts spread over this many effective topics (over about one topic a
     "style" is where that topic sits, not a template)."""
+    attribute_max_share: float = 0.25
+    """Accounts sharing a request attribute value (a network prefix, a payment instrument) are
+    judged together as one group, unless more than this share of the live accounts hold the value:
+    then it is infrastructure (a carrier's NAT, a popular SDK) that says nothing about who acts
+    together. A share of the population, the same in a stream of 500 accounts or of millions; the
+    group must still sweep to be alerted, so the cap only bounds the work. 0 turns it off."""
+    attributes_per_account: int = 4
+    """Attribute tokens remembered per account (the latest distinct (key, value) pairs), 8 B each."""
+    max_attribute_groups: int = 256
+    """Attribute groups judged per linking pass, the largest first (bounds the work)."""
 
 
 @dataclass(frozen=True)
@@ -360,6 +370,11 @@ class Settings:
             raise ValueError(f"scoring.alert_budget must be >= 0 (0: no cap), got {self.scoring.alert_budget}")
         if self.scoring.allowlist and not Path(self.scoring.allowlist).is_file():
             raise ValueError(f"scoring.allowlist: {self.scoring.allowlist} is not a readable file")
+        camp = self.campaign
+        if not 0.0 <= camp.attribute_max_share <= 1.0:
+            raise ValueError(f"campaign.attribute_max_share must be in [0, 1] (0: off), got {camp.attribute_max_share}")
+        if not 1 <= camp.attributes_per_account <= 255:
+            raise ValueError(f"campaign.attributes_per_account must be in 1..255, got {camp.attributes_per_account}")
         et = self.event_time
         if not (
             0 <= et.step_ms <= et.ahead_ms and et.behind_ms >= 0 and 0 <= et.floor_ms < et.ceiling_ms <= 2**62

@@ -19,8 +19,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamguard.attributes import PER_REQUEST, tokens_from_column
+
 REQUIRED_COLUMNS = ("request_id", "ts", "account_id", "embedding")
-OPTIONAL_COLUMNS = ("org_id",)
+OPTIONAL_COLUMNS = ("org_id", "attributes")
 STRING_COLUMNS = ("request_id", "account_id", "org_id")
 
 TS_RANGE_REASON = "event time outside the sane range"
@@ -64,6 +66,8 @@ class RequestBatch:
     origin : (n,) or (n, k) int64, or None: where each row came from (a file row, a Kafka
         offset and row), carried through ``take`` and ``concat`` so that a row turned away
         later (by event time) can be dead-lettered with its source; detectors ignore it
+    attributes : (n, attributes.PER_REQUEST) uint64 tokens of the request's attributes (0: none),
+        or None when the source had none (see ``streamguard/attributes.py``: values are never kept)
     """
 
     request_ids: np.ndarray
@@ -72,6 +76,7 @@ class RequestBatch:
     org_ids: np.ndarray
     embeddings: np.ndarray
     origin: np.ndarray | None = None
+    attributes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
@@ -94,6 +99,7 @@ class RequestBatch:
             self.org_ids[index],
             self.embeddings[index],
             None if self.origin is None else self.origin[index],
+            None if self.attributes is None else self.attributes[index],
         )
 
     @classmethod
@@ -103,6 +109,11 @@ class RequestBatch:
             return cls.empty(dim)
         origins = [b.origin for b in batches]
         traced = bool(origins) and all(o is not None for o in origins) and len({o.shape[1:] for o in origins}) == 1
+        attributes = None
+        if any(b.attributes is not None for b in batches):  # a batch without them has none: zero tokens
+            attributes = np.concatenate(
+                [b.attributes if b.attributes is not None else np.zeros((len(b), PER_REQUEST), np.uint64) for b in batches]
+            )
         return cls(
             np.concatenate([b.request_ids for b in batches]),
             np.concatenate([b.ts for b in batches]),
@@ -110,6 +121,7 @@ class RequestBatch:
             np.concatenate([b.org_ids for b in batches]),
             np.concatenate([b.embeddings for b in batches]),
             np.concatenate(origins) if traced else None,  # type: ignore[arg-type]
+            attributes,
         )
 
 
@@ -233,7 +245,8 @@ def check_columns(schema: pa.Schema, where: str) -> None:
     Every contract column must appear once, with a type its values can be read
     as; other columns are allowed (and ignored).
     """
-    twice = sorted({c for c in schema.names if c in REQUIRED_COLUMNS + OPTIONAL_COLUMNS and schema.names.count(c) > 1})
+    # attributes is left out: optional metadata of another shape, or twice, is ignored (attributes.py).
+    twice = sorted({c for c in schema.names if c in REQUIRED_COLUMNS + ("org_id",) and schema.names.count(c) > 1})
     if twice:
         raise RecordFileError(
             f"{where}: column(s) {', '.join(twice)} appear more than once; each request-record column must appear once"
@@ -355,6 +368,8 @@ def validate_table(
     account_ids = _strings(table.column("account_id"))
     org_ids = _strings(table.column("org_id")) if "org_id" in table.schema.names else np.full(n, None, dtype=object)
     ts, ts_valid, ts_representable = _ts_to_ms(table.column("ts"))
+    # Optional metadata: a column of another type is not the contract's and is ignored, like any extra column.
+    attributes = tokens_from_column(table.column("attributes")) if table.schema.names.count("attributes") == 1 else None
 
     emb_col = table.column("embedding").combine_chunks()
     emb_valid = emb_col.is_valid().to_numpy(zero_copy_only=False)
@@ -400,7 +415,13 @@ def validate_table(
     ok_idx = np.flatnonzero(ok)
     clean = (embeddings[ok_idx].astype(np.float64) / norms[ok_idx, None]).astype(np.float32)
     batch = RequestBatch(
-        request_ids[ok_idx], ts[ok_idx], account_ids[ok_idx], org_ids[ok_idx], clean, (row_offset + ok_idx).astype(np.int64)
+        request_ids[ok_idx],
+        ts[ok_idx],
+        account_ids[ok_idx],
+        org_ids[ok_idx],
+        clean,
+        (row_offset + ok_idx).astype(np.int64),
+        None if attributes is None else attributes[ok_idx],
     )
 
     dead: list[DeadLetter] = []

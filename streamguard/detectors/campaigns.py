@@ -23,6 +23,15 @@ Styles are one of three kinds of link:
   other two links instead: styles of the same org link at ``org_link_z``, and
   one shared prompt links two accounts of the same org.
 
+Accounts that share a request attribute value (a network prefix, a payment
+instrument, a client fingerprint: see ``streamguard/attributes.py``) form a
+group of their own, judged like any other: the accounts behind one proxy or
+paid with one card, and the share of the live accounts that hold the value
+(its rarity) in the evidence. Sharing is not guilt (an office shares a
+network prefix, a household a card); the group is alerted only if, taken as
+one actor, it sweeps. A value held by more than ``attribute_max_share`` of the
+live accounts (a carrier's NAT, a popular SDK) is not looked at.
+
 Four rules keep benign accounts out:
 
 - a member needs links to at least ``min_links`` others of its group: a
@@ -50,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamguard.attributes import key_name, key_of
 from streamguard.backends.base import Backend
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.state import Stateful
@@ -93,10 +103,23 @@ class CampaignDetector(Stateful):
     min_links : links a member needs inside its group
     style_min_topics : effective topics an account needs before its style may link it
     max_edges : shared-prompt pairs remembered (the weakest are dropped beyond it)
+    attribute_max_share : an attribute value held by more of the live accounts is not a link
+    attributes_per_account : attribute tokens remembered per account (the latest distinct ones)
+    max_attribute_groups : attribute groups judged per linking pass (the largest first)
     capacity : initial number of account slots
     """
 
-    _state_fields = ("capacity", "campaign_of", "org_of", "edges", "foreign_nodes", "next_foreign", "partnered")
+    _state_fields = (
+        "capacity",
+        "campaign_of",
+        "org_of",
+        "edges",
+        "foreign_nodes",
+        "next_foreign",
+        "partnered",
+        "attr_tokens",
+        "attr_next",
+    )
 
     def __init__(
         self,
@@ -116,6 +139,9 @@ class CampaignDetector(Stateful):
         min_links: int = 2,
         style_min_topics: float = 2.0,
         max_edges: int = 1_000_000,
+        attribute_max_share: float = 0.25,
+        attributes_per_account: int = 4,
+        max_attribute_groups: int = 256,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -146,6 +172,11 @@ class CampaignDetector(Stateful):
         # Accounts with a shared-prompt link beyond chance at the last link pass: their
         # near-duplicates are shared with particular accounts, not with everyone on a popular topic.
         self.partnered = np.zeros(capacity, dtype=bool)
+        self.attribute_max_share = float(attribute_max_share)
+        self.max_attribute_groups = int(max_attribute_groups)
+        # Each account's latest distinct attribute tokens (0: empty), written round-robin from attr_next.
+        self.attr_tokens = np.zeros((capacity, int(attributes_per_account)), dtype=np.uint64)
+        self.attr_next = np.zeros(capacity, dtype=np.uint8)
 
     # ------------------------------------------------------------ state layout
 
@@ -156,34 +187,51 @@ class CampaignDetector(Stateful):
         self.campaign_of = np.concatenate([self.campaign_of, np.full(extra, "", dtype=object)])
         self.org_of = np.concatenate([self.org_of, np.full(extra, "", dtype=object)])
         self.partnered = np.concatenate([self.partnered, np.zeros(extra, dtype=bool)])
+        self.attr_tokens = np.concatenate([self.attr_tokens, np.zeros((extra, self.attr_tokens.shape[1]), np.uint64)])
+        self.attr_next = np.concatenate([self.attr_next, np.zeros(extra, dtype=np.uint8)])
         self.capacity = capacity
 
     def reset(self, slots: np.ndarray) -> None:
         self.campaign_of[slots] = ""
         self.org_of[slots] = ""
         self.partnered[slots] = False
+        self.attr_tokens[slots] = 0
+        self.attr_next[slots] = 0
         gone = set(np.asarray(slots, dtype=np.int64).tolist())
         if gone and self.edges:
             self.edges = {k: v for k, v in self.edges.items() if (k >> 32) not in gone and (k & 0xFFFFFFFF) not in gone}
 
     def load_state_dict(self, state: dict) -> None:
         # A snapshot from before partner links has none: the next link pass finds them.
-        defaults = {"partnered": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
+        capacity = int(state.get("capacity", self.capacity))
+        defaults = {
+            "partnered": np.zeros(capacity, dtype=bool),
+            "attr_tokens": np.zeros((capacity, self.attr_tokens.shape[1]), dtype=np.uint64),
+            "attr_next": np.zeros(capacity, dtype=np.uint8),
+        }
         super().load_state_dict({**defaults, **state})
 
     def state_bytes_per_account(self) -> int:
-        # Campaign id and org references; edges are counted by edge_count() (a few per linked account).
-        return 16
+        # Campaign id and org references, attribute tokens; edges are counted apart (a few per linked account).
+        return 16 + self.attr_tokens.itemsize * self.attr_tokens.shape[1] + 1
 
     # ---------------------------------------------------------------- evidence
 
-    def observe(self, slots: np.ndarray, ts: np.ndarray, cross_slot: np.ndarray, org_ids: np.ndarray | None) -> None:
-        """Remember who shared prompts with whom, and billing orgs (host arrays, one batch in order).
+    def observe(
+        self,
+        slots: np.ndarray,
+        ts: np.ndarray,
+        cross_slot: np.ndarray,
+        org_ids: np.ndarray | None,
+        attributes: np.ndarray | None = None,
+    ) -> None:
+        """Remember who shared prompts with whom, billing orgs and attributes (host arrays, one batch in order).
 
         Parameters
         ----------
         slots, ts : (n,) int64; cross_slot : (n,) int64, the other account of a cross-account
         near-duplicate or -1; org_ids : (n,) object array of str or None
+        attributes : (n, k) uint64 attribute tokens of each request (0: none), or None
         """
         if org_ids is not None:
             has = np.flatnonzero((org_ids != None) & (org_ids != ""))  # noqa: E711 - elementwise on an object array
@@ -191,6 +239,37 @@ class CampaignDetector(Stateful):
                 self.org_of[slots[has]] = org_ids[has]
         hit = np.flatnonzero(cross_slot >= 0)
         self._add_edges(slots[hit], cross_slot[hit], ts[hit])
+        if attributes is not None:
+            self._remember_attributes(slots, attributes)
+
+    def _remember_attributes(self, slots: np.ndarray, attributes: np.ndarray) -> None:
+        """Add each account's new distinct tokens to its ring (the oldest token makes room)."""
+        rows, cols = np.nonzero(attributes)
+        if rows.size == 0:
+            return
+        pair_slot, token = slots[rows].astype(np.int64), attributes[rows, cols]
+        # Distinct (slot, token) pairs, in order of first appearance.
+        keys = np.stack([pair_slot.astype(np.uint64), token], axis=1)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        first.sort()
+        pair_slot, token = pair_slot[first], token[first]
+        known = (self.attr_tokens[pair_slot] == token[:, None]).any(axis=1)
+        pair_slot, token = pair_slot[~known], token[~known]
+        if pair_slot.size == 0:
+            return
+        width = self.attr_tokens.shape[1]
+        order = np.argsort(pair_slot, kind="stable")
+        pair_slot, token = pair_slot[order], token[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(pair_slot)) + 1]
+        rank = np.arange(pair_slot.size) - np.repeat(starts, np.diff(np.r_[starts, pair_slot.size]))
+        # More new tokens in one batch than the ring holds: the latest ones stay.
+        count = np.repeat(np.diff(np.r_[starts, pair_slot.size]), np.diff(np.r_[starts, pair_slot.size]))
+        keep = rank >= count - width
+        pair_slot, token, rank = pair_slot[keep], token[keep], rank[keep] - np.maximum(count[keep] - width, 0)
+        position = (self.attr_next[pair_slot].astype(np.int64) + rank) % width
+        self.attr_tokens[pair_slot, position] = token
+        unique_slots, added = np.unique(pair_slot, return_counts=True)
+        self.attr_next[unique_slots] = ((self.attr_next[unique_slots].astype(np.int64) + added) % width).astype(np.uint8)
 
     def observe_foreign(self, slots: np.ndarray, ts: np.ndarray, foreign_keys: np.ndarray) -> None:
         """Shared prompts between accounts of this partition and accounts of others (see remote.py)."""
@@ -261,6 +340,20 @@ class CampaignDetector(Stateful):
         active : (a,) int64 slots of live accounts; now_ts : event time of the linking pass
         excluded : (S,) bool, slots never linked (the allowlist)
         """
+        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded)
+        campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups))
+        return campaigns
+
+    def _linked_groups(
+        self,
+        coverage: CoverageDetector,
+        seen: np.ndarray,
+        active: np.ndarray,
+        now_ts: int,
+        cross_dups: np.ndarray | None,
+        excluded: np.ndarray | None,
+    ) -> list[Campaign]:
+        """Connected groups of style and shared-prompt links (see :meth:`link`)."""
         from scipy.sparse import coo_matrix  # noqa: PLC0415 - linking runs every few batches
         from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
 
@@ -312,6 +405,62 @@ class CampaignDetector(Stateful):
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
             campaigns.append(Campaign(self._campaign_id(members), members, stats))
         return campaigns
+
+    def _attribute_groups(
+        self,
+        coverage: CoverageDetector,
+        seen: np.ndarray,
+        active: np.ndarray,
+        excluded: np.ndarray | None,
+        found: list[Campaign],
+        cross_dups: np.ndarray | None,
+    ) -> list[Campaign]:
+        """The live accounts that share an attribute value, one group per value, each judged as one actor.
+
+        Every live account counts (a hydra's members may be small); a value held by more than
+        ``attribute_max_share`` of them is infrastructure and skipped. A group no larger than
+        ``min_group``, that does not divide its work, or whose members already form a linked group
+        of this pass, is left out. The largest groups are judged first, ``max_attribute_groups``
+        of them at most.
+        """
+        if self.attribute_max_share <= 0 or active.size < self.min_group:
+            return []
+        holders = active[seen[active] > 0]
+        if excluded is not None:
+            holders = holders[~excluded[holders]]
+        tokens = self.attr_tokens[holders]
+        rows, cols = np.nonzero(tokens)
+        if rows.size == 0:
+            return []
+        owner, token = holders[rows], tokens[rows, cols]
+        values, inverse, counts = np.unique(token, return_inverse=True, return_counts=True)
+        share = counts / float(max(active.size, 1))
+        candidates = np.flatnonzero((counts >= self.min_group) & (share <= self.attribute_max_share))
+        if candidates.size == 0:
+            return []
+        candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: self.max_attribute_groups]
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.r_[0, np.cumsum(counts)]
+        known = [frozenset(c.members.tolist()) for c in found]
+        groups = []
+        for value in candidates.tolist():
+            members = np.unique(owner[order[bounds[value] : bounds[value + 1]]])
+            if members.size < self.min_group or frozenset(members.tolist()) in known:
+                continue
+            stats = self.group_stats(coverage, members)
+            if stats["complementarity"] < self.complementarity:
+                continue
+            code = int(key_of(values[value : value + 1])[0])
+            stats["links_attribute"] = float(members.size * (members.size - 1) // 2)
+            stats["attribute_share"] = float(share[value])
+            stats["orgs"] = float(len(set(o for o in self.org_of[members].tolist() if o)))
+            if cross_dups is not None:
+                stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
+            # Named by the value's token (never the value): stable while the value is shared.
+            digest = hashlib.sha256(int(values[value]).to_bytes(8, "little")).hexdigest()[:12]
+            groups.append(Campaign(f"campaign-{key_name(code)}-{digest}", members, stats))
+            known.append(frozenset(members.tolist()))
+        return groups
 
     def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots whose styles stand out of their noise and point the same way."""

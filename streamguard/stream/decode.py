@@ -191,6 +191,7 @@ class JsonRow:
     account_id: str | None
     org_id: str | None
     embedding: np.ndarray | None
+    attributes: dict[str, str] | None = None
 
 
 def _number(value: Any) -> bool:
@@ -256,7 +257,13 @@ def decode_json(value: bytes) -> JsonRow:
                 f"{_UNDECODABLE}: embedding_b64 holds {len(blob)} bytes, not a whole number of float32 values"
             )
         embedding = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-    return JsonRow(request_id, ts, account_id, org_id, embedding)
+    # Optional metadata (DESIGN.md): a JSON object of strings; anything else in it is not the
+    # contract's and is left out, like an unknown field (the request itself is still judged).
+    raw_attributes = obj.get("attributes")
+    attributes = None
+    if isinstance(raw_attributes, dict):
+        attributes = {k: v for k, v in raw_attributes.items() if isinstance(k, str) and isinstance(v, str)} or None
+    return JsonRow(request_id, ts, account_id, org_id, embedding, attributes)
 
 
 def json_rows_table(rows: Sequence[JsonRow]) -> pa.Table:
@@ -268,15 +275,18 @@ def json_rows_table(rows: Sequence[JsonRow]) -> pa.Table:
     flat = np.concatenate(parts) if parts else np.empty(0, np.float32)
     mask = pa.array([r.embedding is None for r in rows], pa.bool_())
     embedding = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.float32()), mask=mask)
-    return pa.table(
-        {
-            "request_id": pa.array([r.request_id for r in rows], pa.string()),
-            "ts": pa.array([r.ts for r in rows], pa.int64()),
-            "account_id": pa.array([r.account_id for r in rows], pa.string()),
-            "org_id": pa.array([r.org_id for r in rows], pa.string()),
-            "embedding": embedding,
-        }
-    )
+    columns = {
+        "request_id": pa.array([r.request_id for r in rows], pa.string()),
+        "ts": pa.array([r.ts for r in rows], pa.int64()),
+        "account_id": pa.array([r.account_id for r in rows], pa.string()),
+        "org_id": pa.array([r.org_id for r in rows], pa.string()),
+        "embedding": embedding,
+    }
+    if any(r.attributes for r in rows):
+        columns["attributes"] = pa.array(
+            [list(r.attributes.items()) if r.attributes else None for r in rows], pa.map_(pa.string(), pa.string())
+        )
+    return pa.table(columns)
 
 
 # ---------------------------------------------------------------- decoder

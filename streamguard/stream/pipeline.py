@@ -248,6 +248,9 @@ class Pipeline:
             org_link_z=camp.org_link_z,
             min_links=camp.min_links,
             style_min_topics=camp.style_min_topics,
+            attribute_max_share=camp.attribute_max_share,
+            attributes_per_account=camp.attributes_per_account,
+            max_attribute_groups=camp.max_attribute_groups,
             capacity=capacity,
         )
         for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
@@ -426,7 +429,7 @@ class Pipeline:
         self.coverage.update(det_batch)
         stage["coverage"] += time.perf_counter() - t
         assert self.campaigns is not None
-        self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids)
+        self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids, batch.attributes)
         if self.remote is not None:
             self._share(batch, slots, nd)
         self._touched.update(np.unique(slots).tolist())

@@ -183,3 +183,48 @@ def test_shared_prompt_evidence_is_bounded_by_dropping_the_weakest():
         share_prompts(camp, 2 * pair, 2 * pair + 1, pair + 1)
     lo, hi, weight = camp.edge_weights(NOW)
     assert len(camp.edges) == 10 and sorted(weight.tolist()) == [float(k) for k in range(21, 31)]
+
+
+def share_value(camp, slots, value, key="net"):
+    """Each of ``slots`` sends one request carrying ``key`` = ``value``."""
+    from streamguard.attributes import PER_REQUEST, token
+
+    attributes = np.zeros((len(slots), PER_REQUEST), np.uint64)
+    attributes[:, 0] = token(key, value)
+    n = len(slots)
+    camp.observe(np.asarray(slots, np.int64), np.full(n, NOW, np.int64), np.full(n, -1, np.int64), None, attributes)
+
+
+def test_accounts_sharing_a_rare_attribute_value_are_judged_as_one_group():
+    rng = np.random.default_rng(7)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))  # no template, no shared prompt: nothing else links them
+    for user in range(8, 40):
+        send(rng, cov, centroids, user, rng.integers(0, TOPICS, 60))
+    seen = np.r_[np.full(8, 120), np.full(32, 60), np.zeros(24)].astype(np.int64)
+    assert camp.link(cov, seen, np.arange(40), NOW) == []
+    share_value(camp, range(8), "proxy-1")
+    share_value(camp, range(8, 40), "carrier-nat")  # 32 of 40 live accounts: infrastructure, no group
+    groups = camp.link(cov, seen, np.arange(40), NOW)
+    assert len(groups) == 1 and sorted(groups[0].members.tolist()) == list(range(8))
+    stats = groups[0].stats
+    assert stats["attribute_share"] == 8 / 40 and stats["links_attribute"] == 28 and stats["complementarity"] > 3
+    assert groups[0].campaign_id.startswith("campaign-net-") and "proxy" not in groups[0].campaign_id
+    assert camp.link(cov, seen, np.arange(40), NOW)[0].campaign_id == groups[0].campaign_id
+
+
+def test_attribute_tokens_are_bounded_per_account_and_survive_a_state_round_trip():
+    rng = np.random.default_rng(8)
+    _, _, camp = build(rng)
+    for value in range(10):  # an account rotating through ten network prefixes keeps the latest four
+        share_value(camp, [3], f"p{value}")
+    from streamguard.attributes import token
+
+    assert set(camp.attr_tokens[3].tolist()) == {token("net", f"p{v}") for v in range(6, 10)}
+    share_value(camp, [3], "p9")  # a token it holds already takes no room
+    assert set(camp.attr_tokens[3].tolist()) == {token("net", f"p{v}") for v in range(6, 10)}
+    fresh = build(np.random.default_rng(8))[2]
+    fresh.load_state_dict(camp.state_dict())
+    assert np.array_equal(fresh.attr_tokens, camp.attr_tokens)
+    camp.reset(np.array([3]))
+    assert not camp.attr_tokens[3].any()
