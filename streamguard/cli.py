@@ -91,6 +91,24 @@ def _endpoint(args: argparse.Namespace, backend, default_key: bytes | None = Non
     return endpoint
 
 
+SHARED_FLAG_HELP = {
+    "--seed": "random seed: the same seed, the same simulated traffic (default %(default)s)",
+    "--scale": "size of the simulated population relative to the default world "
+    "(1: ~1,800 accounts, ~190k requests over 3 days; default %(default)s)",
+    "--dim": "embedding dimension of the simulated requests (default %(default)s)",
+}
+"""Help of the flags several commands share, written once; a command's own help text wins."""
+
+
+def _describe_shared_flags(sub: argparse._SubParsersAction) -> None:
+    """Give --seed/--scale/--dim of every subcommand (this module's and the ones registered by others) a help text."""
+    for command in sub.choices.values():
+        for action in command._actions:
+            shared = [SHARED_FLAG_HELP[o] for o in action.option_strings if o in SHARED_FLAG_HELP]
+            if shared and not action.help:
+                action.help = shared[0]
+
+
 class _StoreGiven(argparse.Action):
     """Store the value and note that the flag was given, as ``<dest>_given``."""
 
@@ -102,18 +120,32 @@ class _StoreGiven(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description="Detect model-distillation traffic in an LLM API request stream.")
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
+    parser.add_argument(
+        "--log-level", default=_env("LOG_LEVEL", "WARNING"),
+        help="logging level: DEBUG, INFO, WARNING, ERROR (env STREAMGUARD_LOG_LEVEL; default WARNING)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="simulated traffic with planted distillers, full pipeline, live table, eval summary")
+    about = "simulated traffic with planted distillers, full pipeline, live table, eval summary"
+    demo = sub.add_parser(
+        "demo", help=about,
+        description=f"{about[0].upper()}{about[1:]}: everything in memory, no broker or files needed (~1 min on 2 cores).",
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--scale", type=float, default=1.0)
     demo.add_argument("--dim", type=int, default=384)
-    demo.add_argument("--no-live", action="store_true", help="no live table (for logs and CI)")
+    demo.add_argument(
+        "--no-live", action="store_true",
+        help="no live table: progress lines on stderr, the latest alerts printed once at the end "
+        "(for logs and CI; also what happens when stdout is not a terminal)",
+    )
     _add_metrics_flags(demo, linger=True)
     _add_settings_flags(demo)
 
-    sim = sub.add_parser("simulate", help="write labelled traffic")
+    sim = sub.add_parser(
+        "simulate", help="write labelled traffic",
+        description="Write simulated request records (Parquet) and their labels (JSON): ordinary accounts and planted distillers.",
+    )
     sim.add_argument("--out", required=True, help="Parquet file of request records")
     sim.add_argument("--labels", required=True, help="labels JSON")
     sim.add_argument("--seed", type=int, default=0)
@@ -140,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         "paraphrased, mixed_into_product, round_robin, slow_10x, population_mix",
     )
     sim.add_argument(
+        "--traps",
+        action="store_true",
+        help="add benign traps that look like campaigns (enterprise orgs, joint benchmarks, time-zone cohorts, "
+        "resellers) and write the request 'attributes' column (net, pay, client)",
+    )
+    sim.add_argument(
         "--real-text",
         action="store_true",
         help="write the prompts as text and embed them with the all-MiniLM-L6-v2 sentence model "
@@ -161,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--to-format", choices=["arrow", "json"], default="arrow", help="Kafka record format for --to")
     sim.add_argument("--partitions", type=int, default=None, help="with --to: create the topic with this many partitions")
 
-    rep = sub.add_parser("replay", help="the whole detector over a request file, in event-time order")
+    about = "the whole detector over a request file, in event-time order"
+    rep = sub.add_parser("replay", help=about, description=f"Run {about}; alerts to JSON Lines.")
     rep.add_argument("file", help="Parquet or Arrow IPC request records")
     rep.add_argument("--alerts", required=True, help="alerts JSON Lines output")
     rep.add_argument("--dead-letters", default=None, help="dead letters JSON Lines (default: ALERTS.dead.jsonl)")
@@ -176,12 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_metrics_flags(rep, linger=True)
     _add_settings_flags(rep)
 
-    ev = sub.add_parser("eval", help="precision, recall, false positives and delay of alerts against labels")
+    about = "precision, recall, false positives and delay of alerts against labels"
+    ev = sub.add_parser("eval", help=about, description=f"Print {about}.")
     ev.add_argument(
         "--labels", required=True,
         help="labels JSON: streamguard simulate's, or the independent worlds' ({account_id: {label, kind, campaign, events}})",
     )
-    ev.add_argument("--alerts", required=True)
+    ev.add_argument("--alerts", required=True, help="alerts JSON Lines (streamguard replay's or run's output)")
     ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
     ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
 
@@ -191,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_parser(sub)
     _add_settings_flags(evasion_table.add_parser(sub))
     evaluate_matrix.add_parser(sub)
+    _describe_shared_flags(sub)
     return parser
 
 
@@ -268,7 +309,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             evasion = sorted(KNOWN_EVASIONS) if "all" in args.evasion else args.evasion
             days = args.days if args.days_given or not args.sample_world else None
             config = SimConfig(
-                seed=args.seed, scale=args.scale, dim=args.dim, days=days, evasion=tuple(evasion), sample_world=args.sample_world
+                seed=args.seed, scale=args.scale, dim=args.dim, days=days, evasion=tuple(evasion), sample_world=args.sample_world,
+                traps=args.traps,
             )
             traffic = simulate(config)
         except ValueError as exc:
@@ -292,10 +334,10 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from streamguard.schema import RecordFileError, read_request_file
+    from streamguard.schema import RecordFileError, RequestFile
     from streamguard.sinks.alerts import JsonLinesAlertSink
     from streamguard.sinks.dead_letter import DeadLetterSink
-    from streamguard.stream.replay import replay_table
+    from streamguard.stream.replay import EventTimeOrderError, replay_file
 
     from streamguard.metrics import account_hasher, hmac_key_from_env
 
@@ -307,7 +349,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.alert_account_hash and not stable:
         raise UsageError("--alert-account-hash needs STREAMGUARD_HMAC_KEY")
     try:
-        table = read_request_file(args.file)
+        RequestFile(args.file)  # a wrong file is one line before anything starts; replay_file reads it in batches
     except RecordFileError as exc:
         raise UsageError(str(exc)) from None
     backend = _backend(args, settings)
@@ -322,14 +364,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         if metrics is not None:
             metrics.ready(True)
-        result = replay_table(
-            table, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args),
+        result = replay_file(
+            args.file, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args),
             metrics=metrics, pace=args.pace, alert_hash=alert_hash,
             kernel_timer=endpoint.kernel_timer if endpoint is not None else None,
         )
         if metrics is not None:
             metrics.ready(False)
-    except RecordFileError as exc:
+    except (RecordFileError, EventTimeOrderError) as exc:
         if endpoint is not None:
             endpoint.close()
         raise UsageError(str(exc)) from None

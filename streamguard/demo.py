@@ -9,12 +9,17 @@ With ``metrics_port`` the demo exports the same Prometheus series as
 ``streamguard run`` (no consumer lag: there is no Kafka), ``pace`` slows the
 replay to a given number of requests per second so that a scraper sees the
 series move, and ``linger`` keeps ``/metrics`` up after the summary.
+
+Without a terminal (a pipe, a log) or with ``--no-live`` there is no live
+table: progress goes to stderr as a line every few seconds, and the latest
+alerts are printed once, at the end, at a width that cuts nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import sys
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Callable
@@ -26,6 +31,7 @@ from rich.table import Table
 
 from streamguard.backends.base import Backend
 from streamguard.config import Settings
+from streamguard.console import make_console
 from streamguard.evaluation import evaluate, render
 from streamguard.schema import AlertRecord
 from streamguard.sinks.alerts import MemoryAlertSink
@@ -47,8 +53,11 @@ def short_hash(account_id: str, key: bytes = DEMO_KEY) -> str:
 class LiveView:
     """The live table: progress, throughput, alerts by kind, the latest alerts."""
 
-    def __init__(self, total: int, labels: dict, account_hash: Callable[[str], str] = short_hash) -> None:
+    def __init__(
+        self, total: int, labels: dict, account_hash: Callable[[str], str] = short_hash, expand: bool = True
+    ) -> None:
         self.total = total
+        self.expand = expand  # fill the terminal; False: as wide as the content (printed once, to a log)
         self.labels = labels
         self.account_hash = account_hash
         self.started = time.perf_counter()
@@ -72,9 +81,9 @@ class LiveView:
             f"alerts {self.result.alerts}",
             "  ".join(f"{k} {v}" for k, v in sorted(self.kinds.items())),
         )
-        table = Table(title="latest alerts", expand=True)
+        table = Table(title="latest alerts", expand=self.expand)
         for column in ("account (hash)", "kind", "score", "requests seen", "truth"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")  # a kind or a label folds onto a second line, never cut
         for alert in reversed(self.latest):
             truth = self.labels.get(alert.account_id, {})
             table.add_row(
@@ -84,7 +93,32 @@ class LiveView:
                 str(alert.events_seen),
                 f"{truth.get('label', '?')}/{truth.get('kind', '?')}",
             )
-        return Group(Panel(head, title="streamguard demo"), table)
+        return Group(Panel(head, title="streamguard demo", expand=self.expand), table)
+
+
+class ProgressLines:
+    """Progress without the live table: a line to ``out`` (stderr) at most every ``every`` seconds."""
+
+    def __init__(self, total: int, out=None, every: float = 5.0) -> None:
+        self.total = total
+        self.out = out
+        self.every = every
+        self.started = time.perf_counter()
+        self.last: float | None = None
+
+    def update(self, result: ReplayResult, alerts: list[AlertRecord]) -> None:
+        """A line on the first call, then at most one every ``every`` seconds."""
+        now = time.perf_counter()
+        if self.last is not None and now - self.last < self.every:
+            return
+        self.last = now
+        share = result.requests / self.total if self.total else 1.0
+        print(
+            f"detecting: {result.requests:,}/{self.total:,} requests ({share:.0%}), "
+            f"{result.requests / max(now - self.started, 1e-9):,.0f} req/s, {result.alerts} alerts so far",
+            file=self.out or sys.stderr,
+            flush=True,
+        )
 
 
 def run_demo(
@@ -106,7 +140,7 @@ def run_demo(
     pace : feed the detector at most this many requests per second of wall time
     linger : seconds to keep serving ``/metrics`` after the summary
     """
-    console = Console()
+    console = make_console()
     t0 = time.perf_counter()
     try:
         return _demo(settings, backend, seed, scale, dim, live, console, t0, endpoint, pace, linger)
@@ -130,6 +164,9 @@ def _demo(
 ) -> int:
     from streamguard.sim import SimConfig, simulate
 
+    live = live and console.is_terminal  # a pipe or a log gets progress lines instead
+    if not live:
+        print(f"simulating labelled traffic (seed {seed}, scale {scale:g}, D={dim}) ...", file=sys.stderr, flush=True)
     with console.status("simulating labelled traffic ..."):
         traffic = simulate(SimConfig(seed=seed, scale=scale, dim=dim))
     accounts = traffic.labels["accounts"]
@@ -139,7 +176,7 @@ def _demo(
         f"({distillers} distillers planted) in {time.perf_counter() - t0:.1f} s; backend {backend.name}"
     )
     metrics = endpoint.metrics if endpoint is not None else None
-    view = LiveView(traffic.table.num_rows, accounts, metrics.account_hash if metrics is not None else short_hash)
+    view = LiveView(traffic.table.num_rows, accounts, metrics.account_hash if metrics is not None else short_hash, expand=live)
     sink = MemoryAlertSink()
     hooks = {
         "metrics": metrics,
@@ -152,7 +189,15 @@ def _demo(
         with Live(view, console=console, refresh_per_second=4, transient=False):
             result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=view.update, **hooks)
     else:
-        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), **hooks)
+        lines = ProgressLines(traffic.table.num_rows)
+
+        def progress(result: ReplayResult, alerts: list[AlertRecord]) -> None:
+            view.update(result, alerts)
+            lines.update(result, alerts)
+
+        print(f"detecting on {backend.name} (a progress line every {lines.every:g} s) ...", file=sys.stderr, flush=True)
+        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=progress, **hooks)
+        console.print(view)
     if metrics is not None:
         metrics.ready(False)
     console.print(

@@ -706,9 +706,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="write the report as JSON here")
     parser.add_argument("--markdown", default=None, help="write the tables as Markdown here")
     parser.add_argument("--check", action="store_true", help="exit 1 when the worst world misses a floor below, or a world fails")
-    parser.add_argument("--min-precision", type=float, default=None)
+    parser.add_argument("--min-precision", type=float, default=None, help="floor of the worst world's precision")
     parser.add_argument("--min-recall", type=float, default=None, help="floor of the ordinary distiller kinds' recall")
-    parser.add_argument("--max-fp-per-10k", type=float, default=None)
+    parser.add_argument("--max-fp-per-10k", type=float, default=None, help="ceiling of the worst world's false alerts per 10k benign accounts")
     return parser
 
 
@@ -723,12 +723,9 @@ def worlds_of(args: argparse.Namespace) -> tuple[str, tuple[WorldSpec, ...]]:
 
 
 def _console() -> Any:
-    from rich.console import Console  # noqa: PLC0415
+    from streamguard.console import make_console  # noqa: PLC0415
 
-    console = Console()
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=200)  # a log or a pipe: wide enough that no column is cut
-    return console
+    return make_console()  # a log or a pipe: wide enough that no column is cut
 
 
 def list_worlds(args: argparse.Namespace) -> int:

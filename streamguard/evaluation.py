@@ -190,10 +190,11 @@ def evaluate(labels: dict[str, Any], alerts: list[AlertRecord], traffic: pa.Tabl
 
 def render(result: Evaluation, console: Any = None) -> None:
     """Print the evaluation as rich tables."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from streamguard.console import make_console
+
+    console = console or make_console()
     head = Table(title="streamguard eval", show_header=False)
     head.add_row("distiller accounts", str(result.distillers))
     head.add_row("benign accounts", str(result.benign))

@@ -99,8 +99,9 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace, settings: Any, backend: Any) -> int:
-    from rich.console import Console  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
+
+    from streamguard.console import make_console  # noqa: PLC0415
 
     from streamguard.sim import KNOWN_EVASIONS, SimConfig, simulate  # noqa: PLC0415
     from streamguard.sinks.alerts import MemoryAlertSink  # noqa: PLC0415
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace, settings: Any, backend: Any) -> int:
     if unknown:
         raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(sorted(KNOWN_EVASIONS))}")
     scenarios = [s for s in sorted(KNOWN_EVASIONS) if not args.scenario or s in args.scenario]
-    console = Console()
+    console = make_console()
     rows = []
     for name in ["baseline", *scenarios]:
         started = time.perf_counter()

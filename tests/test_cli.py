@@ -174,3 +174,89 @@ def test_replay_serves_metrics_while_it_runs_and_lingers(traffic_file, tmp_path)
             process.kill()
             process.wait(timeout=5)
         process.stdout.close()
+
+
+# -- help and output for a newcomer (issue 13) ----------------------------------------------
+
+
+def _subcommands():
+    import argparse
+
+    from streamguard.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, sub.choices
+
+
+def test_every_flag_of_every_subcommand_has_help():
+    parser, commands = _subcommands()
+    assert {"demo", "simulate", "replay", "eval", "bench", "run", "evasion", "evaluate"} <= set(commands)
+    missing = [("streamguard", a.option_strings) for a in parser._actions if a.option_strings and not a.help]
+    for name, command in commands.items():
+        missing += [(name, a.option_strings or a.dest) for a in command._actions if not a.help]
+        command.format_help()  # every %(default)s and the like expands
+    assert not missing
+
+
+def test_demo_help_describes_its_flags():
+    result = streamguard("demo", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    for described in ("--seed SEED random seed", "--scale SCALE size of the simulated population", "--dim DIM embedding dimension",
+                      "--no-live no live table"):
+        assert described in text, described
+
+
+def test_demo_without_a_terminal_prints_progress_and_cuts_no_name(tmp_path):
+    """``demo | cat``: progress lines on stderr, no live table, the latest alerts once, nothing cut or wrapped mid-name."""
+    result = streamguard("demo", "--scale", "0.1", "--dim", "48", "--backend", "numpy", env_extra={"COLUMNS": ""})
+    assert result.returncode == 0, result.stderr
+    assert "simulating labelled traffic" in result.stderr and "detecting: " in result.stderr
+    assert "latest alerts" in result.stdout and "streamguard eval" in result.stdout
+    assert "…" not in result.stdout
+    assert "campaign_member" in result.stdout and "distiller/" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 200
+
+
+def test_eval_tables_on_a_pipe_are_wide_and_cut_no_kind(monkeypatch):
+    import io
+
+    from streamguard.console import PIPE_WIDTH, make_console
+    from streamguard.evaluation import Evaluation, render
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()
+    console = make_console(file=out)
+    assert not console.is_terminal and console.width == PIPE_WIDTH
+    kind = "campaign_member_with_a_long_kind_name"
+    row = {"accounts": 3, "flagged": 2, "recall": 2 / 3, "delay_median": 52.0, "per_10k": 0.0}
+    result = Evaluation(
+        distillers=3, benign=5, flagged=2, true_positives=2, false_positives=0, precision=1.0, recall=2 / 3,
+        false_positives_per_10k_benign=0.0, by_benign_kind={"power_user": row}, by_distiller_kind={kind: row},
+        unlabelled_flagged=0, delay_requests_median=52.0, delay_requests_p90=60.0, delay_hours_median=5.1,
+    )
+    render(result, console)
+    text = out.getvalue()
+    assert kind in text and "…" not in text
+    assert "recall / FP per 10k" in text  # headers not wrapped mid-phrase either
+
+
+def test_the_live_table_folds_long_names_in_a_narrow_terminal():
+    import io
+
+    from rich.console import Console
+
+    from streamguard.demo import LiveView
+    from streamguard.schema import AlertRecord
+
+    labels = {"a1": {"label": "distiller", "kind": "campaign_member"}}
+    view = LiveView(total=10, labels=labels)
+    view.update(view.result, [AlertRecord("a1", 0, 0.9, "campaign+near_duplicate", "campaign-000123", {}, 300)])
+    out = io.StringIO()
+    Console(file=out, width=60).print(view)
+    assert "…" not in out.getvalue()
+    rows = [line.split("│")[1:-1] for line in out.getvalue().splitlines() if line.startswith("│ ") and line.count("│") == 6]
+    column = lambda i: "".join(row[i].strip() for row in rows)  # noqa: E731 - a folded cell continues on the next line
+    assert column(1) == "campaign+near_duplicate[000123]"
+    assert column(4) == "distiller/campaign_member"

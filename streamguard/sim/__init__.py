@@ -2,7 +2,8 @@
 
 ``simulate(SimConfig(seed=..., scale=...))`` returns the request records as a
 ``pyarrow.Table`` with exactly the contract columns (``request_id``, ``ts``,
-``account_id``, ``org_id``, ``embedding``) and a labels dict giving every
+``account_id``, ``org_id``, ``embedding``, and ``attributes`` when asked for:
+see ``attributes.py``) and a labels dict giving every
 account's ground truth. The latent truth behind each row (subtopic, template,
 content and text ids) is kept in ``SimulatedTraffic.latent`` for tests and
 evaluation; it is never written to the traffic file.
@@ -11,7 +12,8 @@ See ``world.py`` for the embedding geometry, ``behaviours.py`` for the
 account kinds and ``sampled.py`` for the sampled-world mode
 (``SimConfig(sample_world=True)``), in which the seed also draws the world's
 family: geometry, mix and volumes of kinds, template strength, span and
-population size.
+population size. ``traps.py`` adds benign look-alikes of campaigns
+(``SimConfig(traps=True)``).
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ from streamguard.sim.behaviours import (
     generate_population,
     plan_population,
 )
-from streamguard.sim.evasion import EVASION_KINDS, SCENARIOS, plant_evasions
+from streamguard.sim.attributes import ATTRIBUTES_TYPE, attribute_column
+from streamguard.sim.evasion import ATTRIBUTE_SCENARIOS, EVASION_KINDS, SCENARIOS, plant_evasions
 from streamguard.sim.sampled import describe, draw_world, plan_sampled_population
+from streamguard.sim.traps import TRAP_KINDS, plant_traps
 from streamguard.sim.world import Catalog, World, build_world, embed_requests
 
 __all__ = [
@@ -48,6 +52,7 @@ __all__ = [
     "Latent",
     "SimConfig",
     "SimulatedTraffic",
+    "TRAP_KINDS",
     "simulate",
     "traffic_schema",
     "write_traffic",
@@ -87,6 +92,14 @@ class SimConfig:
         Draw the world's family from the seed as well (``sampled.py``); its
         parameters go into the labels under ``"world"``. False keeps the
         default mode's narrow family, bit for bit.
+    traps : bool
+        Add the benign traps of ``traps.py`` (enterprise orgs, joint
+        benchmarks, time-zone cohorts, resellers); implies ``attributes``.
+    attributes : bool
+        Write the optional ``attributes`` column (``net``, ``pay``,
+        ``client`` on every request; ``attributes.py``). Implied by
+        ``traps`` and by the scenarios in ``ATTRIBUTE_SCENARIOS``; without
+        any of them the table has no such column, as before.
     """
 
     seed: int = 0
@@ -96,6 +109,13 @@ class SimConfig:
     start_ms: int = 1_767_225_600_000
     evasion: tuple[str, ...] = ()
     sample_world: bool = False
+    traps: bool = False
+    attributes: bool = False
+
+    @property
+    def writes_attributes(self) -> bool:
+        """Whether the table gets the ``attributes`` column."""
+        return self.attributes or self.traps or bool(ATTRIBUTE_SCENARIOS & set(self.evasion))
 
     def __post_init__(self) -> None:
         if not self.scale > 0:
@@ -173,17 +193,18 @@ class SimulatedTraffic:
     latent: Latent | None = field(default=None, repr=False)
 
 
-def traffic_schema(dim: int) -> pa.Schema:
-    """The request-record Arrow schema for embedding dimension ``dim``."""
-    return pa.schema(
-        [
-            pa.field("request_id", pa.string(), nullable=False),
-            pa.field("ts", pa.timestamp("ms"), nullable=False),
-            pa.field("account_id", pa.string(), nullable=False),
-            pa.field("org_id", pa.string(), nullable=True),
-            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
-        ]
-    )
+def traffic_schema(dim: int, attributes: bool = False) -> pa.Schema:
+    """The request-record Arrow schema for embedding dimension ``dim``, with ``attributes`` if asked."""
+    fields = [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("ts", pa.timestamp("ms"), nullable=False),
+        pa.field("account_id", pa.string(), nullable=False),
+        pa.field("org_id", pa.string(), nullable=True),
+        pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+    ]
+    if attributes:
+        fields.append(pa.field("attributes", ATTRIBUTES_TYPE, nullable=True))
+    return pa.schema(fields)
 
 
 def _hex_ids(rng: np.random.Generator, n: int, nbytes: int, prefix: str = "") -> list[str]:
@@ -220,12 +241,14 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     catalog = Catalog()
     world = build_world(rng_world, config.dim, catalog, draw.geometry if draw is not None else None)
     habits = draw.habits if draw is not None else Habits()
-    builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1, habits=habits)
+    builder = TrafficBuilder(world=world, catalog=catalog, rng=rng_acct, t0=t0, t1=t1, habits=habits, scale=config.scale)
     if draw is not None:
         plan = plan_sampled_population(rng_acct, config.scale, draw)
     else:
         plan = plan_population(rng_acct, config.scale)
     generate_population(builder, plan)
+    if config.traps:
+        plant_traps(builder, config.seed)
     plant_evasions(builder, tuple(config.evasion), config.seed)
     rows = builder.rows()
     n = rows["ts"].shape[0]
@@ -257,17 +280,18 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     org_arr = np.array([a.org_id for a in accounts], dtype=object)
     req_ids = _hex_ids(rng_ids, n, 16)
 
-    schema = traffic_schema(config.dim)
-    table = pa.table(
-        [
-            pa.array(req_ids, pa.string()),
-            pa.array(rows["ts"], pa.int64()).cast(pa.timestamp("ms")),
-            pa.array(acct_arr[rows["account"]], pa.string()),
-            pa.array(org_arr[rows["account"]], pa.string()),
-            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), config.dim),
-        ],
-        schema=schema,
-    )
+    schema = traffic_schema(config.dim, config.writes_attributes)
+    columns = [
+        pa.array(req_ids, pa.string()),
+        pa.array(rows["ts"], pa.int64()).cast(pa.timestamp("ms")),
+        pa.array(acct_arr[rows["account"]], pa.string()),
+        pa.array(org_arr[rows["account"]], pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), config.dim),
+    ]
+    if config.writes_attributes:
+        # A stream of its own: the other columns are the same with or without it.
+        columns.append(attribute_column(np.random.default_rng([config.seed, *b"attributes"]), accounts, rows["account"]))
+    table = pa.table(columns, schema=schema)
 
     counts = np.bincount(rows["account"], minlength=len(accounts))
     # Labels list accounts in a random order so position says nothing of kind.
@@ -329,11 +353,14 @@ def write_traffic(
     for p in (out_path, labels_path):
         p.parent.mkdir(parents=True, exist_ok=True)
     # Embedding values are near-random floats: dictionary encoding only costs.
+    dictionary = ["account_id", "org_id"]
+    if "attributes" in traffic.table.schema.names:
+        dictionary += ["attributes.key_value.key", "attributes.key_value.value"]
     pq.write_table(
         traffic.table,
         out_path,
         compression="zstd",
-        use_dictionary=["account_id", "org_id"],
+        use_dictionary=dictionary,
         row_group_size=65_536,
     )
     labels_path.write_text(json.dumps(traffic.labels, indent=1, sort_keys=False) + "\n")

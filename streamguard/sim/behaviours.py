@@ -62,6 +62,10 @@ class Account:
     campaign: str | None = None
     org_id: str | None = None
     account_id: str = ""
+    attrs: dict[str, str] = field(default_factory=dict)
+    """Request metadata the account shares on purpose: attribute key -> symbolic
+    group name (``attributes.py`` maps each name to one pseudonymised value);
+    keys not given follow the account's kind."""
 
     @property
     def label(self) -> str:
@@ -113,6 +117,9 @@ class TrafficBuilder:
         Simulated period ``[t0, t1)`` in epoch ms.
     habits : Habits
         The world's volume and template-strength habits.
+    scale : float
+        The simulation's scale, for scenarios whose size grows with it (the
+        default population is sized by ``plan_population`` instead).
     """
 
     world: World
@@ -121,6 +128,7 @@ class TrafficBuilder:
     t0: int
     t1: int
     habits: Habits = field(default_factory=Habits)
+    scale: float = 1.0
     accounts: list[Account] = field(default_factory=list)
     company_orgs: list[str] = field(default_factory=list)
     _parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)

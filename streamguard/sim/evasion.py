@@ -24,6 +24,24 @@ campaigns, both are planted.
 - ``population_mix``: sweepers (and a campaign) whose topics follow the
   population's own mix instead of an even sweep: what they harvest is the
   distribution real users ask about, so coverage rarity has nothing to see.
+- ``hydra``: one campaign of 100-300 accounts (at scale 1; at least 30),
+  30-400 requests each, load-balanced by one orchestrator behind one rare
+  proxy prefix (``net``): the union is machine-paced, each member a random
+  thinning of it (irregular), and each member touches the whole space.
+- ``paraphrase_synchronized``: a campaign with no template and nothing
+  repeated, whose members switch on and off together in a few shared
+  windows.
+- ``attribute_only``: a campaign linked only by a payment instrument
+  (``pay``) and a rare client fingerprint (``client``): no template, no
+  shared prompt, independent clocks, each member on its own slice.
+- ``last_day_burst``: a templated campaign that starts at full speed on the
+  last day (a new model's release) and runs to the end of the stream.
+- ``reseller_sweep``: reseller accounts whose end users follow the
+  population (see ``traps.reseller``) and which, part-way through, start a
+  sweep in 10-25% of their traffic.
+
+``hydra`` and ``attribute_only`` plant request attributes, so choosing
+either writes the ``attributes`` column (``ATTRIBUTE_SCENARIOS``).
 """
 
 from __future__ import annotations
@@ -48,6 +66,7 @@ from streamguard.sim.behaviours import (
     _with_retries,
     diurnal_times,
 )
+from streamguard.sim.traps import reseller_rows, reseller_style
 
 SCENARIOS: tuple[str, ...] = (
     "paraphrased",
@@ -56,7 +75,14 @@ SCENARIOS: tuple[str, ...] = (
     "round_robin",
     "slow_10x",
     "population_mix",
+    "hydra",
+    "paraphrase_synchronized",
+    "attribute_only",
+    "last_day_burst",
+    "reseller_sweep",
 )
+ATTRIBUTE_SCENARIOS: frozenset[str] = frozenset({"hydra", "attribute_only"})
+"""Scenarios whose accounts share request attributes: they imply the ``attributes`` column."""
 EVASION_KINDS: tuple[str, ...] = tuple(f"evade_{name}" for name in SCENARIOS)
 
 
@@ -218,6 +244,131 @@ def population_mix(b: TrafficBuilder) -> None:
     )
 
 
+def _campaign_styles(b: TrafficBuilder, n: int, tpl: np.ndarray, tpl_p: np.ndarray, use: float) -> np.ndarray:
+    """A share ``use`` of ``n`` requests in one of the campaign's templates ``tpl``, the rest plain."""
+    rng = b.rng
+    return np.where(rng.random(n) < use, tpl[rng.choice(tpl.shape[0], size=n, p=tpl_p)], -1).astype(np.int32)
+
+
+def _slice_cells(slices: list[np.ndarray], i: int) -> np.ndarray:
+    """Member ``i``'s slice plus a quarter of the next one (as ``behaviours.campaign``)."""
+    nxt = slices[(i + 1) % len(slices)]
+    return np.concatenate([slices[i], nxt[: max(1, nxt.shape[0] // 4)]])
+
+
+def hydra(b: TrafficBuilder) -> None:
+    """One orchestrator load-balancing a sweep over 100-300 accounts (x scale, >= 30) behind one proxy."""
+    rng, w = b.rng, b.world
+    cid = "evade-hydra-0"
+    n_members = max(30, int(round(rng.uniform(100, 300) * b.scale)))
+    counts = np.array([_log_skewed(rng, 30, 400, 1.5) for _ in range(n_members)])
+    total = int(counts.sum())
+    a, z = _window(rng, b.t0, b.t1, rng.uniform(1, 3) * MS_PER_DAY)
+    # The orchestrator's queue: one request every `step` ms, a little jitter.
+    step = (z - a) / total
+    union_ts = (a + (np.arange(total) + rng.uniform(0.2, 0.8, size=total)) * step).astype(np.int64)
+    union_sub = _sweep(rng, np.arange(w.n_subtopics, dtype=np.int32), total)
+    k = int(rng.integers(1, 4))
+    tpl = b.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template")
+    union_style = _campaign_styles(b, total, tpl, rng.dirichlet(np.ones(k)), float(rng.uniform(0.4, 0.9)))
+    # Each request goes to whichever member the balancer picks: members interleave.
+    member = rng.permutation(np.repeat(np.arange(n_members), counts))
+    attrs = {"net": f"{cid}/proxy"}
+    for i in range(n_members):
+        rows = np.flatnonzero(member == i)
+        n = rows.shape[0]
+        sub, content, text = _fresh(b, union_sub[rows])
+        b.emit(Account("evade_hydra", campaign=cid, attrs=dict(attrs)), union_ts[rows], sub, union_style[rows], _none(n), content, text)
+
+
+def paraphrase_synchronized(b: TrafficBuilder) -> None:
+    """30 members, no template, nothing repeated; all switch on and off in the same 4-8 windows."""
+    rng, w = b.rng, b.world
+    n_members = 30
+    n_win = int(rng.integers(4, 9))
+    seg = (b.t1 - b.t0) / n_win
+    wins = []
+    for j in range(n_win):
+        dur = min(rng.uniform(1, 4) * 3_600_000, 0.8 * seg)
+        a = int(b.t0 + j * seg + rng.uniform(0, seg - dur))
+        wins.append((a, int(a + dur)))
+    lengths = np.array([z - a for a, z in wins], np.float64)
+    slices = _member_slices(rng, w.n_subtopics, n_members)
+    for i in range(n_members):
+        n = _log_skewed(rng, 200, 1150, 1.5)
+        per = rng.multinomial(n, lengths / lengths.sum())
+        parts = []
+        for (a, z), c in zip(wins, per):
+            if c == 0:
+                continue
+            t = np.sort(rng.integers(a, z, size=c))
+            # The orchestrator starts and stops every member together (within a minute).
+            t[0] = a + int(rng.uniform(0, 60_000))
+            if c > 1:
+                t[-1] = z - int(rng.uniform(0, 60_000))
+            parts.append(np.sort(t))
+        ts = np.concatenate(parts).astype(np.int64)
+        sub, content, text = _fresh(b, _sweep(rng, _slice_cells(slices, i), n))
+        b.emit(
+            Account("evade_paraphrase_synchronized", campaign="evade-paraphrase-synchronized-0"),
+            ts, sub, _none(n), _none(n), content, text,
+        )
+
+
+def attribute_only(b: TrafficBuilder) -> None:
+    """30 members sharing one payment instrument and one rare client, and nothing else."""
+    rng, w = b.rng, b.world
+    cid = "evade-attribute-only-0"
+    n_members = 30
+    slices = _member_slices(rng, w.n_subtopics, n_members)
+    for i in range(n_members):
+        n = _log_skewed(rng, 200, 1150, 1.5)
+        # Each member on its own clock and its own days, from its own network.
+        a, z = _window(rng, b.t0, b.t1, rng.uniform(0.5, 2.0) * MS_PER_DAY)
+        peak, amp = _human_clock(rng)
+        ts = diurnal_times(rng, n, a, z, peak, amp)
+        sub, content, text = _fresh(b, _sweep(rng, _slice_cells(slices, i), n))
+        attrs = {"pay": f"{cid}/pay", "client": f"{cid}/client", "net": f"{cid}/net-{i}"}
+        b.emit(Account("evade_attribute_only", campaign=cid, attrs=attrs), ts, sub, _none(n), _none(n), content, text)
+
+
+def last_day_burst(b: TrafficBuilder) -> None:
+    """A 30-member templated campaign starting together, at full speed, on the last day."""
+    rng, w = b.rng, b.world
+    n_members = 30
+    last = min(MS_PER_DAY, 0.4 * (b.t1 - b.t0))
+    release = int(b.t1 - last + rng.uniform(0, 0.1) * last)
+    k = int(rng.integers(1, 4))
+    tpl = b.new_styles(rng.uniform(0.12, 0.35, size=k), "campaign_template")
+    tpl_p = rng.dirichlet(np.ones(k))
+    slices = _member_slices(rng, w.n_subtopics, n_members)
+    for i in range(n_members):
+        n = _log_skewed(rng, 200, 1150, 1.5)
+        start = release + int(rng.uniform(0, 10) * 60_000)
+        ts = np.sort(rng.integers(start, b.t1, size=n)).astype(np.int64)
+        style = _campaign_styles(b, n, tpl, tpl_p, float(rng.uniform(0.85, 1.0)))
+        sub, content, text = _fresh(b, _sweep(rng, _slice_cells(slices, i), n))
+        b.emit(
+            Account("evade_last_day_burst", campaign="evade-last-day-burst-0"),
+            ts, sub, style, _none(n), content, text,
+        )
+
+
+def reseller_sweep(b: TrafficBuilder) -> None:
+    """3 resellers (end users following the population) that start a sweep part-way through."""
+    rng, w = b.rng, b.world
+    for _ in range(3):
+        n = _log_skewed(rng, 5000, 25000, 2.5)
+        n_sweep = int(round(n * rng.uniform(0.10, 0.25)))
+        style = reseller_style(b)
+        rows = reseller_rows(b, n - n_sweep, style)
+        start = int(b.t0 + rng.uniform(0.3, 0.7) * (b.t1 - b.t0))
+        ts = _bot_times(b, n_sweep, start, b.t1)
+        sub, content, text = _fresh(b, _sweep(rng, np.arange(w.n_subtopics, dtype=np.int32), n_sweep))
+        sweep = (ts, sub, np.full(n_sweep, style, np.int32), _none(n_sweep), content, text)
+        b.emit(Account("evade_reseller_sweep", org_id=b.new_org()), *(np.concatenate([r, s]) for r, s in zip(rows, sweep)))
+
+
 GENERATORS: dict[str, Callable[[TrafficBuilder], None]] = {
     "paraphrased": paraphrased,
     "resampled": resampled,
@@ -225,6 +376,11 @@ GENERATORS: dict[str, Callable[[TrafficBuilder], None]] = {
     "round_robin": round_robin,
     "slow_10x": slow_10x,
     "population_mix": population_mix,
+    "hydra": hydra,
+    "paraphrase_synchronized": paraphrase_synchronized,
+    "attribute_only": attribute_only,
+    "last_day_burst": last_day_burst,
+    "reseller_sweep": reseller_sweep,
 }
 
 
