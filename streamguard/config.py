@@ -187,6 +187,11 @@ class CampaignConfig:
     """Attribute tokens remembered per account (the latest distinct (key, value) pairs), 8 B each."""
     max_attribute_groups: int = 256
     """Attribute groups judged per linking pass, the largest first (bounds the work)."""
+    attribute_min_group: int = 6
+    """A shared value is judged as a group once this many live accounts hold it. A few accounts
+    behind one address are as often a household, a small office or three servers of one cloud
+    range as one actor, and a handful of unrelated server accounts (a benchmark run beside two
+    sweepers) sweeps together by chance; an actor hiding in many accounts has many."""
 
 
 @dataclass(frozen=True)

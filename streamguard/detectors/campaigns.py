@@ -29,8 +29,15 @@ group of their own, judged like any other: the accounts behind one proxy or
 paid with one card, and the share of the live accounts that hold the value
 (its rarity) in the evidence. Sharing is not guilt (an office shares a
 network prefix, a household a card); the group is alerted only if, taken as
-one actor, it sweeps. A value held by more than ``attribute_max_share`` of the
-live accounts (a carrier's NAT, a popular SDK) is not looked at.
+one actor, it sweeps beyond what any group of as many live accounts does:
+its ``sweep_z`` is counted in deviations above the median of random groups
+of its size drawn from the live accounts (``null_sweep_z``, ``null_sweep_sd``),
+so a common value whose holders are a sample of a stream rich in distillers,
+or three server accounts of one cloud range, is no campaign. Each
+member weighs at most the median member (a crowd behind one prefix with a few
+heavy sweepers in it is no campaign either). A value held by more than
+``attribute_max_share`` of the live accounts (a carrier's NAT, a popular SDK)
+is not looked at.
 
 Four rules keep benign accounts out:
 
@@ -78,6 +85,10 @@ class Campaign:
     stats: dict[str, float]
 
 
+HEAVIER_THAN_PEERS = 4.0
+"""An attribute group leaves out members with more than this many times its median member's requests.
+A ratio of volumes, not a unit of the embedding or the stream: the same on any world."""
+
 FOREIGN_BASE = 1 << 31
 """Node ids at and above this stand for accounts of other partitions (see remote.py)."""
 
@@ -106,6 +117,10 @@ class CampaignDetector(Stateful):
     attribute_max_share : an attribute value held by more of the live accounts is not a link
     attributes_per_account : attribute tokens remembered per account (the latest distinct ones)
     max_attribute_groups : attribute groups judged per linking pass (the largest first)
+    attribute_min_group : accounts a shared value needs before its holders are judged as a group
+    group_line : the sweep line of a group (pipeline: ``campaign.group_false_alerts_per_10k``): an
+        attribute group below it needs no comparison with random groups
+    null_groups : random groups drawn per attribute group that crosses ``group_line``
     capacity : initial number of account slots
     """
 
@@ -142,6 +157,9 @@ class CampaignDetector(Stateful):
         attribute_max_share: float = 0.25,
         attributes_per_account: int = 4,
         max_attribute_groups: int = 256,
+        attribute_min_group: int = 6,
+        group_line: float = 3.29,
+        null_groups: int = 15,
         capacity: int = 4096,
     ) -> None:
         self.backend = backend
@@ -174,6 +192,9 @@ class CampaignDetector(Stateful):
         self.partnered = np.zeros(capacity, dtype=bool)
         self.attribute_max_share = float(attribute_max_share)
         self.max_attribute_groups = int(max_attribute_groups)
+        self.attribute_min_group = max(int(attribute_min_group), self.min_group)
+        self.group_line = float(group_line)
+        self.null_groups = int(null_groups)
         # Each account's latest distinct attribute tokens (0: empty), written round-robin from attr_next.
         self.attr_tokens = np.zeros((capacity, int(attributes_per_account)), dtype=np.uint64)
         self.attr_next = np.zeros(capacity, dtype=np.uint8)
@@ -418,8 +439,8 @@ class CampaignDetector(Stateful):
         """The live accounts that share an attribute value, one group per value, each judged as one actor.
 
         Every live account counts (a hydra's members may be small); a value held by more than
-        ``attribute_max_share`` of them is infrastructure and skipped. A group no larger than
-        ``min_group``, that does not divide its work, or whose members already form a linked group
+        ``attribute_max_share`` of them is infrastructure and skipped. A group smaller than
+        ``attribute_min_group``, that does not divide its work, or whose members already form a linked group
         of this pass, is left out. The largest groups are judged first, ``max_attribute_groups``
         of them at most.
         """
@@ -435,7 +456,7 @@ class CampaignDetector(Stateful):
         owner, token = holders[rows], tokens[rows, cols]
         values, inverse, counts = np.unique(token, return_inverse=True, return_counts=True)
         share = counts / float(max(active.size, 1))
-        candidates = np.flatnonzero((counts >= self.min_group) & (share <= self.attribute_max_share))
+        candidates = np.flatnonzero((counts >= self.attribute_min_group) & (share <= self.attribute_max_share))
         if candidates.size == 0:
             return []
         candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: self.max_attribute_groups]
@@ -445,11 +466,20 @@ class CampaignDetector(Stateful):
         groups = []
         for value in candidates.tolist():
             members = np.unique(owner[order[bounds[value] : bounds[value + 1]]])
-            if members.size < self.min_group or frozenset(members.tolist()) in known:
+            # An actor spreads its work over accounts alike; one many times heavier than the group's
+            # median is another kind of customer on the same network or card (a reseller on a cloud
+            # range), judged on its own.
+            members = members[seen[members] <= HEAVIER_THAN_PEERS * np.median(seen[members])]
+            if members.size < self.attribute_min_group or frozenset(members.tolist()) in known:
                 continue
-            stats = self.group_stats(coverage, members)
+            stats = self.group_stats(coverage, members, balanced=True)
             if stats["complementarity"] < self.complementarity:
                 continue
+            stats["null_sweep_z"], stats["null_sweep_sd"] = 0.0, 1.0
+            if stats["sweep_z"] >= self.group_line:
+                null = self._null_sweep_z(coverage, holders, members.size, int(values[value]))
+                stats["null_sweep_z"], stats["null_sweep_sd"] = null
+                stats["sweep_z"] = (stats["sweep_z"] - null[0]) / null[1]
             code = int(key_of(values[value : value + 1])[0])
             stats["links_attribute"] = float(members.size * (members.size - 1) // 2)
             stats["attribute_share"] = float(share[value])
@@ -543,10 +573,28 @@ class CampaignDetector(Stateful):
             linked[both] = weight[both] >= expected + z * np.sqrt(np.maximum(expected, 1.0))
         return lo[linked], hi[linked]
 
-    def group_stats(self, coverage: CoverageDetector, members: np.ndarray) -> dict[str, float]:
+    def _null_sweep_z(self, coverage: CoverageDetector, holders: np.ndarray, size: int, seed: int) -> tuple[float, float]:
+        """Median (0 at most: never a bonus) and spread (1 at least) of ``sweep_z`` over random groups
+        of ``size`` live accounts.
+
+        The spread is the draws' standard deviation, never below the statistic's own null
+        deviation of 1: a small group's random draws scatter widely when a few heavy sweepers can
+        fall into them. The generator is seeded by the value's token, so the same stream gives
+        the same draws (replay, run and a restart agree).
+        """
+        if holders.size <= size:
+            return 0.0, 1.0
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, size])
+        draws = [
+            coverage.group_stats(rng.choice(holders, size, replace=False), balanced=True)["sweep_z"]
+            for _ in range(self.null_groups)
+        ]
+        return max(float(np.median(draws)), 0.0), max(float(np.std(draws, ddof=1)), 1.0)
+
+    def group_stats(self, coverage: CoverageDetector, members: np.ndarray, balanced: bool = False) -> dict[str, float]:
         """Coverage statistics of the group as one actor, plus how it divides the work."""
         member_stats = coverage.account_stats(members)
-        group = coverage.group_stats(members)
+        group = coverage.group_stats(members, balanced=balanced)
         group["members"] = float(members.size)
         effective = group["effective_topics"] / max(float(np.median(member_stats["effective_topics"])), 1.0)
         # Distinct topics too: a strong shared template can pile every member's mass onto the same

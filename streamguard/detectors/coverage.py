@@ -392,15 +392,25 @@ class CoverageDetector(Stateful):
         hb = self.backend.to_host(self.hist[self.backend.asarray(b)]).astype(np.float64)
         return (ha * hb / np.maximum(mass, 1e-300)).sum(axis=1)
 
-    def group_stats(self, slots: np.ndarray) -> dict[str, float]:
+    def group_stats(self, slots: np.ndarray, balanced: bool = False) -> dict[str, float]:
         """The statistics of :meth:`account_stats` for several accounts taken as one actor.
 
         The group is judged against the population *without* it: a campaign of a few dozen
         accounts is a visible share of a small stream's mix, and against a mix that contains
         it, its own topics look common.
+
+        ``balanced``: no member weighs more than the median member. For a group that nothing but
+        a shared value brought together (attributes): a few heavy sweepers behind a crowd's
+        network prefix would otherwise make the crowd a campaign, while a campaign that divides
+        its work among many similar accounts is unchanged.
         """
         slots = np.asarray(slots, dtype=np.int64)
         rows = self.backend.to_host(self.hist[self.backend.asarray(slots)]).astype(np.float64)
+        w_sum, w2_sum = self.w_sum[slots].astype(np.float64), self.w2_sum[slots].astype(np.float64)
+        if balanced and slots.size:
+            mass = rows.sum(axis=1)
+            scale = np.minimum(1.0, float(np.median(mass)) / np.maximum(mass, 1e-300))
+            rows, w_sum, w2_sum = rows * scale[:, None], w_sum * scale, w2_sum * scale * scale
         combined = rows.sum(axis=0)
         # Members the mix kept are taken out of it.
         kept = self.mix_member[slots] if self.mix_counts is not None else np.ones(slots.size, dtype=bool)
@@ -412,8 +422,8 @@ class CoverageDetector(Stateful):
             np.array([combined @ combined]),
             np.array([combined @ mix.surprisal]),
             np.array([float((combined > 0).sum())]),
-            np.array([self.w_sum[slots].sum()]),
-            np.array([self.w2_sum[slots].sum()]),
+            np.array([w_sum.sum()]),
+            np.array([w2_sum.sum()]),
             mix,
             combined[None, :],
         )

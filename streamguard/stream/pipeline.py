@@ -251,6 +251,8 @@ class Pipeline:
             attribute_max_share=camp.attribute_max_share,
             attributes_per_account=camp.attributes_per_account,
             max_attribute_groups=camp.max_attribute_groups,
+            attribute_min_group=camp.attribute_min_group,
+            group_line=sweep_line(camp.group_false_alerts_per_10k),
             capacity=capacity,
         )
         for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
@@ -550,9 +552,20 @@ class Pipeline:
             alone = (self.coverage.account_stats(campaign.members)["sweep_z"] >= self.scorer.sweep_line()) & (
                 seen[campaign.members] >= self.settings.scoring.min_requests
             )
-            if alone.any() and 2 * int(alone.sum()) < campaign.members.size:
+            # A group that only shares an attribute value (a cloud range, a card) is never a campaign
+            # because its lone sweepers sweep: whatever their number, the others must sweep together.
+            by_value = "attribute_share" in campaign.stats
+            if alone.any() and (by_value or 2 * int(alone.sum()) < campaign.members.size):
                 core = campaign.members[~alone]
-                if core.size < self.settings.campaign.min_group or self.coverage.group_stats(core)["sweep_z"] < line:
+                if core.size < self.settings.campaign.min_group:
+                    continue
+                if by_value:
+                    core_z = (
+                        self.coverage.group_stats(core, balanced=True)["sweep_z"] - campaign.stats["null_sweep_z"]
+                    ) / campaign.stats["null_sweep_sd"]
+                else:
+                    core_z = self.coverage.group_stats(core)["sweep_z"]
+                if core_z < line:
                     continue
             # The group's event time: its latest request, whatever batch it arrived in.
             now_ts = int(self.accounts.last_ts[campaign.members].max())
