@@ -444,7 +444,9 @@ class Pipeline:
         cfg = self.settings.scoring
         ended = self._tick if self._tick is not None else new_tick
         self._tick = new_tick
-        if ended % cfg.refresh_every_ticks == 0 or self.scorer.baseline.accounts == 0:
+        # Before the population has an established account there is nothing to refresh the baseline
+        # with: waiting for one, not refreshing every tick, keeps a stream of 1-2-request accounts cheap.
+        if ended % cfg.refresh_every_ticks == 0 or (self.scorer.baseline.accounts == 0 and self._any_established()):
             self._refresh_population()
         touched = np.array(sorted(self._touched), dtype=np.int64)
         self._touched.clear()
@@ -469,6 +471,11 @@ class Pipeline:
         if self.campaigns is not None:
             features["partnered"] = self.campaigns.partnered[slots]
         return features
+
+    def _any_established(self) -> bool:
+        assert self.near_duplicate is not None
+        active = self.accounts.active_slots()
+        return bool((self.near_duplicate.seen[active] >= self.settings.scoring.min_requests).any())
 
     def _refresh_population(self) -> None:
         assert self.near_duplicate is not None and self.coverage is not None
