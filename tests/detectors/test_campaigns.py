@@ -228,3 +228,21 @@ def test_attribute_tokens_are_bounded_per_account_and_survive_a_state_round_trip
     assert np.array_equal(fresh.attr_tokens, camp.attr_tokens)
     camp.reset(np.array([3]))
     assert not camp.attr_tokens[3].any()
+
+
+def test_a_value_whose_holders_are_a_random_sample_is_judged_against_random_groups():
+    rng = np.random.default_rng(9)
+    centroids, cov, camp = build(rng)
+    camp.group_line = 2.0
+    for slot in range(60):  # a third of the accounts sweep every topic, the others ask about 4 of the first half
+        topics = rng.integers(0, TOPICS, 150) if slot % 3 == 0 else rng.choice(rng.choice(24, 4, replace=False), 150)
+        send(rng, cov, centroids, slot, topics)
+    cov.refresh_mix(np.arange(60))
+    seen = np.r_[np.full(60, 150), np.zeros(4)].astype(np.int64)
+    common = np.array([0, 3, 6, 1, 2, 4, 5, 7, 8, 10])  # 10 holders like the population: 3 sweepers
+    share_value(camp, common, "sdk-1", key="client")
+    groups = camp.link(cov, seen, np.arange(60), NOW)
+    assert len(groups) == 1 and groups[0].stats["null_sweep_z"] > 0
+    raw = cov.group_stats(groups[0].members, balanced=True)["sweep_z"]
+    # Counted above random groups of 10 of these accounts, it is no sweep however rare its raw mix.
+    assert raw >= camp.group_line and groups[0].stats["sweep_z"] < camp.group_line
