@@ -201,11 +201,44 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class ReplayConfig:
+    """How ``streamguard replay`` reads a file (stream/replay.py): in record batches, in bounded memory.
+
+    What the reading holds is about ``reorder_rows + 4 x read_rows`` rows of
+    ``4 D + ~100`` bytes (the held rows, and the copies one read makes on its way
+    through), plus a Parquet row group's compressed pages, whatever the file's
+    size: ~250 MB at the defaults and D = 384 (README, "Replaying large files").
+    """
+
+    read_rows: int = 16_384
+    """Rows read from the file at a time. Parquet decoding holds ~4 x this many rows
+    at once (65,536 rows at D = 384: ~370 MB; 16,384: ~100 MB)."""
+    reorder_rows: int = 100_000
+    """Rows held back to restore event-time order: the stream is mostly, not strictly, ordered.
+    A row may arrive after this many later-stamped rows (30 s stragglers at 3,000 requests/s;
+    more when they fall within one read); a file more out of order than the buffer can repair
+    stops the replay with an error naming this setting (raise it, or sort the file by ts
+    first), never a silent reordering or drop. 0: only disorder within one read is repaired."""
+
+
+@dataclass(frozen=True)
 class StateConfig:
+    """Per-account state of one partition's pipeline: how much, how long, how it is checkpointed."""
+
     initial_accounts: int = 4096
-    """Slots preallocated; the slot table grows by doubling."""
+    """Slots preallocated; the slot table grows by doubling, up to max_accounts."""
     idle_evict_hours: float = 14 * 24.0
     """Accounts silent for this long (event time) lose their state."""
+    max_accounts: int = 0
+    """Accounts of one partition that hold state at once; 0 = as many as fit in memory_mb. Past
+    90% of it, every tick end evicts the least recently active accounts (event time) down to 90%;
+    a tick that brings more new accounts than the free slots evicts them as it goes."""
+    memory_mb: float = 512.0
+    """Per partition, when max_accounts is 0: the accounts that fit at the measured bytes per
+    account (Pipeline.memory_bytes_per_account: about 2.8 KB at 512 topics and D=64, so ~190k)."""
+    compact_every: int = 30
+    """A checkpoint writes what changed since the one before; every this many checkpoints (or when
+    the changes written since outweigh the last full one) it writes the whole state instead."""
 
 
 @dataclass(frozen=True)
@@ -345,6 +378,7 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
 
     def validate(self) -> "Settings":
         """Raise ValueError with an actionable message on inconsistent settings."""
@@ -388,6 +422,17 @@ class Settings:
             raise ValueError(
                 "event_time needs 0 <= step_ms <= ahead_ms, behind_ms >= 0, 0 <= floor_ms < ceiling_ms <= 2**62 "
                 f"and jump_confirmations >= 1, got {et}"
+            )
+        st = self.state
+        if st.max_accounts < 0 or not st.memory_mb > 0 or st.compact_every < 1 or st.initial_accounts < 1:
+            raise ValueError(
+                "state needs initial_accounts >= 1, max_accounts >= 0 (0: from memory_mb), memory_mb > 0 and "
+                f"compact_every >= 1, got {st}"
+            )
+        if self.replay.read_rows < 1 or self.replay.reorder_rows < 0:
+            raise ValueError(
+                f"replay.read_rows must be >= 1 and replay.reorder_rows >= 0, got {self.replay.read_rows}, "
+                f"{self.replay.reorder_rows}"
             )
         self.kafka.validate()
         return self

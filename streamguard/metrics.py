@@ -224,6 +224,12 @@ class StreamguardMetrics:
             "Alerts held back by scoring.alert_budget (still pending; sent when the day's budget frees).",
             registry=registry,
         )
+        self._evicted = Counter(
+            f"{ns}_accounts_evicted",
+            "Accounts whose state was evicted, by reason: idle (state.idle_evict_hours) or memory "
+            "(least recently active, over state.max_accounts / state.memory_mb).",
+            ["reason"], registry=registry,
+        )
         self._source_resets = Counter(
             f"{ns}_source_resets",
             "The request topic's offsets moved backwards or its shape changed (log truncated, topic recreated or "
@@ -350,6 +356,11 @@ class StreamguardMetrics:
             self._alerts.labels(kind=kind).inc()
 
     # -- latencies -------------------------------------------------------
+
+    def evicted(self, reason: str, n: int) -> None:
+        """Count ``n`` accounts evicted for ``reason`` (``idle`` or ``memory``)."""
+        if n > 0:
+            self._evicted.labels(reason=reason).inc(n)
 
     def held_back(self, n: int) -> None:
         """Count ``n`` alerts the alert budget held back."""

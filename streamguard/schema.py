@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -239,6 +239,106 @@ def read_request_file(path: str | Path) -> pa.Table:
     return table
 
 
+class RequestFile:
+    """A Parquet or Arrow IPC (file or stream) request file, read in record batches.
+
+    Opening reads only the footer or the schema; :meth:`batches` then reads the
+    rows a piece at a time (Parquet row groups, Arrow record batches), so memory
+    depends on the pieces, not on the file. Every problem is a
+    :class:`RecordFileError` with the path in its message.
+
+    Attributes
+    ----------
+    path : the file
+    format : ``"parquet"``, ``"arrow-file"`` or ``"arrow-stream"``
+    schema : its Arrow schema (contract columns checked)
+    num_rows : rows in a Parquet file (from its footer); None for Arrow IPC (known only once read)
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise RecordFileError(f"{self.path}: no such file")
+        if self.path.is_dir():
+            raise RecordFileError(f"{self.path}: is a directory, expected a Parquet or Arrow IPC file")
+        with self.path.open("rb") as fh:
+            head = fh.read(8)
+        self.num_rows: int | None = None
+        if head[:4] == b"PAR1":
+            import pyarrow.parquet as pq
+
+            try:
+                meta = pq.ParquetFile(self.path)
+                self.schema = meta.schema_arrow
+                self.num_rows = int(meta.metadata.num_rows)
+            except Exception as exc:  # pyarrow raises several types for corrupt files
+                raise RecordFileError(f"{self.path}: corrupt Parquet file ({exc})") from None
+            self.format = "parquet"
+        else:
+            import pyarrow.ipc as ipc
+
+            for name, opener in (("arrow-file", ipc.open_file), ("arrow-stream", ipc.open_stream)):
+                try:
+                    with pa.OSFile(str(self.path)) as source:
+                        reader = opener(source)
+                        self.schema = reader.schema
+                    self.format = name
+                    break
+                except Exception:  # noqa: BLE001 - not this kind of Arrow file: try the next
+                    continue
+            else:
+                raise RecordFileError(
+                    f"{self.path}: not a Parquet or Arrow IPC file (expected request records with columns "
+                    f"{', '.join(REQUIRED_COLUMNS)})"
+                )
+        check_columns(self.schema, str(self.path))
+
+    def batches(self, rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The file's rows in file order, as record batches of at most ``rows`` rows.
+
+        ``columns`` reads only these columns (a Parquet file then reads nothing else).
+        """
+        if rows < 1:
+            raise ValueError("rows must be >= 1")
+        try:
+            if self.format == "parquet":
+                import pyarrow.parquet as pq
+
+                # pre_buffer off: a row group's column chunks are read as they are decoded, not all at once.
+                parquet = pq.ParquetFile(self.path, pre_buffer=False, buffer_size=1 << 20)
+                yield from parquet.iter_batches(batch_size=rows, columns=list(columns) if columns else None)
+                return
+            import pyarrow.ipc as ipc
+
+            # Whole rows through an OS file, not a memory map, whose pages would stay in the resident set;
+            # a few columns through a map, which reads only their pages.
+            with (pa.memory_map(str(self.path)) if columns else pa.OSFile(str(self.path))) as source:
+                if self.format == "arrow-file":
+                    reader = ipc.open_file(source)
+                    pieces: Iterator[pa.RecordBatch] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+                else:
+                    pieces = iter(ipc.open_stream(source))
+                for piece in pieces:
+                    if columns:
+                        piece = piece.select(list(columns))
+                    for start in range(0, piece.num_rows, rows):
+                        yield piece.slice(start, rows)
+        except RecordFileError:
+            raise
+        except (OSError, pa.ArrowException) as exc:
+            raise RecordFileError(f"{self.path}: cannot read the file past its start ({exc})") from None
+
+    def dim(self, rows: int = 65_536) -> int:
+        """The stream's embedding dimension, as :func:`infer_dim` finds it in the whole table."""
+        emb_type = self.schema.field("embedding").type
+        if pa.types.is_fixed_size_list(emb_type):
+            return int(emb_type.list_size)
+        return _dim_of_lengths(
+            pc.list_value_length(batch.column(0)).to_numpy(zero_copy_only=False)
+            for batch in self.batches(rows, columns=["embedding"])
+        )
+
+
 def check_columns(schema: pa.Schema, where: str) -> None:
     """Raise :class:`RecordFileError` unless ``schema`` holds request records.
 
@@ -288,13 +388,27 @@ def infer_dim(table: pa.Table) -> int:
     emb_type = table.schema.field("embedding").type
     if pa.types.is_fixed_size_list(emb_type):
         return int(emb_type.list_size)
-    lengths = pc.list_value_length(table.column("embedding")).to_numpy(zero_copy_only=False)
-    lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.dtype.kind == "f" else lengths
-    lengths = lengths[lengths > 0]
-    if lengths.size == 0:
+    return _dim_of_lengths([pc.list_value_length(table.column("embedding")).to_numpy(zero_copy_only=False)])
+
+
+_DIM_SAMPLE = 100_000
+"""Rows with an embedding, in file order, whose most common length is the dimension of a variable-length column."""
+
+
+def _dim_of_lengths(pieces: Iterable[np.ndarray]) -> int:
+    """The most common length among the first ``_DIM_SAMPLE`` non-empty embeddings (pieces in file order)."""
+    sample: list[np.ndarray] = []
+    have = 0
+    for lengths in pieces:
+        lengths = lengths[~np.isnan(lengths.astype(float))] if lengths.dtype.kind == "f" else lengths
+        lengths = lengths[lengths > 0]
+        sample.append(lengths[: _DIM_SAMPLE - have].astype(np.int64))
+        have += sample[-1].size
+        if have >= _DIM_SAMPLE:
+            break
+    if have == 0:
         raise RecordFileError("no row has an embedding: cannot tell the stream's dimension")
-    sample = lengths[: 100_000].astype(np.int64)
-    return int(np.bincount(sample).argmax())
+    return int(np.bincount(np.concatenate(sample)).argmax())
 
 
 def _ts_to_ms(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

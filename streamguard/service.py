@@ -210,6 +210,10 @@ class PartitionState:
     """Id of the topic that ``offset`` counts in; None until known (metadata newer than ``rewound_at``)."""
     rewound_at: float = 0.0
     """``time.monotonic()`` of the last rewind (:meth:`Service._rewind`)."""
+    chain: tuple[int, int, int] = (0, 0, 0)
+    """The checkpoint chain on disk: (full snapshot bytes, change records since, their bytes)."""
+    evicted: dict[str, int] = field(default_factory=dict)
+    """The pipeline's evictions by reason already exported as metrics."""
 
 
 def _turned_away(pipeline: Any) -> list[DeadRecord]:
@@ -504,6 +508,7 @@ class Service:
             state.alerts_emitted = checkpoint.alerts_emitted
             state.checkpoint_id = checkpoint.checkpoint_id
             state.scan_from = dict(checkpoint.alert_scan_from)
+            state.chain = (checkpoint.base_bytes, checkpoint.log_entries, checkpoint.log_bytes)
             log.info("partition %d: restored checkpoint at offset %d (%d alerts so far)", p, checkpoint.offset, checkpoint.alerts_emitted)
         else:
             log.info("partition %d: no checkpoint, starting from the earliest record", p)
@@ -730,6 +735,9 @@ class Service:
         if self.metrics is not None:
             m = self.metrics
             m.held_back(pipeline.scorer.held_back - held)
+            for reason, total in getattr(pipeline.stats, "evicted_by", {}).items():
+                m.evicted(reason, total - state.evicted.get(reason, 0))
+                state.evicted[reason] = total
             if len(batch):
                 m.requests(len(batch), state.partition)
                 m.batch(seconds, len(batch))
@@ -930,11 +938,13 @@ class Service:
             scan_from = dict(state.scan_from)
             for ap, end in self.outputs.alert_ends.items():
                 scan_from[ap] = max(scan_from.get(ap, 0), end)
+            snapshot, delta_of = self._state_record(state)
             checkpoint = Checkpoint(
                 topic=self.options.topic,
                 partition=state.partition,
                 offset=int(state.offset),
-                snapshot=state.pipeline.snapshot(),  # a copy: the loop may go on while it is written
+                snapshot=snapshot,  # a copy: the loop may go on while it is written
+                delta_of=delta_of,
                 alerts_emitted=state.alerts_emitted,
                 dim=self.decoder.dim,
                 alert_scan_from=scan_from,
@@ -954,7 +964,18 @@ class Service:
         self.last_checkpoint = self.clock()
         return True
 
-    def _write(self, jobs: list[tuple[Checkpoint, int]], ownership: Any) -> tuple[list[tuple[int, str | None, int]], float]:
+    def _state_record(self, state: PartitionState) -> tuple[Any, str | None]:
+        """The partition's state for its checkpoint: what changed since its last checkpoint (with
+        that checkpoint's id), or, to start or compact a chain, all of it (with None)."""
+        pipeline = state.pipeline
+        if not hasattr(pipeline, "checkpoint_state"):
+            return pipeline.snapshot(), None
+        base_bytes, entries, log_bytes = state.chain
+        full = state.checkpoint_id is None or entries >= self.settings.state.compact_every or log_bytes > base_bytes
+        record = pipeline.checkpoint_state(full=full)
+        return record, (None if record["full"] else state.checkpoint_id)
+
+    def _write(self, jobs: list[tuple[Checkpoint, int]], ownership: Any) -> tuple[list[tuple[int, str | None, int, tuple[int, int, int]]], float]:
         """Checkpoint writer thread: each partition's checkpoint, unless it was revoked since its snapshot."""
         started = time.perf_counter()
         written = []
@@ -962,7 +983,8 @@ class Service:
             p = checkpoint.partition
             guard = (lambda p=p, epoch=epoch: ownership.holding(p, epoch)) if ownership is not None else None
             saved = self.store.save(checkpoint, guard)
-            written.append((p, saved.checkpoint_id if saved is not None else None, checkpoint.offset))
+            chain = (saved.base_bytes, saved.log_entries, saved.log_bytes) if saved is not None else (0, 0, 0)
+            written.append((p, saved.checkpoint_id if saved is not None else None, checkpoint.offset, chain))
         return written, time.perf_counter() - started
 
     def _wait_job(self) -> None:
@@ -976,13 +998,16 @@ class Service:
         assert job is not None
         written, seconds = job.result()  # a write error (disk full...) stops the service here
         commit: dict[int, int] = {}
-        for p, checkpoint_id, offset in written:
+        for p, checkpoint_id, offset, chain in written:
+            state = self.active.get(p) or self.held.get(p)
             if checkpoint_id is None:
                 log.info("partition %d was revoked while its checkpoint was written; that checkpoint was dropped", p)
+                if state is not None and hasattr(state.pipeline, "forget_changes"):
+                    state.pipeline.forget_changes()  # its changes are in no file: the next checkpoint is full
                 continue
-            state = self.active.get(p) or self.held.get(p)
             if state is not None:
                 state.checkpoint_id = checkpoint_id
+                state.chain = chain
             if p in self.active:
                 commit[p] = offset
         self.seconds["checkpoint"] += seconds

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,11 @@ def test_parser_defaults() -> None:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_quick_run_writes_every_section(tmp_path: Path) -> None:
+def test_quick_run_writes_every_section(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "bench"
     assert bench.run(_args("--quick", "--dims", "96", "--out", str(out))) == 0
+    printed = " ".join(capsys.readouterr().out.split())
     report = json.loads((out / "bench.json").read_text())
     assert set(bench.SECTIONS) <= set(report)
     assert (out / "bench.png").stat().st_size > 10_000
@@ -64,3 +66,39 @@ def test_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert churn["max_active_accounts"] < churn["accounts_seen"]  # idle accounts were evicted
     assert churn["evicted"] > 0
     assert set(report["targets"]) >= {"cpu_events_per_second", "near_duplicate_recall", "state_bytes_per_account"}
+
+    # The replay command end to end, beside the detector alone on the same requests.
+    (e2e,) = report["end_to_end"]
+    assert e2e["events"] == rows[e2e["backend"]]["events"]
+    assert e2e["detector_events_per_second"] == rows[e2e["backend"]]["events_per_second"]
+    assert 0 < e2e["events_per_second"] and e2e["wall_seconds"] >= e2e["command_seconds"] > 0
+    assert e2e["peak_rss_bytes"] > 0
+    top = e2e["profile"]["top"]
+    assert 0 < len(top) <= bench.PROFILE_TOP
+    assert any(p["function"].startswith("streamguard/") for p in top)
+    assert all(p["share"] < 0.95 for p in top) and [p["cumtime"] for p in top] == sorted((p["cumtime"] for p in top), reverse=True)
+
+    # Every figure says what it is measured against.
+    assert "share = events/s / BLAS limit" in printed and "share = end-to-end / detector" in printed
+    assert f"should replay >= {bench.TARGET_EVENTS_PER_SECOND:,} events/s" in printed
+    assert ": False)" not in printed and ": True)" not in printed
+    assert "top costs of `replay`" in printed
+
+
+def test_simulated_file_is_written_in_pieces_and_rss_is_measured_per_process(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "big.parquet"
+    info = bench.write_simulated_in_pieces(path, rows=3_000, dim=16, seed=3, events_per_tick=4096, tick_ms=300_000, piece_rows=2_000)
+    assert info["rows"] == 3_000 and info["pieces"] == 2 and info["embedding_bytes"] == 3_000 * 16 * 4
+    table = pq.read_table(path)
+    assert table.num_rows == 3_000
+    ids = table.column("request_id").to_pylist()
+    assert len(set(ids)) == len(ids) and ids[0].startswith("p0-") and ids[-1].startswith("p1-")
+    ts = table.column("ts").cast("int64").to_numpy()
+    assert ts[2_000:].min() >= ts[:2_000].max() - 60_000  # the second piece follows the first in event time
+
+    small = bench.run_measured([sys.executable, "-c", "pass"])
+    big = bench.run_measured([sys.executable, "-c", "b = b'x' * (300 * 2**20)"])
+    assert small["returncode"] == big["returncode"] == 0
+    assert big["peak_rss_bytes"] - small["peak_rss_bytes"] > 250 * 2**20

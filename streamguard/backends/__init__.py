@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from streamguard.backends.base import Backend, CrossMatch, DupScan
 from streamguard.backends.numpy_backend import NumpyBackend
 
 BACKEND_NAMES = ("auto", "cuda", "cpu", "numpy")
+CUDA_EMULATE_ENV = "STREAMGUARD_CUDA_EMULATE"
+"""Set to 1: ``--backend cuda`` runs the real cuda backend code on an emulated device
+(:mod:`streamguard.backends.emulated_cupy`; kernels compiled for the CPU by g++). Never chosen by 'auto'."""
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +42,16 @@ def create_backend(name: str, bands: int = 8, table_bits: int = 16) -> Backend:
     ------
     BackendUnavailable
         When 'cuda' is asked for on a machine without a usable device (never a
-        silent fallback), or 'cpu' without numba.
+        silent fallback), or 'cpu' without numba. With ``STREAMGUARD_CUDA_EMULATE=1``,
+        'cuda' is the cuda backend on the emulated device, GPU or not.
     """
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if name == "cuda" and os.environ.get(CUDA_EMULATE_ENV, "") not in ("", "0"):
+        from streamguard.backends.cuda_backend import CudaBackend, CupyRuntime  # noqa: PLC0415
+
+        log.warning("--backend cuda on the EMULATED device (%s is set): kernels run on the CPU, slowly", CUDA_EMULATE_ENV)
+        return CudaBackend(bands=bands, table_bits=table_bits, runtime=CupyRuntime.emulated())
     if name == "cuda" or (name == "auto" and cuda_unavailable_reason() is None):
         reason = cuda_unavailable_reason()
         if reason is not None:

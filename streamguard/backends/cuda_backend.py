@@ -15,7 +15,10 @@ CuPy arrays owned by the detectors and updated in place by the kernels; only
 the per-request results that detectors read come back to the host.
 
 This is the only module of streamguard that imports CuPy, and only when a
-:class:`CupyRuntime` is built.
+:class:`CupyRuntime` is built. ``CupyRuntime(cupy_module=..., cupyx_module=...)``
+runs it over the emulated device of :mod:`streamguard.backends.emulated_cupy`
+instead (``pytest -m emulated_gpu``; ``STREAMGUARD_CUDA_EMULATE=1`` with
+``--backend cuda``), which executes this module's code unchanged without a GPU.
 """
 
 from __future__ import annotations
@@ -112,11 +115,19 @@ class CupyRuntime:
     staging_buffers : number of pinned host buffers that uploads rotate through;
         a buffer is reused only once the copy out of it has completed (an event
         per buffer), so uploads are asynchronous without ever racing.
+    cupy_module, cupyx_module : the ``cupy`` and ``cupyx`` modules to run on;
+        the real ones unless given. The emulated device
+        (:mod:`streamguard.backends.emulated_cupy`, see :meth:`emulated`) gives
+        host stand-ins, so that this class's own code runs without a GPU.
     """
 
-    def __init__(self, staging_buffers: int = 4) -> None:
-        import cupy  # noqa: PLC0415 - the one place streamguard imports CuPy
-        import cupyx  # noqa: PLC0415
+    def __init__(self, staging_buffers: int = 4, *, cupy_module: Any = None, cupyx_module: Any = None) -> None:
+        if (cupy_module is None) != (cupyx_module is None):
+            raise TypeError("give both cupy_module and cupyx_module, or neither")
+        if cupy_module is None:
+            import cupy as cupy_module  # noqa: PLC0415 - the one place streamguard imports CuPy
+            import cupyx as cupyx_module  # noqa: PLC0415
+        cupy, cupyx = cupy_module, cupyx_module
 
         self._cupy = cupy
         self._cupyx = cupyx
@@ -130,6 +141,17 @@ class CupyRuntime:
         self._staging: list[list[Any]] = [[None, None] for _ in range(staging_buffers)]  # [pinned buffer, event]
         self._next = 0
         self._modules: list[Any] = []
+        self.device: Any = None  # the EmulatedDevice, when emulated (what ran on it, for tests)
+
+    @classmethod
+    def emulated(cls, staging_buffers: int = 4) -> CupyRuntime:
+        """This runtime on an emulated device (``STREAMGUARD_CUDA_EMULATE=1``): no GPU, the kernels run on the CPU."""
+        from streamguard.backends.emulated_cupy import EmulatedDevice  # noqa: PLC0415 - never on a GPU machine
+
+        device = EmulatedDevice()
+        runtime = cls(staging_buffers, cupy_module=device.cupy, cupyx_module=device.cupyx)
+        runtime.device = device
+        return runtime
 
     def load(self, sources: Mapping[str, str]) -> dict[str, Launcher]:
         launchers: dict[str, Launcher] = {}
@@ -171,7 +193,7 @@ class CupyRuntime:
 
     def upload(self, host: np.ndarray) -> Any:
         cupy = self._cupy
-        host = np.ascontiguousarray(host)
+        host = np.asarray(host, order="C")  # not ascontiguousarray: that makes a 0-d array 1-d
         with self.on_stream():
             device = cupy.empty(host.shape, dtype=host.dtype)
             if host.nbytes == 0:

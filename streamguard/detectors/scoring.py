@@ -65,7 +65,10 @@ class PopulationBaseline:
         values = self.sorted.get(feature)
         if values is None or values.size == 0:
             return None
-        return 100.0 * float(np.searchsorted(values, value, side="right")) / values.size
+        # At the stored (float32) precision: an account's own value then ties with its own entry,
+        # instead of landing on either side of it by the rounding direction of its last bits
+        # (which a backend's summation order decides).
+        return 100.0 * float(np.searchsorted(values, values.dtype.type(value), side="right")) / values.size
 
     def quantile(self, feature: str, q: float) -> float | None:
         values = self.sorted.get(feature)

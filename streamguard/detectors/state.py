@@ -8,6 +8,7 @@ restores onto whichever backend the part was built with.
 from __future__ import annotations
 
 import copy
+import pickle
 from typing import Any
 
 import numpy as np
@@ -23,15 +24,21 @@ class Stateful:
     _state_fields: tuple[str, ...] = ()
     _device_fields: tuple[str, ...] = ()
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Copies of the state fields (host values), less those named in ``exclude``."""
         backend = getattr(self, "backend", None)
         out: dict[str, Any] = {}
         for name in self._state_fields:
+            if name in exclude:
+                continue
             value = getattr(self, name)
             if name in self._device_fields and backend is not None:
                 out[name] = np.array(backend.to_host(value), copy=True)
             elif isinstance(value, np.ndarray):
                 out[name] = value.copy()
+            elif isinstance(value, (dict, list)) and len(value) > 1000:
+                # A pickle round trip copies big containers (campaign edges) ~10x faster than deepcopy.
+                out[name] = pickle.loads(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
             else:
                 out[name] = copy.deepcopy(value)
         return out

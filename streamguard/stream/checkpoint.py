@@ -6,7 +6,8 @@ Layout under ``--state-dir`` (one directory per input partition)::
       <topic>/
         partition-00002/
           MANIFEST.json                       the commit point (see below)
-          snapshot-000000012345-<id>.pkl      Pipeline.snapshot(), pickled
+          snapshot-000000012345-<id>.pkl      the state: Pipeline.checkpoint_state(full=True), pickled
+          log-000000012400-<id>.pkl           what changed since the checkpoint before (one per checkpoint)
 
 ``MANIFEST.json`` names the snapshot file with its SHA-256 and size, and holds
 the offset it covers (the next record to process), the number of alerts the
@@ -16,6 +17,15 @@ temporary file, fsync, rename; manifest to a temporary file, fsync, rename
 over ``MANIFEST.json``, fsync the directory. The manifest rename is atomic, so
 a reader sees the old checkpoint or the new one, never a mix; the previous
 snapshot is deleted only after the new manifest is durable.
+
+Incremental checkpoints (stream/state_log.py): a checkpoint whose ``delta_of``
+names the partition's current checkpoint writes only a change record, and its
+manifest lists the full snapshot and every change record since, in order, each
+with its size and checksum. Loading applies them in order
+(:func:`streamguard.stream.state_log.materialize`). A full checkpoint
+(compaction) starts a new chain and deletes the old files once its manifest is
+durable. Any snapshot that is not a state record (older releases, tests) is
+loaded as it was pickled.
 
 Snapshots are pickles: the state directory must be writable by streamguard
 alone (a pickle from an untrusted writer runs code when loaded).
@@ -35,9 +45,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
+from streamguard.stream.state_log import is_record, materialize
+
 MANIFEST = "MANIFEST.json"
 FORMAT_VERSION = 1
-_SNAPSHOT = re.compile(r"snapshot-\d+-[0-9a-f]+\.pkl\Z")
+_SNAPSHOT = re.compile(r"(snapshot|log)-\d+-[0-9a-f]+\.pkl\Z")
 
 
 class CheckpointError(RuntimeError):
@@ -81,6 +93,15 @@ class Checkpoint:
     written_at: float = 0.0
     topic_id: str | None = None
     partitions: int | None = None
+    delta_of: str | None = None
+    """When set, ``snapshot`` is a change record (stream/state_log.py) following the checkpoint of
+    this id, which must still be the partition's last one."""
+    base_bytes: int = 0
+    """Size of the chain's full snapshot file (set by save and load)."""
+    log_bytes: int = 0
+    """Size of the change records written since it (set by save and load)."""
+    log_entries: int = 0
+    """Change records since the full snapshot (set by save and load)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -89,6 +110,32 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class _Digest:
+    """A file object that hashes and counts what is written through it (pickle.dump streams into it)."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: Any) -> int:
+        self.sha.update(data)
+        self.size += memoryview(data).nbytes
+        return self.fh.write(data)
+
+
+def _dump_durably(path: Path, value: Any) -> tuple[int, str]:
+    """Pickle ``value`` to ``path`` (temporary file, fsync, rename) without a copy in memory; (bytes, sha256)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        out = _Digest(fh)
+        pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return out.size, out.sha.hexdigest()
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -162,17 +209,15 @@ class CheckpointStore:
         manifest = self.manifest(partition)
         if manifest is None:
             return None
-        path = self.partition_dir(partition) / manifest["snapshot"]
-        try:
-            blob = path.read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"{path}: snapshot named by the manifest is unreadable ({exc})") from None
-        if len(blob) != manifest["snapshot_bytes"] or hashlib.sha256(blob).hexdigest() != manifest["snapshot_sha256"]:
-            raise CheckpointError(f"{path}: snapshot does not match the manifest's size and checksum")
-        try:
-            snapshot = pickle.loads(blob)
-        except Exception as exc:  # unpickling raises many types on a bad blob
-            raise CheckpointError(f"{path}: snapshot cannot be unpickled ({exc})") from None
+        directory = self.partition_dir(partition)
+        snapshot = self._read(directory / manifest["snapshot"], manifest["snapshot_bytes"], manifest["snapshot_sha256"])
+        log = manifest.get("log", [])
+        if log or is_record(snapshot):
+            records = [snapshot] + [self._read(directory / e["file"], e["bytes"], e["sha256"]) for e in log]
+            try:
+                snapshot = materialize(records)
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise CheckpointError(f"{directory}: the snapshot and its change records do not fit together ({exc})") from None
         return Checkpoint(
             topic=self.topic,
             partition=partition,
@@ -187,7 +232,23 @@ class CheckpointStore:
             written_at=float(manifest.get("written_at", 0.0)),
             topic_id=manifest.get("topic_id"),
             partitions=int(manifest["partitions"]) if manifest.get("partitions") is not None else None,
+            base_bytes=int(manifest["snapshot_bytes"]),
+            log_bytes=sum(int(e["bytes"]) for e in log),
+            log_entries=len(log),
         )
+
+    @staticmethod
+    def _read(path: Path, size: int, sha256: str) -> Any:
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise CheckpointError(f"{path}: snapshot named by the manifest is unreadable ({exc})") from None
+        if len(blob) != size or hashlib.sha256(blob).hexdigest() != sha256:
+            raise CheckpointError(f"{path}: snapshot does not match the manifest's size and checksum")
+        try:
+            return pickle.loads(blob)
+        except Exception as exc:  # unpickling raises many types on a bad blob
+            raise CheckpointError(f"{path}: snapshot cannot be unpickled ({exc})") from None
 
     # ------------------------------------------------------------- writing
 
@@ -207,29 +268,44 @@ class CheckpointStore:
             _fsync_dir(directory.parent)
         checkpoint.checkpoint_id = uuid.uuid4().hex
         checkpoint.written_at = time.time()
-        blob = pickle.dumps(checkpoint.snapshot, protocol=pickle.HIGHEST_PROTOCOL)
-        name = f"snapshot-{checkpoint.offset:012d}-{checkpoint.checkpoint_id[:12]}.pkl"
-        _write_durably(directory / name, blob)
+        delta = checkpoint.delta_of is not None
+        name = f"{'log' if delta else 'snapshot'}-{checkpoint.offset:012d}-{checkpoint.checkpoint_id[:12]}.pkl"
+        size, sha = _dump_durably(directory / name, checkpoint.snapshot)
         # Not dataclasses.asdict: it would deep-copy the whole snapshot.
-        manifest = {f.name: getattr(checkpoint, f.name) for f in fields(checkpoint) if f.name != "snapshot"}
+        skip = ("snapshot", "delta_of", "base_bytes", "log_bytes", "log_entries")
+        manifest = {f.name: getattr(checkpoint, f.name) for f in fields(checkpoint) if f.name not in skip}
         manifest.update(
             version=FORMAT_VERSION,
             snapshot=name,
-            snapshot_bytes=len(blob),
-            snapshot_sha256=hashlib.sha256(blob).hexdigest(),
+            snapshot_bytes=size,
+            snapshot_sha256=sha,
+            log=[],
             alert_scan_from={str(k): v for k, v in sorted(checkpoint.alert_scan_from.items())},
         )
-        data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
         with guard() if guard is not None else nullcontext(True) as owned:
+            previous = self.manifest(checkpoint.partition) if owned and delta else None
+            if delta and (previous is None or previous.get("checkpoint_id") != checkpoint.delta_of):
+                owned = False  # the chain moved on without this process: a full checkpoint must follow
             if not owned:
                 (directory / name).unlink(missing_ok=True)
                 return None
-            _write_durably(directory / MANIFEST, data)
+            if delta:
+                assert previous is not None
+                log = list(previous.get("log", [])) + [{"file": name, "bytes": size, "sha256": sha}]
+                manifest.update(
+                    snapshot=previous["snapshot"], snapshot_bytes=previous["snapshot_bytes"],
+                    snapshot_sha256=previous["snapshot_sha256"], log=log,
+                )
+            keep = {manifest["snapshot"]} | {e["file"] for e in manifest["log"]}
+            _write_durably(directory / MANIFEST, (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode())
             _fsync_dir(directory)
             for old in directory.iterdir():
-                if old.name != name and (_SNAPSHOT.match(old.name) or old.name.endswith(".tmp")):
+                if old.name not in keep and (_SNAPSHOT.match(old.name) or old.name.endswith(".tmp")):
                     try:
                         old.unlink()
                     except FileNotFoundError:
                         pass
+        checkpoint.base_bytes = int(manifest["snapshot_bytes"])
+        checkpoint.log_entries = len(manifest["log"])
+        checkpoint.log_bytes = sum(int(e["bytes"]) for e in manifest["log"])
         return checkpoint

@@ -37,9 +37,15 @@ from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_ke
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
+from streamguard.stream.state_log import SlotChanges
 from streamguard.stream.warmup import SharedWarmup, WarmupBuffer
 
 log = logging.getLogger(__name__)
+
+ACCOUNT_OVERHEAD_BYTES = 400
+"""Process memory per account beyond the detector arrays, measured (scripts/state_scale.py): the
+account id string and its table entry, the last request ids, the checkpoint's copies of the
+counters, at 20-40 character ids."""
 
 STAGES = ("accounts", "near_duplicate", "coverage", "scoring")
 
@@ -57,6 +63,8 @@ class PipelineStats:
     cross_duplicates: int = 0
     remote_duplicates: int = 0
     evicted: int = 0
+    evicted_by: dict[str, int] = field(default_factory=lambda: {"idle": 0, "memory": 0})
+    """Evicted accounts by reason: ``idle`` (state.idle_evict_hours), ``memory`` (state.max_accounts)."""
     event_time_rejected: int = 0
 
 
@@ -83,7 +91,7 @@ class Pipeline:
         self.codebook = codebook
         self.on_alerts = on_alerts
         self.stats = PipelineStats()
-        self.accounts = AccountTable(settings.state.initial_accounts)
+        self.accounts = AccountTable(settings.state.initial_accounts, settings.state.max_accounts)
         self.near_duplicate: NearDuplicateDetector | None = None
         self.coverage: CoverageDetector | None = None
         self.campaigns: CampaignDetector | None = None
@@ -110,6 +118,9 @@ class Pipeline:
         self._touched: set[int] = set()
         self._last_request = np.full(self.accounts.capacity, None, dtype=object)
         self._last_dup_request = np.full(self.accounts.capacity, None, dtype=object)
+        # Which account slots changed since the last checkpoint record (stream/state_log.py).
+        self._changes = SlotChanges(self.accounts.capacity)
+        self.accounts.on_grow(self._changes.grow)
         self.accounts.on_grow(self._grow_examples)
         self.accounts.on_reset(self._reset_examples)
         if codebook is not None:
@@ -201,6 +212,7 @@ class Pipeline:
     def _reset_examples(self, slots: np.ndarray) -> None:
         self._last_request[slots] = None
         self._last_dup_request[slots] = None
+        self._changes.mark(slots)
 
     def _build(self, codebook: Codebook) -> None:
         cfg = self.settings
@@ -258,6 +270,8 @@ class Pipeline:
         for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
             self.accounts.on_grow(part.resize)
             self.accounts.on_reset(part.reset)
+        if not cfg.state.max_accounts:
+            self.accounts.max_accounts = self.accounts_in_budget()
         self.backend.warmup()
 
     def fit_codebook(self, batch: RequestBatch) -> Codebook:
@@ -268,6 +282,9 @@ class Pipeline:
         first hours of a stream are judged against hours of traffic measured
         the same way as the rest of the stream.
         """
+        # The dry run below is the backend's first use: the cuda backend refuses to run before
+        # its kernels are compiled (and must never compile on a batch).
+        self.backend.warmup()
         cov = self.settings.coverage
         book = fit_codebook(
             batch.embeddings,
@@ -417,6 +434,10 @@ class Pipeline:
         stage = self.stats.stage_seconds
         t = time.perf_counter()
         slots = self.accounts.assign(batch.account_ids, batch.ts)
+        if self.accounts.emergency_evicted:
+            self._count_evicted("memory", self.accounts.emergency_evicted)
+            self.accounts.emergency_evicted = 0
+        self._changes.mark(slots)
         self._last_request[slots] = batch.request_ids
         det_batch = DetectorBatch(slots, batch.ts, self.backend.asarray(batch.embeddings))
         now = time.perf_counter()
@@ -455,6 +476,7 @@ class Pipeline:
             alerts.extend(self._score_campaigns())
         if ended % cfg.evict_every_ticks == 0:
             self._evict_idle()
+        self._evict_over_bound()
         alerts.sort(key=lambda a: (a.ts, a.account_id))
         self.stats.stage_seconds["scoring"] += time.perf_counter() - t
         return alerts
@@ -614,12 +636,38 @@ class Pipeline:
         if self._watermark is not None:
             evicted = self.accounts.evict_idle(self._watermark, idle_ms)
             self._touched.difference_update(evicted.tolist())
-            self.stats.evicted += int(evicted.size)
+            self._count_evicted("idle", evicted.size)
+
+    def _evict_over_bound(self) -> None:
+        """Past 90% of ``max_accounts``, evict the least recently active down to it: the next
+        tick's new accounts then find free slots (see AccountTable.evict_lru)."""
+        bound = self.accounts.max_accounts
+        keep = bound - bound // 10
+        if bound and len(self.accounts) > keep:
+            evicted = self.accounts.evict_lru(keep)
+            self._touched.difference_update(evicted.tolist())
+            self._count_evicted("memory", evicted.size)
+
+    def _count_evicted(self, reason: str, n: int) -> None:
+        self.stats.evicted += int(n)
+        self.stats.evicted_by[reason] += int(n)
+
+    def memory_bytes_per_account(self) -> int:
+        """Process memory one more account holds, measured (README "State"): the detector state of
+        :meth:`state_bytes_per_account` plus the account table, the example request ids and the
+        checkpoint bookkeeping (Python objects: ids, dict entries; copies of the counters)."""
+        return self.state_bytes_per_account() + ACCOUNT_OVERHEAD_BYTES
+
+    def accounts_in_budget(self) -> int:
+        """Accounts that fit in ``state.memory_mb`` (per partition) at :meth:`memory_bytes_per_account`."""
+        budget = int(self.settings.state.memory_mb * 2**20)
+        return max(1024, budget // max(1, self.memory_bytes_per_account()))
 
     # ------------------------------------------------------------ checkpoints
 
-    SNAPSHOT_VERSION = 2
-    """2: near-duplicate window and chains (no per-account ring), campaign links, alert budget."""
+    SNAPSHOT_VERSION = 3
+    """2: near-duplicate window and chains (no per-account ring), campaign links, alert budget.
+    3: the account table as per-slot arrays (version 2 snapshots still restore)."""
 
     def snapshot(self) -> dict[str, Any]:
         """Everything needed to continue exactly where this pipeline is (host values; picklable).
@@ -627,7 +675,25 @@ class Pipeline:
         Restoring a snapshot into a fresh pipeline built with the same
         settings gives the same alerts as never having stopped.
         """
-        state: dict[str, Any] = {
+        state = self._meta()
+        state.update({k: v.copy() for k, v in self._row_columns().items()})
+        state.update({name: part.state_dict() for name, part in self._parts().items()})
+        return state
+
+    def checkpoint_state(self, full: bool = False) -> dict[str, Any]:
+        """A checkpoint record (stream/state_log.py): what changed since the last call, or everything.
+
+        ``materialize`` of the last full record and every record after it equals :meth:`snapshot`
+        at the last one. A record that never became durable must be followed by a full one
+        (:meth:`forget_changes`)."""
+        return self._changes.record(self._meta(), self._parts(), self._row_columns(), self.backend, self._epoch(), full=full)
+
+    def forget_changes(self) -> None:
+        """The last :meth:`checkpoint_state` was not written: the next one is full."""
+        self._changes.forget()
+
+    def _meta(self) -> dict[str, Any]:
+        return {
             "version": self.SNAPSHOT_VERSION,
             "codebook": dataclasses.asdict(self.codebook) if self.codebook is not None else None,
             "warm": list(self._warm),
@@ -637,22 +703,26 @@ class Pipeline:
             "event_time": self.event_time.state_dict(),
             "row_watermarks": self._row_watermarks.copy(),
             "touched": sorted(self._touched),
-            "last_request": self._last_request.copy(),
-            "last_dup_request": self._last_dup_request.copy(),
             "requests": self.stats.requests,
-            "accounts": self.accounts.state_dict(),
-            "scorer": self.scorer.state_dict(),
         }
+
+    def _row_columns(self) -> dict[str, np.ndarray]:
+        return {"last_request": self._last_request, "last_dup_request": self._last_dup_request}
+
+    def _parts(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {"accounts": self.accounts, "scorer": self.scorer}
         if self.ready:
             assert self.near_duplicate and self.coverage and self.campaigns
-            state["near_duplicate"] = self.near_duplicate.state_dict()
-            state["coverage"] = self.coverage.state_dict()
-            state["campaigns"] = self.campaigns.state_dict()
-        return state
+            parts.update(near_duplicate=self.near_duplicate, coverage=self.coverage, campaigns=self.campaigns)
+        return parts
+
+    def _epoch(self) -> Any:
+        # The coverage clock's rebase scales every histogram and style sum at once.
+        return self.coverage.t0 if self.coverage is not None else None
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` into this (freshly built) pipeline."""
-        if state.get("version") != self.SNAPSHOT_VERSION:
+        if state.get("version") not in (2, self.SNAPSHOT_VERSION):
             raise ValueError(
                 f"snapshot version {state.get('version')} is not {self.SNAPSHOT_VERSION}: written by another "
                 "streamguard release; start this partition afresh (move its checkpoint away) or run the matching release"
@@ -683,6 +753,8 @@ class Pipeline:
             self.near_duplicate.load_state_dict(state["near_duplicate"])
             self.coverage.load_state_dict(state["coverage"])
             self.campaigns.load_state_dict(state["campaigns"])
+        # Checkpoint records continue from the restored state.
+        self._changes.sync(self._parts(), self._row_columns(), self.backend, self._epoch())
 
     def state_bytes_per_account(self) -> int:
         if self.near_duplicate is None or self.coverage is None:

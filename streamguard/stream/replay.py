@@ -1,19 +1,31 @@
-"""Replay: the whole detector over a table of requests, in event-time order.
+"""Replay: the whole detector over a table or a file of requests, in event-time order.
 
-Rows are sorted by event time, cut into source batches, validated (bad rows to
-the dead-letter sink), sharded over partitions exactly as Kafka's default
-partitioner shards account keys, and fed to one :class:`Pipeline` per
-partition; rows a partition turns away by event time go to the dead-letter
-sink too. With one partition this is the plain detector; with N it reproduces
-``run`` on a topic of N partitions, where each replica only knows its own
-partitions' accounts.
+Rows are sorted by event time, cut into source batches of ``batch.max_size``
+rows, validated (bad rows to the dead-letter sink), sharded over partitions
+exactly as Kafka's default partitioner shards account keys, and fed to one
+:class:`Pipeline` per partition; rows a partition turns away by event time go
+to the dead-letter sink too. With one partition this is the plain detector;
+with N it reproduces ``run`` on a topic of N partitions, where each replica
+only knows its own partitions' accounts.
+
+:func:`replay_table` sorts a table held in memory. :func:`replay_file` reads a
+file in record batches and restores event-time order with a bounded reorder
+buffer (:class:`EventTimeReorder`, ``replay.reorder_rows`` rows), so that its
+memory is set by the settings, not by the file; it feeds the pipelines exactly
+the batches :func:`replay_table` would feed them from the whole file, so both
+raise the same alerts. A file more out of order than the buffer can repair is
+an :class:`EventTimeOrderError` (checked on the ``ts`` column before any
+alert is written), never a silent reordering or drop.
 """
 
 from __future__ import annotations
 
 import bisect
+import datetime
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,7 +35,7 @@ import pyarrow.compute as pc
 from streamguard.backends.base import Backend
 from streamguard.config import Settings
 from streamguard.detectors.codebook import Codebook
-from streamguard.schema import AlertRecord, RequestBatch, infer_dim, validate_table
+from streamguard.schema import AlertRecord, DeadLetter, RequestBatch, RequestFile, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.partitioner import partition_for
@@ -78,6 +90,247 @@ class PartitionRouter:
         return out
 
 
+# ---------------------------------------------------------------- reading a file in event-time order
+
+
+class EventTimeOrderError(ValueError):
+    """A file more out of event-time order than the replay's reorder buffer can repair."""
+
+
+def _when(key: Any) -> str:
+    try:
+        return datetime.datetime.fromtimestamp(int(key) / 1000, datetime.UTC).isoformat(timespec="milliseconds")
+    except (OverflowError, OSError, ValueError):
+        return f"ts={int(key)}"
+
+
+class EventTimeReorder:
+    """Restores the event-time order of a mostly ordered stream of rows, holding at most ``capacity`` rows.
+
+    Rows come in pieces (``push``) in file order, each with its sort keys; rows go
+    out in the order of a stable sort of all rows by key (ties keep file order),
+    the order :func:`event_time_order` gives the whole file. Once more than
+    ``capacity`` rows are held, the smallest go out; a row that arrives with a key
+    below one already sent out would need a larger buffer:
+    :class:`EventTimeOrderError`, naming the row. Everything sent out is therefore
+    exactly in the whole file's order.
+
+    Held pieces are zero-copy slices of what was read; when the pieces they keep
+    alive hold more than twice ``capacity + piece size`` rows, the held rows are
+    copied into one piece, so memory stays within a few times the setting.
+
+    Parameters
+    ----------
+    capacity : rows held back (``replay.reorder_rows``)
+    where : the file, for error messages
+    """
+
+    def __init__(self, capacity: int, where: str = "the stream") -> None:
+        if capacity < 0:
+            raise ValueError("capacity must be >= 0")
+        self.capacity = capacity
+        self.where = where
+        self._keys: list[np.ndarray] = []
+        self._rows: list[pa.Table | None] = []
+        self._base: list[int] = []  # rows of the buffers each held piece keeps alive
+        self._count = 0
+        self._last: Any = None  # key of the last row sent out
+        self.peak_rows = 0
+        """Most rows held at once (for a report of what a file needed)."""
+
+    @property
+    def held(self) -> int:
+        return self._count
+
+    def push(self, keys: np.ndarray, rows: pa.Table | None, file_rows: np.ndarray) -> tuple[np.ndarray, pa.Table | None]:
+        """Add rows: ``keys`` (n,) ints, ``rows`` the rows themselves (or None to check an order only),
+        ``file_rows`` (n,) their rows in the file (for errors). Returns the keys and rows now in order."""
+        if self._last is not None and keys.size:
+            late = np.flatnonzero(keys < self._last)
+            if late.size:
+                i = int(late[0])
+                raise EventTimeOrderError(
+                    f"{self.where}: row {int(file_rows[i])} (event time {_when(keys[i])}) arrives after rows stamped "
+                    f"up to {_when(self._last)} were already replayed: the file is more out of event-time order "
+                    f"than replay.reorder_rows={self.capacity:,} rows can repair. Raise it (STREAMGUARD_REPLAY_REORDER_ROWS "
+                    f"or [replay] reorder_rows in --config; each row held costs about 4 x D + 100 bytes), or sort "
+                    f"the file by ts first (see README, 'Replaying large files')"
+                )
+        if keys.size:
+            if keys.size > 1 and not bool(np.all(keys[1:] >= keys[:-1])):
+                order = np.argsort(keys, kind="stable")
+                keys = keys[order]
+                rows = rows.take(pa.array(order)) if rows is not None else None
+            self._keys.append(keys)
+            self._rows.append(rows)
+            self._base.append(keys.size)
+            self._count += keys.size
+            self.peak_rows = max(self.peak_rows, self._count)
+        return self._release(self._count - self.capacity)
+
+    def finish(self) -> tuple[np.ndarray, pa.Table | None]:
+        """Every row still held, in order."""
+        return self._release(self._count)
+
+    def _release(self, m: int) -> tuple[np.ndarray, pa.Table | None]:
+        if m <= 0 or not self._keys:
+            return np.empty(0, dtype=np.int64), None
+        carry = self._rows[0] is not None
+        in_order = all(a[-1] <= b[0] for a, b in zip(self._keys, self._keys[1:]))
+        if in_order:
+            take = []
+            left = m
+            for k in self._keys:
+                take.append(min(left, k.size))
+                left -= take[-1]
+            out_keys = np.concatenate([k[:t] for k, t in zip(self._keys, take) if t])
+            out_rows = pa.concat_tables([r.slice(0, t) for r, t in zip(self._rows, take) if t]) if carry else None  # type: ignore[union-attr]
+        else:
+            # Each piece is sorted, so a stable sort of their concatenation orders ties by file
+            # order too, and what goes out of each piece is a prefix of it.
+            every = np.concatenate(self._keys)
+            first = np.argsort(every, kind="stable")[:m]
+            starts = np.cumsum([0] + [k.size for k in self._keys])
+            piece = np.searchsorted(starts, first, side="right") - 1
+            take = np.bincount(piece, minlength=len(self._keys)).tolist()
+            out_keys = every[first]
+            out_rows = None
+            if carry:
+                prefix_starts = np.cumsum([0] + take)
+                position = prefix_starts[piece] + (first - starts[piece])
+                prefixes = pa.concat_tables([r.slice(0, t) for r, t in zip(self._rows, take) if t])  # type: ignore[union-attr]
+                out_rows = prefixes.take(pa.array(position))
+        keys, rows, base = [], [], []
+        for k, r, b, t in zip(self._keys, self._rows, self._base, take):
+            if t < k.size:
+                keys.append(k[t:])
+                rows.append(r.slice(t) if r is not None else None)
+                base.append(b)
+        self._keys, self._rows, self._base = keys, rows, base
+        self._count -= int(out_keys.size)
+        self._last = out_keys[-1]
+        if carry and sum(self._base) > 2 * (self.capacity + max(self._base, default=0)) and len(self._keys) > 1:
+            self._compact()
+        return out_keys, out_rows
+
+    def _compact(self) -> None:
+        """Copy the held rows into one piece, freeing the read buffers that slices of them kept alive."""
+        every = np.concatenate(self._keys)
+        order = np.argsort(every, kind="stable")
+        rows = pa.concat_tables(self._rows).take(pa.array(order))  # type: ignore[arg-type]
+        self._keys, self._rows, self._base = [every[order]], [rows], [int(every.size)]
+
+
+def _ts_keys(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Sort keys of a ts column (what :func:`event_time_order` sorts by) and where the time is missing."""
+    if pa.types.is_timestamp(column.type):
+        column = pc.cast(column, pa.int64())
+    missing = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else np.zeros(len(column), dtype=bool)
+    keys = pc.fill_null(column, 0).to_numpy(zero_copy_only=False) if column.null_count else column.to_numpy(zero_copy_only=False)
+    return np.asarray(keys), np.asarray(missing, dtype=bool)
+
+
+def check_event_time_order(source: RequestFile, reorder_rows: int, read_rows: int) -> int:
+    """Raise :class:`EventTimeOrderError` unless ``source`` can be replayed with ``reorder_rows``
+    held back; reads only its ``ts`` column. Returns the most rows the replay will hold."""
+    buffer = EventTimeReorder(reorder_rows, str(source.path))
+    row = 0
+    for piece in source.batches(read_rows, columns=["ts"]):
+        keys, missing = _ts_keys(piece.column(0))
+        buffer.push(keys[~missing], None, row + np.flatnonzero(~missing))
+        row += piece.num_rows
+    return buffer.peak_rows
+
+
+def event_time_chunks(
+    source: RequestFile, dim: int, batch_rows: int, reorder_rows: int, read_rows: int
+) -> Iterator[tuple[pa.Table, int] | list[DeadLetter]]:
+    """The file's rows in event-time order, in chunks of ``batch_rows`` rows with their position in that
+    order (the whole file's sorted table, sliced, minus its rows without a time, which come as
+    dead letters as soon as they are read, named by their row in the file)."""
+    buffer = EventTimeReorder(reorder_rows, str(source.path))
+    pending: list[pa.Table] = []
+    pending_rows = 0
+    position = 0
+    file_row = 0
+
+    def cut(rows: pa.Table | None, final: bool) -> Iterator[tuple[pa.Table, int]]:
+        nonlocal pending, pending_rows, position
+        if rows is not None and rows.num_rows:
+            pending.append(rows)
+            pending_rows += rows.num_rows
+        if pending_rows >= batch_rows or (final and pending_rows):
+            table = pa.concat_tables(pending)
+            whole = pending_rows if final else pending_rows - pending_rows % batch_rows
+            for start in range(0, whole, batch_rows):
+                yield table.slice(start, min(batch_rows, whole - start)), position
+                position += min(batch_rows, whole - start)
+            pending = [table.slice(whole)] if whole < pending_rows else []
+            pending_rows -= whole
+
+    for piece in source.batches(read_rows):
+        table = pa.Table.from_batches([piece])
+        keys, missing = _ts_keys(table.column("ts"))
+        if missing.any():
+            where = np.flatnonzero(missing)
+            _, letters = validate_table(table.take(pa.array(where)), dim, source="file row")
+            yield [DeadLetter(d.reason, f"file row:{file_row + int(i)}", d.record) for d, i in zip(letters, where)]
+            keep = np.flatnonzero(~missing)
+            table, keys = table.take(pa.array(keep)), keys[keep]
+        _, rows = buffer.push(keys, table, file_row + (np.flatnonzero(~missing) if missing.any() else np.arange(keys.size)))
+        file_row += piece.num_rows
+        yield from cut(rows, final=False)
+    _, rows = buffer.finish()
+    yield from cut(rows, final=True)
+
+
+def replay_file(
+    path: str | Path,
+    settings: Settings,
+    backend: Backend,
+    alert_sink: AlertSink,
+    dead_letters: DeadLetterSink,
+    partitions: int = 1,
+    codebook: Codebook | None = None,
+    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None = None,
+    metrics: Any = None,
+    pace: float | None = None,
+    alert_hash: Callable[[str], str] | None = None,
+    kernel_timer: Any = None,
+) -> ReplayResult:
+    """:func:`replay_table` over a Parquet or Arrow IPC file, read in record batches.
+
+    Memory is bounded by ``settings.replay`` (``read_rows`` read at a time,
+    ``reorder_rows`` held back to restore event-time order; see
+    :class:`~streamguard.config.ReplayConfig`) and by the file's largest
+    Parquet row group or Arrow record batch, not by the file's length. The
+    pipelines get exactly the batches :func:`replay_table` would give them
+    from the whole file, so the alerts are the same. Rows without an event
+    time are dead-lettered as they are read (``file row:N``); other dead
+    letters are named ``row:N`` by their position in event-time order, as
+    :func:`replay_table` names them.
+
+    Raises
+    ------
+    RecordFileError
+        If the file is not a request file, or cannot be read to its end.
+    EventTimeOrderError
+        If the file is more out of event-time order than ``replay.reorder_rows``
+        can repair; found from the ``ts`` column alone, before any alert is written.
+    """
+    _check_arguments(partitions, pace)
+    started = time.perf_counter()
+    source = RequestFile(path)
+    read_rows, reorder_rows = settings.replay.read_rows, settings.replay.reorder_rows
+    dim = source.dim(read_rows)
+    check_event_time_order(source, reorder_rows, read_rows)
+    chunks = event_time_chunks(source, dim, settings.batch.max_size, reorder_rows, read_rows)
+    return _replay(
+        chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, progress, metrics, pace,
+        alert_hash, kernel_timer, started,
+    )
+
+
 def replay_table(
     table: pa.Table,
     settings: Settings,
@@ -110,16 +363,45 @@ def replay_table(
     alert_hash : keyed hash put into each alert's ``evidence["account_hash"]``
     kernel_timer : a :class:`streamguard.metrics.KernelTimer`, drained after each batch
     """
+    _check_arguments(partitions, pace)
+    started = time.perf_counter()
+    dim = infer_dim(table)
+    table = event_time_order(table)
+    rows = settings.batch.max_size
+    chunks = ((table.slice(start, rows), start) for start in range(0, table.num_rows, rows))
+    return _replay(
+        chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, progress, metrics, pace,
+        alert_hash, kernel_timer, started,
+    )
+
+
+def _check_arguments(partitions: int, pace: float | None) -> None:
     if partitions < 1:
         raise ValueError("partitions must be >= 1")
     if pace is not None and not pace > 0:
         raise ValueError("pace must be > 0 rows per second")
-    started = time.perf_counter()
+
+
+def _replay(
+    chunks: Iterable[tuple[pa.Table, int] | list[DeadLetter]],
+    dim: int,
+    settings: Settings,
+    backend: Backend,
+    alert_sink: AlertSink,
+    dead_letters: DeadLetterSink,
+    partitions: int,
+    codebook: Codebook | None,
+    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None,
+    metrics: Any,
+    pace: float | None,
+    alert_hash: Callable[[str], str] | None,
+    kernel_timer: Any,
+    started: float,
+) -> ReplayResult:
+    """The per-batch runner of every replay: ``chunks`` are source batches in event-time order,
+    each with its position in that order, or dead letters of rows that have no place in it."""
     result = ReplayResult()
-    dim = infer_dim(table)
-    table = event_time_order(table)
     route = PartitionRouter(partitions)
-    rows = settings.batch.max_size
     pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]
     shared = SharedWarmup(settings.coverage.warmup, partitions) if codebook is None else None
     if shared is not None:
@@ -204,12 +486,23 @@ def replay_table(
             metrics.last_progress(time.time())
         emit(alerts)
 
-    for start in range(0, table.num_rows, rows):
+    def dead_letter(letters: list[DeadLetter]) -> None:
+        result.requests += len(letters)
+        result.dead_letters += len(letters)
+        dead_letters.write(letters)
+        if metrics is not None:
+            for record in letters:
+                metrics.bad_records(record.reason)
+
+    for item in chunks:
+        if isinstance(item, list):
+            dead_letter(item)
+            continue
+        chunk, start = item
         if pace is not None:
-            ahead = started + start / pace - time.perf_counter()
+            ahead = started + result.requests / pace - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-        chunk = table.slice(start, rows)
         t0 = time.perf_counter()
         batch, dead = validate_table(chunk, dim, source="row", row_offset=start)
         if metrics is not None:
