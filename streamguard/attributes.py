@@ -32,8 +32,6 @@ KEY_NAMES: dict[int, str] = {}
 """Key code -> the first key name seen with it (keys are not secret, values are); at most 256."""
 
 
-def key_name(code: int) -> str:
-    return KEY_NAMES.get(int(code), f"key#{int(code)}")
 
 
 def key_code(key: str) -> int:
@@ -43,6 +41,8 @@ def key_code(key: str) -> int:
 
 def token(key: str, value: str) -> int:
     """The (key, value) pair as a 64-bit token: key code on top, a hash of both below."""
+    if len(KEY_NAMES) < 256:
+        KEY_NAMES.setdefault(key_code(key), key)
     digest = hashlib.blake2b(
         key.encode("utf-8", "replace") + b"\x00" + value.encode("utf-8", "replace"), digest_size=8
     ).digest()

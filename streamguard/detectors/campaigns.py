@@ -66,7 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamguard.attributes import key_name, key_of
+from streamguard.attributes import KEY_NAMES, key_of
 from streamguard.backends.base import Backend
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.state import Stateful
@@ -134,6 +134,7 @@ class CampaignDetector(Stateful):
         "partnered",
         "attr_tokens",
         "attr_next",
+        "key_names",
     )
 
     def __init__(
@@ -198,6 +199,9 @@ class CampaignDetector(Stateful):
         # Each account's latest distinct attribute tokens (0: empty), written round-robin from attr_next.
         self.attr_tokens = np.zeros((capacity, int(attributes_per_account)), dtype=np.uint64)
         self.attr_next = np.zeros(capacity, dtype=np.uint8)
+        # Key code -> key name of the attributes seen (names are not secret, values are), kept with
+        # the state so a campaign's id names its key the same after a restart.
+        self.key_names: dict[int, str] = {}
 
     # ------------------------------------------------------------ state layout
 
@@ -229,6 +233,7 @@ class CampaignDetector(Stateful):
             "partnered": np.zeros(capacity, dtype=bool),
             "attr_tokens": np.zeros((capacity, self.attr_tokens.shape[1]), dtype=np.uint64),
             "attr_next": np.zeros(capacity, dtype=np.uint8),
+            "key_names": {},
         }
         super().load_state_dict({**defaults, **state})
 
@@ -269,6 +274,9 @@ class CampaignDetector(Stateful):
         if rows.size == 0:
             return
         pair_slot, token = slots[rows].astype(np.int64), attributes[rows, cols]
+        for code in np.unique(key_of(token)).tolist():
+            if code not in self.key_names and len(self.key_names) < 256:
+                self.key_names[code] = KEY_NAMES.get(code, f"key{code}")
         # Distinct (slot, token) pairs, in order of first appearance.
         keys = np.stack([pair_slot.astype(np.uint64), token], axis=1)
         _, first = np.unique(keys, axis=0, return_index=True)
@@ -488,7 +496,7 @@ class CampaignDetector(Stateful):
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
             # Named by the value's token (never the value): stable while the value is shared.
             digest = hashlib.sha256(int(values[value]).to_bytes(8, "little")).hexdigest()[:12]
-            groups.append(Campaign(f"campaign-{key_name(code)}-{digest}", members, stats))
+            groups.append(Campaign(f"campaign-{self.key_names.get(code, f'key{code}')}-{digest}", members, stats))
             known.append(frozenset(members.tolist()))
         return groups
 
