@@ -17,7 +17,6 @@ record with thousands of keys costs no more than an ordinary one).
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -41,12 +40,13 @@ def key_code(key: str) -> int:
 
 def token(key: str, value: str) -> int:
     """The (key, value) pair as a 64-bit token: key code on top, a hash of both below."""
+    code = key_code(key)
     if len(KEY_NAMES) < 256:
-        KEY_NAMES.setdefault(key_code(key), key)
+        KEY_NAMES.setdefault(code, key)
     digest = hashlib.blake2b(
         key.encode("utf-8", "replace") + b"\x00" + value.encode("utf-8", "replace"), digest_size=8
     ).digest()
-    return (key_code(key) << 56) | (int.from_bytes(digest, "little") & _VALUE_MASK)
+    return (code << 56) | (int.from_bytes(digest, "little") & _VALUE_MASK)
 
 
 def key_of(tokens: np.ndarray) -> np.ndarray:
@@ -69,10 +69,9 @@ def _stringish(kind: pa.DataType) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind)
 
 
-def tokens_from_column(column: pa.ChunkedArray | pa.Array, names: dict[int, str] | None = KEY_NAMES) -> np.ndarray:
+def tokens_from_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """(n, PER_REQUEST) uint64 tokens of an ``attributes`` column; 0 where a request has fewer pairs.
 
-    ``names`` collects key code -> key name (:data:`KEY_NAMES` unless given).
     A column of another type yields no tokens (the rows stay valid: attributes are optional).
     """
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -86,9 +85,6 @@ def tokens_from_column(column: pa.ChunkedArray | pa.Array, names: dict[int, str]
         valid = col.is_valid().to_numpy(zero_copy_only=False)
         for key, values in pairs[:PER_REQUEST]:
             vals = values.cast(pa.string()).to_pylist()
-            code = key_code(key)
-            if names is not None and len(names) < 256:
-                names.setdefault(code, key)
             for i, value in enumerate(vals):
                 if valid[i] and value:
                     out[i, rank[i]] = token(key, value)
@@ -109,11 +105,9 @@ def tokens_from_column(column: pa.ChunkedArray | pa.Array, names: dict[int, str]
         key, _, value = text.partition("\x00")
         if value:
             hashed[d] = token(key, value)
-            if names is not None and len(names) < 256:
-                names.setdefault(key_code(key), key)
     codes = pc.fill_null(encoded.indices, len(dictionary)).to_numpy(zero_copy_only=False).astype(np.int64)
     tokens = hashed[codes]
-    keep = tokens != 0
+    keep = (tokens != 0) & col.is_valid().to_numpy(zero_copy_only=False)[rows]  # a null map's slot may hold entries
     rows, tokens = rows[keep], tokens[keep]
     if rows.size == 0:
         return out
@@ -122,22 +116,4 @@ def tokens_from_column(column: pa.ChunkedArray | pa.Array, names: dict[int, str]
     rank = np.arange(rows.size) - np.repeat(first, np.diff(np.r_[first, rows.size]))
     fits = rank < PER_REQUEST
     out[rows[fits], rank[fits]] = tokens[fits]
-    return out
-
-
-def tokens_from_dicts(values: list[Any], names: dict[int, str] | None = KEY_NAMES) -> np.ndarray:
-    """The same tokens from JSON objects (one per request, ``None`` where absent)."""
-    out = np.zeros((len(values), PER_REQUEST), dtype=np.uint64)
-    for i, mapping in enumerate(values):
-        if not isinstance(mapping, dict):
-            continue
-        rank = 0
-        for key, value in mapping.items():
-            if rank == PER_REQUEST:
-                break
-            if isinstance(key, str) and isinstance(value, str) and value:
-                out[i, rank] = token(key, value)
-                if names is not None and len(names) < 256:
-                    names.setdefault(key_code(key), key)
-                rank += 1
     return out

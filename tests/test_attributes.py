@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
-from streamguard.attributes import KEY_NAMES, PER_REQUEST, key_of, token, tokens_from_column, tokens_from_dicts
+from streamguard.attributes import KEY_NAMES, PER_REQUEST, key_of, token, tokens_from_column
 from streamguard.schema import validate_table
 from streamguard.stream.decode import decode_json, json_rows_table
 
@@ -27,11 +27,10 @@ def table(attributes, kind=MAP):
     )
 
 
-def test_map_struct_and_json_give_the_same_tokens_and_no_value_survives():
+def test_map_and_struct_give_the_same_tokens_and_no_value_survives():
     pairs = [[("net", "10.1.0.0/16"), ("pay", "card-7")], None, [], [("net", "10.1.0.0/16")]]
     from_map = tokens_from_column(pa.array(pairs, MAP))
-    from_json = tokens_from_dicts([dict(p) if p is not None else None for p in pairs])
-    assert np.array_equal(from_map, from_json)
+    assert from_map[0, 1] == token("pay", "card-7")
     assert from_map.shape == (4, PER_REQUEST) and from_map.dtype == np.uint64
     assert from_map[0, 0] == from_map[3, 0] == token("net", "10.1.0.0/16") != 0  # shared value, shared token
     assert (from_map[1:3] == 0).all()  # no attributes: no token
