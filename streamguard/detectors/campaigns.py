@@ -70,6 +70,7 @@ from streamguard.attributes import KEY_NAMES, key_of
 from streamguard.backends.base import Backend
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.state import Stateful
+from streamguard.detectors.timing import SessionTiming, push_ring
 
 
 @dataclass
@@ -286,19 +287,7 @@ class CampaignDetector(Stateful):
         pair_slot, token = pair_slot[~known], token[~known]
         if pair_slot.size == 0:
             return
-        width = self.attr_tokens.shape[1]
-        order = np.argsort(pair_slot, kind="stable")
-        pair_slot, token = pair_slot[order], token[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(pair_slot)) + 1]
-        rank = np.arange(pair_slot.size) - np.repeat(starts, np.diff(np.r_[starts, pair_slot.size]))
-        # More new tokens in one batch than the ring holds: the latest ones stay.
-        count = np.repeat(np.diff(np.r_[starts, pair_slot.size]), np.diff(np.r_[starts, pair_slot.size]))
-        keep = rank >= count - width
-        pair_slot, token, rank = pair_slot[keep], token[keep], rank[keep] - np.maximum(count[keep] - width, 0)
-        position = (self.attr_next[pair_slot].astype(np.int64) + rank) % width
-        self.attr_tokens[pair_slot, position] = token
-        unique_slots, added = np.unique(pair_slot, return_counts=True)
-        self.attr_next[unique_slots] = ((self.attr_next[unique_slots].astype(np.int64) + added) % width).astype(np.uint8)
+        push_ring(self.attr_tokens, self.attr_next, pair_slot, token)
 
     def observe_foreign(self, slots: np.ndarray, ts: np.ndarray, foreign_keys: np.ndarray) -> None:
         """Shared prompts between accounts of this partition and accounts of others (see remote.py)."""
@@ -359,8 +348,9 @@ class CampaignDetector(Stateful):
         now_ts: int,
         cross_dups: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        timing: SessionTiming | None = None,
     ) -> list[Campaign]:
-        """Link accounts by style, shared prompts and org; score each group on its combined evidence.
+        """Link accounts by style, shared prompts, timing and org; score each group on its combined evidence.
 
         Parameters
         ----------
@@ -368,8 +358,9 @@ class CampaignDetector(Stateful):
         seen : (S,) int64 requests per slot; cross_dups : (S,) int64 cross-account near-duplicates
         active : (a,) int64 slots of live accounts; now_ts : event time of the linking pass
         excluded : (S,) bool, slots never linked (the allowlist)
+        timing : session boundaries (detectors/timing.py), or None: no timing links
         """
-        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded)
+        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded, timing)
         campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups))
         return campaigns
 
@@ -381,8 +372,9 @@ class CampaignDetector(Stateful):
         now_ts: int,
         cross_dups: np.ndarray | None,
         excluded: np.ndarray | None,
+        timing: SessionTiming | None = None,
     ) -> list[Campaign]:
-        """Connected groups of style and shared-prompt links (see :meth:`link`)."""
+        """Connected groups of style, shared-prompt and timing links (see :meth:`link`)."""
         from scipy.sparse import coo_matrix  # noqa: PLC0415 - linking runs every few batches
         from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
 
@@ -395,7 +387,9 @@ class CampaignDetector(Stateful):
         pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
         shared = np.concatenate(pairs[1])
         self.partnered[shared[shared < FOREIGN_BASE]] = True
-        kinds = ("style", "shared_prompts")
+        kinds = ("style", "shared_prompts", "timing")
+        timed = timing.pairs(nodes, now_ts) if timing is not None else (np.empty(0, np.int64),) * 2 + (np.empty(0),)
+        pairs.append(timed[:2])
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])
         if i.size == 0:
@@ -424,6 +418,10 @@ class CampaignDetector(Stateful):
             inside = labels[pi] == label
             for k, name in enumerate(kinds):
                 stats[f"links_{name}"] = float(np.count_nonzero(inside & (link_kind == k)))
+            timed_inside = inside[link_kind == 2]
+            if timed_inside.any():
+                # How far beyond chance the group's timing links are (log10 of the Poisson tail, median link).
+                stats["timing_log10_chance"] = float(np.median(timed[2][timed_inside]))
             stats["links_other_partitions"] = float(np.count_nonzero((labels == label) & ~local))
             orgs = self.org_of[members]
             same_org = (i < FOREIGN_BASE) & (j < FOREIGN_BASE)

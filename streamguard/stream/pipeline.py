@@ -35,6 +35,7 @@ from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
 from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
+from streamguard.detectors.timing import SessionTiming
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
 from streamguard.stream.state_log import SlotChanges
@@ -95,6 +96,7 @@ class Pipeline:
         self.near_duplicate: NearDuplicateDetector | None = None
         self.coverage: CoverageDetector | None = None
         self.campaigns: CampaignDetector | None = None
+        self.timing: SessionTiming | None = None
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
         self.allowlist = read_allowlist(settings.scoring.allowlist)
         # Signature sharing between partitions (off unless enable_sharing is called).
@@ -267,7 +269,17 @@ class Pipeline:
             group_line=sweep_line(camp.group_false_alerts_per_10k),
             capacity=capacity,
         )
-        for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
+        self.timing = SessionTiming(
+            gap_ms=int(camp.session_gap_minutes * 60_000),
+            bucket_ms=int(camp.timing_bucket_seconds * 1000),
+            baseline_ms=int(camp.timing_baseline_minutes * 60_000),
+            boundaries=camp.session_boundaries,
+            false_links=camp.timing_false_links,
+            max_pairs=camp.max_timing_pairs,
+            min_shared=camp.timing_min_shared,
+            capacity=capacity,
+        )
+        for part in (self.near_duplicate, self.coverage, self.campaigns, self.timing, self.scorer):
             self.accounts.on_grow(part.resize)
             self.accounts.on_reset(part.reset)
         if not cfg.state.max_accounts:
@@ -453,6 +465,8 @@ class Pipeline:
         stage["coverage"] += time.perf_counter() - t
         assert self.campaigns is not None
         self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids, batch.attributes)
+        assert self.timing is not None
+        self.timing.observe(slots, batch.ts)
         if self.remote is not None:
             self._share(batch, slots, nd)
         self._touched.update(np.unique(slots).tolist())
@@ -569,7 +583,9 @@ class Pipeline:
         if self.allowlist:
             excluded = np.zeros(self.accounts.capacity, dtype=bool)
             excluded[active] = self._allowlisted(active)
-        groups = self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded)
+        groups = self.campaigns.link(
+            self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded, timing=self.timing
+        )
         # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
         self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]
         line = sweep_line(self.settings.campaign.group_false_alerts_per_10k)
@@ -712,8 +728,10 @@ class Pipeline:
     def _parts(self) -> dict[str, Any]:
         parts: dict[str, Any] = {"accounts": self.accounts, "scorer": self.scorer}
         if self.ready:
-            assert self.near_duplicate and self.coverage and self.campaigns
-            parts.update(near_duplicate=self.near_duplicate, coverage=self.coverage, campaigns=self.campaigns)
+            assert self.near_duplicate and self.coverage and self.campaigns and self.timing
+            parts.update(
+                near_duplicate=self.near_duplicate, coverage=self.coverage, campaigns=self.campaigns, timing=self.timing
+            )
         return parts
 
     def _epoch(self) -> Any:
@@ -753,6 +771,9 @@ class Pipeline:
             self.near_duplicate.load_state_dict(state["near_duplicate"])
             self.coverage.load_state_dict(state["coverage"])
             self.campaigns.load_state_dict(state["campaigns"])
+            assert self.timing is not None
+            if "timing" in state:  # a snapshot from before timing links has none: boundaries start afresh
+                self.timing.load_state_dict(state["timing"])
         # Checkpoint records continue from the restored state.
         self._changes.sync(self._parts(), self._row_columns(), self.backend, self._epoch())
 
@@ -764,6 +785,7 @@ class Pipeline:
             self.near_duplicate.state_bytes_per_account()
             + self.coverage.state_bytes_per_account()
             + self.campaigns.state_bytes_per_account()
+            + (self.timing.state_bytes_per_account() if self.timing is not None else 0)
             + 3 * 8  # scorer
             + 8  # account table
         )
