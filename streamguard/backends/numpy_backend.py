@@ -222,6 +222,29 @@ class NumpyBackend:
             block_start = block_end
         return DupScan(best)
 
+    def dup_query(
+        self,
+        sigs: np.ndarray,
+        slots: np.ndarray,
+        origin: np.ndarray,
+        stop: np.ndarray,
+        window_sig: np.ndarray,
+        window_prev: np.ndarray,
+    ) -> DupScan:
+        n, words = sigs.shape
+        capacity = window_sig.shape[0]
+        best = np.full(n, words * 64 + 1, dtype=np.int32)
+        # Every request walks its own chain, one step per pass, all requests at once.
+        at = np.asarray(origin, dtype=np.int64).copy()
+        floor = np.maximum(np.asarray(stop, dtype=np.int64), 0)
+        live = np.flatnonzero(at >= floor)
+        while live.size:
+            rows = at[live] % capacity
+            best[live] = np.minimum(best[live], hamming(sigs[live], window_sig[rows]))
+            at[live] = window_prev[rows]
+            live = live[at[live] >= floor[live]]
+        return DupScan(best)
+
     def cross_lookup(
         self,
         sigs: np.ndarray,

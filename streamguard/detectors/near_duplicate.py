@@ -21,6 +21,19 @@ than ``window`` are cut into pieces, so a request always sees exactly the
 ``window`` positions before it, whatever the batching, and a snapshot holds
 the whole window.
 
+No account holds more than ``account_cap = window * account_share`` entries
+of the window (``near_duplicate.account_share``). A request of an account that
+already holds its cap is *not stored*: it takes no position, and it is
+compared with the account's entries in the window as they are (the walk from
+the account's latest entry, ``backend.dup_query``), so its cost is at most
+the cap and an account sending most of the traffic cannot push the other
+accounts' requests out of the window. Its entries leave the window as other
+accounts' requests come in, and its next requests are stored again: a heavy
+account keeps a sample of its recent requests, spread over the window. Which
+requests are stored is decided here, on the host, from ``window_owner`` (the
+account of each row); accounts far from their cap (all of them, in ordinary
+traffic) are stored without a look, and the backends scan exactly as before.
+
 Per account the detector keeps the head and the counts that scoring needs:
 requests seen, within-account and cross-account duplicates, and the last
 account it shared a prompt with.
@@ -34,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.config import NearDuplicateConfig
 from streamguard.detectors.state import Stateful
 
 
@@ -86,11 +100,13 @@ class NearDuplicateDetector(Stateful):
     bands, table_bits : cross-account tables (bands x 2**table_bits buckets)
     cross_window_ms : maximum age of a cross-account match
     capacity : initial number of account slots
+    account_share : no account holds more than ``window * account_share`` entries of
+        the window; its further requests are compared with them and not stored
     """
 
     _state_fields = (
-        "capacity", "position", "window_sig", "window_prev", "head", "table_slot", "table_ts", "table_sig",
-        "seen", "dups", "cross_dups", "last_partner",
+        "capacity", "position", "window_sig", "window_prev", "window_owner", "head", "table_slot", "table_ts",
+        "table_sig", "seen", "dups", "cross_dups", "last_partner",
     )
     _device_fields = ("window_sig", "window_prev", "head", "table_slot", "table_ts", "table_sig")
 
@@ -105,6 +121,7 @@ class NearDuplicateDetector(Stateful):
         table_bits: int = 16,
         cross_window_ms: int = 86_400_000,
         capacity: int = 4096,
+        account_share: float = NearDuplicateConfig.account_share,
     ) -> None:
         self.backend = backend
         self.planes = backend.asarray(planes)
@@ -117,6 +134,10 @@ class NearDuplicateDetector(Stateful):
         self.table_bits = int(table_bits)
         self.cross_window_ms = int(cross_window_ms)
         self.capacity = int(capacity)
+        self.account_share = float(account_share)
+        if not 0.0 < self.account_share <= 1.0:
+            raise ValueError(f"account_share must be in (0, 1], got {account_share}")
+        self.account_cap = max(1, int(self.window * self.account_share))
         self.bits = int(planes.shape[1])
         self.words = self.bits // 64
         xp = backend.xp
@@ -126,6 +147,8 @@ class NearDuplicateDetector(Stateful):
         self.window_rows = 2 * self.window
         self.window_sig = xp.zeros((self.window_rows, self.words), dtype=xp.uint64)
         self.window_prev = xp.full(self.window_rows, -1, dtype=xp.int64)
+        self.window_owner = np.full(self.window_rows, -1, dtype=np.int64)
+        """Host: the account slot of each row's entry (-1: none, or an evicted account's)."""
         self.head = xp.full(capacity, -1, dtype=xp.int64)
         self.position = 0
         """Requests inserted so far: the position of the next one."""
@@ -162,6 +185,7 @@ class NearDuplicateDetector(Stateful):
         """
         device_slots = self.backend.asarray(slots)
         self.head[device_slots] = -1
+        self.window_owner[np.isin(self.window_owner, slots)] = -1
         self.seen[slots] = 0
         self.dups[slots] = 0
         self.cross_dups[slots] = 0
@@ -175,24 +199,102 @@ class NearDuplicateDetector(Stateful):
     def fixed_state_bytes(self) -> dict[str, int]:
         """State that does not grow with the accounts, per detector (one per pipeline)."""
         return {
-            "window": self.window_rows * (self.words * 8 + 8),
+            "window": self.window_rows * (self.words * 8 + 8 + 8),
             "cross_account_tables": self.bands * (1 << self.table_bits) * (8 + 8 + self.words * 8),
         }
 
     # ------------------------------------------------------------------ update
 
-    def _scan(self, sigs: Any, slots: Any, n: int) -> np.ndarray:
+    def _admit(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which requests of a piece are stored, given the cap on each account's entries.
+
+        slots : (m,) int64 host, m <= window. Returns ``stored`` (m,) bool and, for
+        the requests not stored, ``origin`` (m,) int64 (the account's latest entry
+        before the request) and ``stop`` (m,) int64 (the oldest position of the
+        request's window); both -1 where stored. In batch order: request ``i``, when
+        the next free position is ``P``, is stored when its account holds fewer
+        than ``account_cap`` entries in ``[P - window, P)``.
+        """
+        m = slots.shape[0]
+        stored = np.ones(m, dtype=bool)
+        origin = np.full(m, -1, dtype=np.int64)
+        stop = np.full(m, -1, dtype=np.int64)
+        start, window, cap = self.position, self.window, self.account_cap
+        if m == 0:
+            return stored, origin, stop
+        lo = max(0, start - window)
+        owners = self.window_owner[np.arange(lo, start) % self.window_rows]
+        accounts, inverse, counts = np.unique(slots, return_inverse=True, return_counts=True)
+        held = np.bincount(owners[owners >= 0], minlength=int(accounts[-1]) + 1)[accounts]
+        # Entries only leave the window as the piece goes on, so an account whose held
+        # entries plus its requests stay within the cap has all its requests stored.
+        risky = held + counts > cap
+        if not risky.any():
+            return stored, origin, stop
+        at_risk = risky[inverse]
+        safe = (~at_risk).astype(np.int64)
+        before = np.cumsum(safe) - safe  # requests of safe accounts before each request: all stored
+        entries: dict[int, list[int]] = {}
+        for k in np.flatnonzero(risky):
+            entries[int(accounts[k])] = (lo + np.flatnonzero(owners == accounts[k])).tolist()
+        expired = dict.fromkeys(entries, 0)
+        added = dict.fromkeys(entries, 0)
+        latest = {a: (e[-1] if e else -1) for a, e in entries.items()}
+        extra = 0  # requests of accounts at risk stored so far in this piece
+        for i in np.flatnonzero(at_risk).tolist():
+            a = int(slots[i])
+            position = start + int(before[i]) + extra
+            old, gone = entries[a], expired[a]
+            while gone < len(old) and old[gone] < position - window:
+                gone += 1
+            expired[a] = gone
+            if len(old) - gone + added[a] < cap:
+                added[a] += 1
+                latest[a] = position
+                extra += 1
+            else:
+                stored[i] = False
+                origin[i] = latest[a]
+                stop[i] = max(0, position - window)
+        return stored, origin, stop
+
+    def _scan(self, sigs: Any, slots: np.ndarray, slots_dev: Any, n: int) -> np.ndarray:
         """Within-account scan in pieces of at most ``window_rows - window`` requests."""
+        backend = self.backend
         piece = self.window_rows - self.window
-        parts = []
+        out = np.empty(n, dtype=np.int32)
         for a in range(0, n, piece):
             b = min(n, a + piece)
-            scan = self.backend.dup_scan(
-                sigs[a:b], slots[a:b], self.window_sig, self.window_prev, self.head, self.position, self.window
-            )
-            self.position += b - a
-            parts.append(scan.within_dist)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            stored, origin, stop = self._admit(slots[a:b])
+            keep = np.flatnonzero(stored)
+            m = keep.size
+            if m == b - a:
+                scan = backend.dup_scan(
+                    sigs[a:b], slots_dev[a:b], self.window_sig, self.window_prev, self.head, self.position, self.window
+                )
+                out[a:b] = scan.within_dist
+            else:
+                if m:
+                    rows = backend.asarray(a + keep)
+                    scan = backend.dup_scan(
+                        sigs[rows], slots_dev[rows], self.window_sig, self.window_prev, self.head, self.position, self.window
+                    )
+                    out[a + keep] = scan.within_dist
+                # After the insertion: a request not stored sees the entries stored before it.
+                rest = np.flatnonzero(~stored)
+                rest_rows = backend.asarray(a + rest)
+                query = backend.dup_query(
+                    sigs[rest_rows],
+                    slots_dev[rest_rows],
+                    backend.asarray(origin[rest]),
+                    backend.asarray(stop[rest]),
+                    self.window_sig,
+                    self.window_prev,
+                )
+                out[a + rest] = query.within_dist
+            self.window_owner[(self.position + np.arange(m)) % self.window_rows] = slots[a:b][keep]
+            self.position += m
+        return out
 
     def update(self, batch: DetectorBatch) -> NearDuplicateResult:
         """Score every request against what came before it, then remember it."""
@@ -203,7 +305,7 @@ class NearDuplicateDetector(Stateful):
             return NearDuplicateResult(empty_i, np.empty(0, bool), empty_i.copy(), np.empty(0, np.int64), np.empty(0, bool))
         slots_dev = backend.asarray(batch.slots)
         sigs = backend.signatures(batch.embeddings, self.planes, self.plane_offsets)
-        within = self._scan(sigs, slots_dev, n)
+        within = self._scan(sigs, np.asarray(batch.slots, dtype=np.int64), slots_dev, n)
         cross = backend.cross_lookup(
             sigs,
             slots_dev,

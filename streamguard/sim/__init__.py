@@ -8,8 +8,8 @@ account's ground truth. The latent truth behind each row (subtopic, template,
 content and text ids) is kept in ``SimulatedTraffic.latent`` for tests and
 evaluation; it is never written to the traffic file.
 
-See ``world.py`` for the embedding geometry, ``behaviours.py`` for the
-account kinds and ``sampled.py`` for the sampled-world mode
+See ``world.py`` for the embedding geometry, ``behaviours.py`` (and
+``accounts.py``, ``draw.py``) for the account kinds and ``sampled.py`` for the sampled-world mode
 (``SimConfig(sample_world=True)``), in which the seed also draws the world's
 family: geometry, mix and volumes of kinds, template strength, span and
 population size. ``traps.py`` adds benign look-alikes of campaigns
@@ -27,16 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamguard.sim.behaviours import (
+from streamguard.sim.accounts import (
     BENIGN_KINDS,
     DISTILLER_KINDS,
     KINDS,
     Account,
     Habits,
     TrafficBuilder,
-    generate_population,
-    plan_population,
 )
+from streamguard.sim.behaviours import generate_population, plan_population
 from streamguard.sim.attributes import ATTRIBUTES_TYPE, attribute_column
 from streamguard.sim.evasion import ATTRIBUTE_SCENARIOS, EVASION_KINDS, SCENARIOS, plant_evasions
 from streamguard.sim.sampled import describe, draw_world, plan_sampled_population

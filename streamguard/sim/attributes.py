@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from streamguard.sim.behaviours import DISTILLER_KINDS, EVASION_PREFIX, Account
+from streamguard.sim.accounts import DISTILLER_KINDS, EVASION_PREFIX, Account
 from streamguard.sim.traps import N_CARRIERS
 
 __all__ = ["ATTRIBUTE_KEYS", "ATTRIBUTES_TYPE", "attribute_column"]

@@ -10,380 +10,42 @@ Per-account volumes are fixed; ``scale`` multiplies account counts only (see
 builder's ``Habits``: per-kind volume multipliers and how strongly templates
 and system prompts shape a prompt's embedding; the default ``Habits`` change
 nothing and draw nothing.
+
+The kinds, ``Account``, ``Habits`` and ``TrafficBuilder`` are in
+``accounts.py``; the time and content draws the behaviours share with
+``evasion.py`` and ``traps.py`` in ``draw.py``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from streamguard.sim.world import Catalog, World
+from streamguard.sim.accounts import KINDS, Account, TrafficBuilder
+from streamguard.sim.draw import (
+    MS_PER_DAY,
+    MS_PER_H,
+    MS_PER_MIN,
+    MS_PER_S,
+    _fresh,
+    _human_clock,
+    _log_skewed,
+    _member_slices,
+    _none,
+    _popular_subset,
+    _sessions,
+    _sweep,
+    _window,
+    _with_retries,
+    diurnal_times,
+)
 
 __all__ = [
-    "BENIGN_KINDS",
-    "DISTILLER_KINDS",
-    "KINDS",
-    "Account",
-    "Habits",
     "PopulationPlan",
-    "TrafficBuilder",
     "generate_population",
     "plan_population",
 ]
-
-BENIGN_KINDS: tuple[str, ...] = ("casual", "power_user", "product", "batch_job", "benchmark")
-DISTILLER_KINDS: tuple[str, ...] = (
-    "template_sweeper",
-    "paraphrase_sweeper",
-    "targeted_sweeper",
-    "slow_sweeper",
-    "campaign_member",
-)
-KINDS: tuple[str, ...] = BENIGN_KINDS + DISTILLER_KINDS
-EVASION_PREFIX = "evade_"
-"""Kinds of the evasion scenarios (``sim/evasion.py``) start with this; they are distillers."""
-
-MS_PER_S = 1_000
-MS_PER_MIN = 60_000
-MS_PER_H = 3_600_000
-MS_PER_DAY = 86_400_000
-_DIURNAL_BIN_MS = 10 * MS_PER_MIN
-
-# Time zones of human users: (low, high) UTC offset in hours, and weight.
-_REGIONS = ((-8.0, -5.0, 0.4), (0.0, 2.0, 0.3), (5.5, 9.0, 0.3))
-
-
-@dataclass
-class Account:
-    """One account's ground truth."""
-
-    kind: str
-    campaign: str | None = None
-    org_id: str | None = None
-    account_id: str = ""
-    attrs: dict[str, str] = field(default_factory=dict)
-    """Request metadata the account shares on purpose: attribute key -> symbolic
-    group name (``attributes.py`` maps each name to one pseudonymised value);
-    keys not given follow the account's kind."""
-
-    @property
-    def label(self) -> str:
-        """``"distiller"`` or ``"benign"``."""
-        distiller = self.kind in DISTILLER_KINDS or self.kind.startswith(EVASION_PREFIX)
-        return "distiller" if distiller else "benign"
-
-
-@dataclass(frozen=True)
-class Habits:
-    """How the accounts of one world behave, beyond what their kind fixes.
-
-    The defaults are the default mode's habits: they change no volume and no
-    template strength, and draw nothing from the accounts' stream.
-
-    Attributes
-    ----------
-    volume : dict of str to float
-        Multiplier of the request count of each kind (missing: 1).
-    template_odds : float
-        Multiplies the odds ``s / (1 - s)`` of the squared share ``s`` every
-        template and system prompt takes of a prompt's embedding: < 1 light
-        templates, > 1 dominant ones.
-    template_spread : float
-        Standard deviation of an extra per-account (per-campaign) factor
-        ``exp(N(0, spread))`` on those odds.
-    """
-
-    volume: dict[str, float] = field(default_factory=dict)
-    template_odds: float = 1.0
-    template_spread: float = 0.0
-
-
-# Largest squared share a template may take after the world's odds: the
-# prompt's own topic always keeps a part.
-_MAX_TEMPLATE_SHARE = 0.85
-
-
-@dataclass
-class TrafficBuilder:
-    """Collects the latent rows of every account.
-
-    Attributes
-    ----------
-    world, catalog : World, Catalog
-    rng : numpy.random.Generator
-        The accounts' stream.
-    t0, t1 : int
-        Simulated period ``[t0, t1)`` in epoch ms.
-    habits : Habits
-        The world's volume and template-strength habits.
-    scale : float
-        The simulation's scale, for scenarios whose size grows with it (the
-        default population is sized by ``plan_population`` instead).
-    """
-
-    world: World
-    catalog: Catalog
-    rng: np.random.Generator
-    t0: int
-    t1: int
-    habits: Habits = field(default_factory=Habits)
-    scale: float = 1.0
-    accounts: list[Account] = field(default_factory=list)
-    company_orgs: list[str] = field(default_factory=list)
-    _parts: list[tuple[np.ndarray, ...]] = field(default_factory=list)
-    _org_ids: set[str] = field(default_factory=set)
-
-    def new_org(self) -> str:
-        """A fresh opaque org id."""
-        while True:
-            org = "org-" + self.rng.bytes(5).hex()
-            if org not in self._org_ids:
-                self._org_ids.add(org)
-                return org
-
-    def company_org(self) -> str:
-        """An org from the shared pool of companies (Zipf-like sizes)."""
-        k = len(self.company_orgs)
-        p = 1.0 / np.arange(1, k + 1)
-        return self.company_orgs[int(self.rng.choice(k, p=p / p.sum()))]
-
-    def volume(self, kind: str, n: int, floor: int) -> int:
-        """Request count ``n`` of an account of ``kind`` under the world's habits, at least ``floor``."""
-        v = self.habits.volume.get(kind, 1.0)
-        return n if v == 1.0 else max(floor, int(round(n * v)))
-
-    def new_styles(self, shares: float | np.ndarray, kind: str) -> np.ndarray:
-        """Register templates (one account's, or one campaign's); returns (k,) int32 ids.
-
-        ``shares`` are the default mode's squared shares; the world's habits
-        move them towards light or dominant, with one extra factor per call.
-        """
-        h = self.habits
-        if h.template_odds != 1.0 or h.template_spread != 0.0:
-            s = np.atleast_1d(np.asarray(shares, np.float64))
-            odds = s / (1.0 - s) * h.template_odds * np.exp(h.template_spread * self.rng.standard_normal())
-            shares = np.minimum(odds / (1.0 + odds), _MAX_TEMPLATE_SHARE)
-        return self.catalog.new_styles(shares, kind)
-
-    def emit(
-        self,
-        account: Account,
-        ts: np.ndarray,
-        subtopic: np.ndarray,
-        style: np.ndarray,
-        context: np.ndarray,
-        content: np.ndarray,
-        text: np.ndarray,
-    ) -> None:
-        """Record one account and its requests (arrays of equal length n)."""
-        idx = len(self.accounts)
-        self.accounts.append(account)
-        n = ts.shape[0]
-        self._parts.append(
-            (
-                np.full(n, idx, np.int32),
-                np.clip(ts, self.t0, self.t1 - 1).astype(np.int64),
-                subtopic.astype(np.int32),
-                style.astype(np.int32),
-                context.astype(np.int32),
-                content.astype(np.int64),
-                text.astype(np.int64),
-            )
-        )
-
-    def rows(self) -> dict[str, np.ndarray]:
-        """All latent rows, concatenated in emission order.
-
-        Returns
-        -------
-        dict
-            ``account`` (n,) int32 index into ``accounts``; ``ts`` (n,) int64
-            epoch ms; ``subtopic``, ``style``, ``context`` (n,) int32;
-            ``content``, ``text`` (n,) int64.
-        """
-        names = ("account", "ts", "subtopic", "style", "context", "content", "text")
-        return {name: np.concatenate([p[i] for p in self._parts]) for i, name in enumerate(names)}
-
-
-# ---------------------------------------------------------------------------
-# time helpers
-
-
-def _human_clock(rng: np.random.Generator) -> tuple[float, float]:
-    """Peak activity hour (UTC) and diurnal amplitude of a human account."""
-    region = rng.choice(len(_REGIONS), p=[r[2] for r in _REGIONS])
-    tz = rng.uniform(_REGIONS[region][0], _REGIONS[region][1])
-    peak_local = rng.uniform(11.0, 17.0)
-    return float((peak_local - tz) % 24.0), float(rng.uniform(0.5, 0.9))
-
-
-def diurnal_times(
-    rng: np.random.Generator, n: int, t0: int, t1: int, peak_hour: float, amplitude: float
-) -> np.ndarray:
-    """Sorted times from a rate ``1 + amplitude * cos(2 pi (hour - peak) / 24)``.
-
-    Parameters
-    ----------
-    n : int
-        Number of times.
-    t0, t1 : int
-        Window ``[t0, t1)`` in epoch ms.
-    peak_hour : float
-        UTC hour of the highest rate.
-    amplitude : float
-        0 for a flat rate, up to <1 for strongly diurnal humans.
-
-    Returns
-    -------
-    (n,) int64
-    """
-    if t1 - t0 <= _DIURNAL_BIN_MS:
-        return np.sort(rng.integers(t0, max(t0 + 1, t1), size=n)).astype(np.int64)
-    edges = np.arange(t0, t1, _DIURNAL_BIN_MS, dtype=np.int64)
-    widths = np.minimum(_DIURNAL_BIN_MS, t1 - edges)
-    hours = ((edges + widths / 2) / MS_PER_H) % 24.0
-    rate = (1.0 + amplitude * np.cos(2 * np.pi * (hours - peak_hour) / 24.0)) * widths
-    cdf = np.cumsum(rate)
-    b = np.searchsorted(cdf, rng.random(n) * cdf[-1], side="right")
-    b = np.minimum(b, edges.shape[0] - 1)
-    return np.sort(edges[b] + (rng.random(n) * widths[b]).astype(np.int64))
-
-
-def _sessions(
-    rng: np.random.Generator, n: int, starts: np.ndarray, mean_gap_ms: float, t1: int
-) -> np.ndarray:
-    """Times of ``n`` requests spread over sessions beginning at ``starts``.
-
-    Requests are assigned to sessions at random; inside a session they follow
-    one another with exponential gaps. A session that would run past ``t1``
-    is moved earlier rather than piled up at the end. Returns (n,) int64.
-    """
-    starts = np.sort(starts)
-    which = np.sort(rng.integers(0, starts.shape[0], size=n))
-    gaps = rng.exponential(mean_gap_ms, size=n)
-    first = np.ones(n, dtype=bool)
-    first[1:] = which[1:] != which[:-1]
-    gaps[first] = 0.0
-    cs = np.cumsum(gaps)
-    head = np.maximum.accumulate(np.where(first, np.arange(n), 0))
-    offset = (cs - cs[head]).astype(np.int64)
-    length = np.zeros(starts.shape[0], dtype=np.int64)
-    np.maximum.at(length, which, offset)
-    overflow = np.maximum(0, starts + length - (t1 - 1))
-    return np.sort(starts[which] + offset - overflow[which])
-
-
-def _window(rng: np.random.Generator, t0: int, t1: int, duration_ms: float) -> tuple[int, int]:
-    """A window of ``duration_ms`` (clamped to the period) placed at random."""
-    dur = int(min(duration_ms, t1 - t0))
-    a = int(rng.integers(t0, t1 - dur + 1))
-    return a, a + dur
-
-
-# ---------------------------------------------------------------------------
-# content helpers
-
-
-def _fresh(
-    b: TrafficBuilder, sub: np.ndarray, p_famous: float = 0.0, p_para: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Content and text ids for a sequence of prompts on ``sub``.
-
-    A share ``p_famous`` of prompts is replaced by globally famous prompts
-    (verbatim, shared with other accounts); a share ``p_para`` re-asks the
-    previous question in new words (same content id and subtopic, new text).
-
-    Returns
-    -------
-    sub : (n,) int32, content : (n,) int64, text : (n,) int64
-    """
-    rng, w = b.rng, b.world
-    n = sub.shape[0]
-    sub = sub.astype(np.int32).copy()
-    content = b.catalog.new_content(n)
-    text = b.catalog.new_text(n)
-    f = np.zeros(n, dtype=bool)
-    if p_famous > 0 and n:
-        f = rng.random(n) < p_famous
-        idx = rng.choice(w.famous_pop.shape[0], size=int(f.sum()), p=w.famous_pop)
-        sub[f] = w.famous_subtopic[idx]
-        content[f] = w.famous_content[idx]
-        text[f] = w.famous_text[idx]
-    if p_para > 0 and n > 1:
-        # A famous prompt keeps its verbatim text, so it cannot be a paraphrase.
-        para = (rng.random(n) < p_para) & ~f
-        para[0] = False
-        src = np.maximum.accumulate(np.where(para, 0, np.arange(n)))
-        content = content[src]
-        sub = sub[src]
-    return sub, content, text
-
-
-def _with_retries(
-    b: TrafficBuilder,
-    n_retry: int,
-    ts: np.ndarray,
-    sub: np.ndarray,
-    style: np.ndarray,
-    context: np.ndarray,
-    content: np.ndarray,
-    text: np.ndarray,
-) -> tuple[np.ndarray, ...]:
-    """Append ``n_retry`` verbatim resends of random earlier rows, 1-45 s later."""
-    if n_retry <= 0 or ts.shape[0] == 0:
-        return ts, sub, style, context, content, text
-    src = b.rng.integers(0, ts.shape[0], size=n_retry)
-    delay = b.rng.integers(1 * MS_PER_S, 45 * MS_PER_S, size=n_retry)
-    cat = np.concatenate
-    return (
-        cat([ts, ts[src] + delay]),
-        cat([sub, sub[src]]),
-        cat([style, style[src]]),
-        cat([context, context[src]]),
-        cat([content, content[src]]),
-        cat([text, text[src]]),
-    )
-
-
-def _none(n: int) -> np.ndarray:
-    return np.full(n, -1, np.int32)
-
-
-def _popular_subset(b: TrafficBuilder, k: int, concentration: float) -> tuple[np.ndarray, np.ndarray]:
-    """``k`` distinct subtopics chosen by population popularity, with personal weights."""
-    k = min(k, b.world.n_subtopics)
-    subs = b.rng.choice(b.world.n_subtopics, size=k, replace=False, p=b.world.subtopic_pop)
-    return subs.astype(np.int32), b.rng.dirichlet(np.full(k, concentration))
-
-
-def _sweep(rng: np.random.Generator, cells: np.ndarray, n: int) -> np.ndarray:
-    """Subtopics of a sweep: even over ``cells``, rare ones included.
-
-    Most sweepers enumerate (concatenated random permutations: every cell
-    once before any twice); the others sample uniformly at random.
-    """
-    if rng.random() < 0.6:
-        reps = -(-n // cells.shape[0])
-        return np.concatenate([rng.permutation(cells) for _ in range(reps)])[:n].astype(np.int32)
-    return rng.choice(cells, size=n).astype(np.int32)
-
-
-def _member_slices(rng: np.random.Generator, n_subtopics: int, n_members: int) -> list[np.ndarray]:
-    """A random partition of the subtopics into one slice per campaign member.
-
-    With more members than subtopics, members take one subtopic each in
-    turn, so several members share a subtopic and no slice is empty.
-    """
-    perm = rng.permutation(n_subtopics).astype(np.int32)
-    if n_members <= n_subtopics:
-        return np.array_split(perm, n_members)
-    return [perm[i % n_subtopics : i % n_subtopics + 1] for i in range(n_members)]
-
-
-def _log_skewed(rng: np.random.Generator, lo: float, hi: float, power: float) -> int:
-    """An integer in [lo, hi], log-uniform bent towards ``lo`` by ``power`` > 1."""
-    return int(round(lo * (hi / lo) ** (rng.random() ** power)))
 
 
 # ---------------------------------------------------------------------------

@@ -50,18 +50,16 @@ from typing import Callable
 
 import numpy as np
 
-from streamguard.sim.behaviours import (
+from streamguard.sim.accounts import Account, TrafficBuilder
+from streamguard.sim.behaviours import _bot_times, _sweep_styles
+from streamguard.sim.draw import (
     MS_PER_DAY,
-    Account,
-    TrafficBuilder,
-    _bot_times,
     _fresh,
     _human_clock,
     _log_skewed,
     _member_slices,
     _none,
     _sweep,
-    _sweep_styles,
     _window,
     _with_retries,
     diurnal_times,

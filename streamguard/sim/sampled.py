@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamguard.sim.behaviours import (
+from streamguard.sim.accounts import (
     DISTILLER_KINDS,
     KINDS,
     Habits,
-    PopulationPlan,
 )
+from streamguard.sim.behaviours import PopulationPlan
 from streamguard.sim.world import Geometry, World
 
 __all__ = [

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamguard.sim.behaviours import (
+from streamguard.sim.accounts import Account, TrafficBuilder
+from streamguard.sim.behaviours import benchmark_suite
+from streamguard.sim.draw import (
     MS_PER_DAY,
     MS_PER_H,
     MS_PER_MIN,
     MS_PER_S,
     _REGIONS,
-    Account,
-    TrafficBuilder,
     _fresh,
     _human_clock,
     _log_skewed,
@@ -40,7 +40,6 @@ from streamguard.sim.behaviours import (
     _sessions,
     _window,
     _with_retries,
-    benchmark_suite,
     diurnal_times,
 )
 

@@ -408,3 +408,31 @@ def test_replay_alerts_match_the_reference(backend: Any, e2e_case: tuple[Any, li
     if getattr(backend, "parallel_rows", None) == 1:
         pytest.skip("the parallel kernels are covered function by function; forced on tiny inputs they only slow this down")
     assert _replay_alerts(table, backend, _e2e_settings()) == want
+
+
+def test_capped_window_detector(backend: Any, reference: NumpyBackend) -> None:
+    """The per-account cap of the window (``dup_query`` for the requests not stored), whole and in batches."""
+    from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
+
+    rng = np.random.default_rng(5)
+    n, d, accounts = 1500, 12, 6
+    planes = rng.standard_normal((d, 128)).astype(np.float32)
+    offsets = np.zeros(128, np.float32)
+    slots = np.where(rng.random(n) < 0.5, 0, rng.integers(1, accounts, n)).astype(np.int64)
+    centres = rng.standard_normal((30, d))
+    emb = (centres[rng.integers(0, 30, n)] + 0.05 * rng.standard_normal((n, d))).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    ts = np.arange(n, dtype=np.int64)
+
+    def run(impl: Any, size: int) -> tuple[np.ndarray, int]:
+        det = NearDuplicateDetector(impl, planes, offsets, radius=12, window=64, account_share=0.25, capacity=accounts)
+        parts = [det.update(DetectorBatch(slots[a : a + size], ts[a : a + size], impl.asarray(emb[a : a + size])))
+                 for a in range(0, n, size)]  # fmt: skip
+        return np.concatenate([p.within_dist for p in parts]), det.position
+
+    want, stored = run(reference, n)
+    assert stored < n  # the heavy account was capped
+    for size in (n, 97):
+        got, position = run(backend, size)
+        np.testing.assert_array_equal(got, want)
+        assert position == stored

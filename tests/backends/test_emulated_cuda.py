@@ -325,4 +325,5 @@ def test_replay_on_cuda_raises_the_alerts_of_numpy(
     if device_kind == "emulated":
         (device,) = devices
         every = {e.name for code in kernel_sources().values() for e in entry_points(code)}
-        assert set(device.launched) == every - {"center_unit_f16"}  # float32 traffic
+        # float32 traffic; no account of this world holds its cap of the window (dup_query: test_capped_window_detector)
+        assert set(device.launched) == every - {"center_unit_f16", "dup_query"}

@@ -69,10 +69,12 @@ def test_band_buckets_are_in_range_and_deterministic():
     np.testing.assert_array_equal(b, band_buckets(sigs.copy(), 8, 12))
 
 
-def detector(capacity=8, window=16, backend=None):
+def detector(capacity=8, window=16, backend=None, account_share=1.0):
+    """Uncapped by default (share 1): these tests are about the window itself; the cap: test_near_duplicate_cap.py."""
     planes = make_planes(32, 128, 3)
     return NearDuplicateDetector(
-        backend or NumpyBackend(), planes, np.zeros(128, np.float32), radius=20, window=window, capacity=capacity
+        backend or NumpyBackend(), planes, np.zeros(128, np.float32), radius=20, window=window, capacity=capacity,
+        account_share=account_share,
     )
 
 
@@ -169,6 +171,6 @@ def test_per_account_state_is_small_and_the_window_is_a_fixed_cost():
     det = detector(capacity=8, window=65_536)
     assert det.state_bytes_per_account() == 40
     fixed = det.fixed_state_bytes()
-    assert fixed["window"] == 2 * 65_536 * (16 + 8)
+    assert fixed["window"] == 2 * 65_536 * (16 + 8 + 8)  # signature, chain link, owner (host)
     det.resize(100)
     assert det.fixed_state_bytes() == fixed and det.head.shape == (100,) and (det.head[8:] == -1).all()

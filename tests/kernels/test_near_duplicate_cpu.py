@@ -303,3 +303,30 @@ def test_cross_lookup_sees_buckets_as_earlier_requests_left_them(backend: CudaBa
     # the last request (ts 5000) finds account 9's stale entry in band 0 and its own account in band 1.
     assert want.cross_slot.tolist() == [9, 1, 2, 1, -1]
     assert want.cross_dist.tolist() == [0, 0, 0, 0, 65]
+
+
+@pytest.mark.covers("dup_query")
+@pytest.mark.parametrize("n", SIZES)
+@pytest.mark.parametrize(("words", "window"), [(1, 5), (2, 40), (3, 70)])
+def test_dup_query(backend: CudaBackend, n: int, words: int, window: int) -> None:
+    """Requests not stored walk their account's chain from ``origin`` back to ``stop``; nothing is written."""
+    rng = np.random.default_rng(3 * n + window)
+    accounts = 4
+    rows = 2 * window
+    reference = NumpyBackend()
+    state = (np.zeros((rows, words), np.uint64), np.full(rows, -1, np.int64), np.full(accounts, -1, np.int64))
+    position = _prefill(reference, rng, state, words, accounts + 1, window, 3 * window)
+    slots = np.sort(rng.integers(0, accounts, size=n)).astype(np.int64)
+    head = state[2]
+    origin = head[slots].copy()
+    stop = np.maximum(position - window + np.sort(rng.integers(0, window // 2 + 1, size=n)), 0)
+    if n:
+        origin[0] = -1  # nothing to walk
+    sigs = _templated_sigs(rng, n, words)
+    want = reference.dup_query(sigs, slots, origin, stop, state[0], state[1]).within_dist
+    got = backend.dup_query(_dev(backend, sigs), _dev(backend, slots), _dev(backend, origin), _dev(backend, stop),
+                            _dev(backend, state[0]), _dev(backend, state[1])).within_dist  # fmt: skip
+    assert isinstance(got, np.ndarray) and got.dtype == np.int32
+    np.testing.assert_array_equal(got, want)
+    if n > 1:
+        assert (want[1:] < words * 64 + 1).any() or window < 8

@@ -17,11 +17,10 @@ from streamguard.sim import text_embedding
 from streamguard.sim.realtext import (
     Prompts,
     RealTextConfig,
-    catalogue,
-    fill,
     simulate_realtext,
     write_prompts,
 )
+from streamguard.sim.realtext_writer import catalogue, fill
 from streamguard.sim.realtext_catalogue import CLAUSES, DOC_FRAMES, DOC_TASKS, FAMOUS, INTENTS, INTENTS_BY_KIND
 from streamguard.sim.text_embedding import EMBED_DIM, CachedEmbedder, EmbeddingCache, ModelUnavailable, text_keys
 
@@ -83,7 +82,7 @@ def test_catalogue_spans_many_domains_and_every_slot_is_known():
     kinds = {s.kind for s in cat.subjects}
     assert kinds == set(INTENTS_BY_KIND)
     # Every slot of every phrase must be fillable; a typo in the catalogue fails here.
-    from streamguard.sim.realtext import Writer
+    from streamguard.sim.realtext_writer import Writer
 
     w = Writer(np.random.default_rng(0), cat)
     for s in cat.subjects:

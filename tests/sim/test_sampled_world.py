@@ -14,7 +14,7 @@ from streamguard import cli
 from streamguard.schema import request_schema, validate_table
 from streamguard.sim import EVASION_KINDS, KINDS, KNOWN_EVASIONS, SimConfig, SimulatedTraffic, simulate, write_traffic
 from streamguard.sim import sampled
-from streamguard.sim.behaviours import _member_slices
+from streamguard.sim.draw import _member_slices
 from streamguard.sim.sampled import draw_world
 from streamguard.sim.world import Catalog, Geometry, build_world, embed_requests
 

@@ -39,7 +39,7 @@ import pytest
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
-# CI clones the repository next to ../shared (as streamguard/evaluate_matrix.py expects).
+# CI clones the repository next to ../shared (as streamguard/evaluate_matrix/worlds.py expects).
 INDEPENDENT = REPO.parent / "shared" / "worlds" / "independent_traffic.py"
 
 # (seed, partitions) of the independent worlds; each is published in both formats.
