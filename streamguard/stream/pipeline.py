@@ -231,6 +231,7 @@ class Pipeline:
             bands=cfg.near_duplicate.bands,
             table_bits=cfg.near_duplicate.table_bits,
             cross_window_ms=cfg.near_duplicate.cross_window_ms,
+            account_share=cfg.near_duplicate.account_share,
             capacity=capacity,
         )
         self.coverage = CoverageDetector(
