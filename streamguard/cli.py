@@ -81,7 +81,7 @@ def _endpoint(args: argparse.Namespace, backend, default_key: bytes | None = Non
     """The metrics endpoint of a batch command, or None without --metrics-port."""
     if args.metrics_port is None:
         return None
-    from streamguard.metrics import Endpoint
+    from streamguard.endpoint import Endpoint
 
     try:
         endpoint = Endpoint(args.metrics_port, args.metrics_addr, backend, default_key=default_key)
@@ -225,10 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--traffic", default=None, help="the request file the alerts came from (adds delays)")
     ev.add_argument("--json", default=None, help="also write the evaluation as JSON here")
 
-    from streamguard import bench, evaluate_matrix, evasion_table, service  # noqa: PLC0415 - their heavy imports stay inside their commands
+    from streamguard import bench, evaluate_matrix, evasion_table  # noqa: PLC0415 - their heavy imports stay inside their commands
+    from streamguard.service import command as run_command  # noqa: PLC0415
 
     bench.add_parser(sub)
-    service.add_parser(sub)
+    run_command.add_parser(sub)
     _add_settings_flags(evasion_table.add_parser(sub))
     evaluate_matrix.add_parser(sub)
     _describe_shared_flags(sub)
@@ -339,7 +340,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streamguard.sinks.dead_letter import DeadLetterSink
     from streamguard.stream.replay import EventTimeOrderError, replay_file
 
-    from streamguard.metrics import account_hasher, hmac_key_from_env
+    from streamguard.pseudonyms import account_hasher, hmac_key_from_env
 
     settings = _settings(args)
     if args.partitions < 1:
@@ -460,9 +461,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from streamguard import service
+    from streamguard.service import command as run_command
 
-    return service.run(args)
+    return run_command.run(args)
 
 
 COMMANDS = {

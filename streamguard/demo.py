@@ -39,7 +39,7 @@ from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.replay import ReplayResult, replay_table
 
 if TYPE_CHECKING:
-    from streamguard.metrics import Endpoint
+    from streamguard.endpoint import Endpoint
 
 DEMO_KEY = b"streamguard-demo"
 """Key of the account hashes of the demo when STREAMGUARD_HMAC_KEY is not set (simulated accounts only)."""
@@ -134,7 +134,7 @@ def run_demo(
 ) -> int:
     """Simulate, detect, evaluate; returns the exit status.
 
-    endpoint : a :class:`streamguard.metrics.Endpoint` already serving
+    endpoint : a :class:`streamguard.endpoint.Endpoint` already serving
         ``/metrics`` (started before the simulation), fed while the demo
         detects, kept up ``linger`` seconds after the summary, then closed
     pace : feed the detector at most this many requests per second of wall time

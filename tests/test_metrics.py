@@ -1,4 +1,4 @@
-"""streamguard.metrics: values, bounded cardinality, no raw ids, valid exposition."""
+"""streamguard.metrics (with its endpoint, kernel timer and pseudonyms): values, bounded cardinality, no raw ids, valid exposition."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from streamguard.endpoint import serve
 from streamguard.metrics import (
     ALERT_KINDS,
     BAD_RECORD_REASONS,
     SCORE_BUCKETS,
     STAGES,
     StreamguardMetrics,
-    serve,
 )
 
 KEY = b"test-key-0123456789abcdef"
@@ -532,7 +532,7 @@ class _FakeCudaBackend:
 
 
 def test_kernel_timer_observes_finished_launches_without_waiting(metrics: StreamguardMetrics, registry) -> None:
-    from streamguard.metrics import KernelTimer, instrument_kernels
+    from streamguard.backends.kernel_timer import KernelTimer, instrument_kernels
 
     backend = _FakeCudaBackend()
     timer = KernelTimer(metrics, backend, event=_FakeEvent, elapsed_s=lambda start, stop: (stop.at - start.at) * 1e-4)
@@ -558,7 +558,7 @@ def test_kernel_timer_observes_finished_launches_without_waiting(metrics: Stream
 
 
 def test_kernel_timer_bounds_what_waits(metrics: StreamguardMetrics) -> None:
-    from streamguard.metrics import KernelTimer
+    from streamguard.backends.kernel_timer import KernelTimer
 
     backend = _FakeCudaBackend()
     timer = KernelTimer(metrics, backend, event=_FakeEvent, elapsed_s=lambda a, b: 0.0, max_pending=4)
@@ -591,7 +591,7 @@ def test_observe_alerts_counts_kinds_delays_and_keeps_the_best_score(metrics: St
 
 
 def test_alert_records_carry_the_keyed_hash_of_the_gauge(metrics: StreamguardMetrics) -> None:
-    from streamguard.metrics import account_hasher, hmac_key_from_env, with_account_hash
+    from streamguard.pseudonyms import account_hasher, hmac_key_from_env, with_account_hash
 
     alert = _alert("acct-7", 1, 0.9, "coverage_sweep")
     tagged = with_account_hash(alert, metrics.account_hash)
@@ -606,7 +606,7 @@ def test_alert_records_carry_the_keyed_hash_of_the_gauge(metrics: StreamguardMet
 
 def test_backend_device_names_the_machine() -> None:
     from streamguard.backends import NumpyBackend
-    from streamguard.metrics import backend_device
+    from streamguard.backends.device import backend_device
 
     assert backend_device(NumpyBackend())  # e.g. "x86_64 x2"
 

@@ -48,7 +48,8 @@ def create_backend(name: str, bands: int = 8, table_bits: int = 16) -> Backend:
     if name not in BACKEND_NAMES:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
     if name == "cuda" and os.environ.get(CUDA_EMULATE_ENV, "") not in ("", "0"):
-        from streamguard.backends.cuda_backend import CudaBackend, CupyRuntime  # noqa: PLC0415
+        from streamguard.backends.cuda_backend import CudaBackend  # noqa: PLC0415
+        from streamguard.backends.cuda_runtime import CupyRuntime  # noqa: PLC0415
 
         log.warning("--backend cuda on the EMULATED device (%s is set): kernels run on the CPU, slowly", CUDA_EMULATE_ENV)
         return CudaBackend(bands=bands, table_bits=table_bits, runtime=CupyRuntime.emulated())

@@ -13,11 +13,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.backends.base import CrossMatch, DupScan, popcount64
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-CLARITY = 0.6
-"""A style-free cell is kept when its cosine is at least this share of the raw nearest cell's."""
+from streamguard.backends.core import CLARITY, GOLDEN, check_slots, check_window
 
 
 def pack_sign_bits(projections: np.ndarray) -> np.ndarray:
@@ -48,18 +44,9 @@ def band_buckets(sigs: np.ndarray, bands: int, table_bits: int) -> np.ndarray:
         word, shift = divmod(start, 64)
         value = (sigs[:, word] >> np.uint64(shift)) & mask
         with np.errstate(over="ignore"):  # multiplicative hashing wraps modulo 2**64 by design
-            key = (value + np.uint64(b + 1) * _GOLDEN) * _GOLDEN
+            key = (value + np.uint64(b + 1) * GOLDEN) * GOLDEN
         out[:, b] = (key >> np.uint64(64 - table_bits)).astype(np.int64)
     return out
-
-
-def check_window(n: int, capacity: int, window: int) -> None:
-    """The window store must hold a query's whole window while the batch is inserted: ``n <= C - window``."""
-    if window < 1 or n > capacity - window:
-        raise ValueError(
-            f"dup_scan: a batch of {n} over a window of {window} needs {n + window} window rows, "
-            f"the store has {capacity}; split the batch (NearDuplicateDetector does)"
-        )
 
 
 class NumpyBackend:
@@ -155,8 +142,7 @@ class NumpyBackend:
         best = np.full(n, words * 64 + 1, dtype=np.int32)
         if n == 0:
             return DupScan(best)
-        if slots.min() < 0 or slots.max() >= head.shape[0]:
-            raise IndexError(f"dup_scan: an account slot outside head (0 <= slot < {head.shape[0]})")
+        check_slots(slots, head)
         # Insert, in batch order: each request links to its account's previous request (the
         # previous one of this batch, else the account's head) and becomes the account's head.
         positions = int(start) + np.arange(n, dtype=np.int64)

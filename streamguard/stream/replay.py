@@ -361,7 +361,7 @@ def replay_table(
     pace : read at most this many rows per second of wall time (a live-looking
         stream for dashboards and demos); None reads as fast as possible
     alert_hash : keyed hash put into each alert's ``evidence["account_hash"]``
-    kernel_timer : a :class:`streamguard.metrics.KernelTimer`, drained after each batch
+    kernel_timer : a :class:`streamguard.backends.kernel_timer.KernelTimer`, drained after each batch
     """
     _check_arguments(partitions, pace)
     started = time.perf_counter()
@@ -420,7 +420,7 @@ def _replay(
         if alerts:
             alerts.sort(key=lambda a: a.ts)
             if alert_hash is not None:
-                from streamguard.metrics import with_account_hash  # noqa: PLC0415
+                from streamguard.pseudonyms import with_account_hash  # noqa: PLC0415
 
                 alerts = [with_account_hash(a, alert_hash) for a in alerts]
             t0 = time.perf_counter()

@@ -25,7 +25,8 @@ import pytest
 
 from streamguard import cli
 from streamguard.backends import CUDA_EMULATE_ENV, BackendUnavailable, create_backend, cuda_unavailable_reason
-from streamguard.backends.cuda_backend import CudaBackend, CupyRuntime
+from streamguard.backends.cuda_backend import CudaBackend
+from streamguard.backends.cuda_runtime import CupyRuntime
 from streamguard.backends.emulated_cupy import CACHE_ENV, CompileException, EmulatedDevice
 from streamguard.backends.host_kernels import build
 from streamguard.backends.kernels import KERNEL_CACHE_ENV, entry_points, kernel_sources, source_digest

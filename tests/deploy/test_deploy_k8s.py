@@ -266,7 +266,7 @@ def test_every_streamguard_variable_of_the_pod_is_read_by_the_code(overlay, monk
 
     from streamguard.cli import build_parser
     from streamguard.config import Settings, load_settings
-    from streamguard.metrics import hmac_key_from_env
+    from streamguard.pseudonyms import hmac_key_from_env
 
     _, _, objects = overlay
     env = dict(objects["ConfigMap"]["data"])

@@ -66,7 +66,7 @@ def gpu_runtime() -> Any:
     reason = cuda_unavailable_reason()
     if reason is not None:
         pytest.skip(f"no CUDA device: {reason}")
-    from streamguard.backends.cuda_backend import CupyRuntime  # noqa: PLC0415
+    from streamguard.backends.cuda_runtime import CupyRuntime  # noqa: PLC0415
 
     return CupyRuntime()
 

@@ -1,6 +1,6 @@
 """Execute ``kernels/*.cu`` on the CPU: g++ behind ``kernels/cpu_compat.h``, called through ctypes.
 
-:class:`CpuRuntime` is a :class:`streamguard.backends.cuda_backend.KernelRuntime`:
+:class:`CpuRuntime` is a :class:`streamguard.backends.cuda_runtime.KernelRuntime`:
 plugged into ``CudaBackend``, it runs the backend's own host code (key
 encoding, sorts, GEMMs, grid sizes, argument order) with NumPy arrays and the
 *same assembled source* that NVRTC compiles on a device, so a parity test
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from streamguard.backends.cuda_backend import LaunchConfig
+from streamguard.backends.cuda_runtime import LaunchConfig
 from streamguard.backends.host_kernels import (
     C_TYPES,
     CXX_FLAGS,

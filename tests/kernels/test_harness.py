@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from tests.kernels.kernel_harness import TINY, CpuRuntime, KernelLaunchError
-from streamguard.backends.cuda_backend import CudaBackend, LaunchConfig
+from streamguard.backends.cuda_backend import CudaBackend
+from streamguard.backends.cuda_runtime import LaunchConfig
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_the_builder_command_line(tmp_path, capsys):
 
 
 def test_the_cuda_backend_loads_a_prebuilt_binary_and_compiles_the_rest(tmp_path, monkeypatch):
-    from streamguard.backends.cuda_backend import CupyRuntime
+    from streamguard.backends.cuda_runtime import CupyRuntime
     from streamguard.backends.kernels import source_digest
 
     calls = []

@@ -7,7 +7,7 @@ created again with another partition count mid-run, more records than before
 are published into it, and every one must be processed, once, with WARNING
 lines and ``streamguard_source_resets_total`` telling what happened; a
 missing topic is waited for, never created. The policy is in
-``streamguard.service`` (``Service._rewind``) and docs/kafka.md.
+``streamguard.service.source_policy`` (``Service._rewind``) and docs/kafka.md.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ import pytest
 from streamguard.backends import create_backend
 from streamguard.config import load_settings
 from streamguard.detectors.codebook import Codebook
-from streamguard.service import AlertFile, RunOptions, Service
+from streamguard.service.loop import Service
+from streamguard.service.state import RunOptions
+from streamguard.sinks.alert_file import AlertFile
 from streamguard.sinks.alerts import MemoryAlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.checkpoint import Checkpoint, CheckpointError, CheckpointStore

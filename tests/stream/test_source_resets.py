@@ -25,7 +25,8 @@ from streamguard.backends import create_backend
 from streamguard.config import load_settings
 from streamguard.detectors.codebook import Codebook
 from streamguard.metrics import SOURCE_RESET_REASONS, StreamguardMetrics
-from streamguard.service import RunOptions, Service
+from streamguard.service.loop import Service
+from streamguard.service.state import RunOptions
 from streamguard.stream.checkpoint import CheckpointStore
 from streamguard.stream.decode import Record, arrow_stream_bytes
 from streamguard.stream.kafka import KafkaConfig
