@@ -30,6 +30,7 @@ from streamguard.detectors.timing import push_ring
 
 if TYPE_CHECKING:
     from streamguard.detectors.campaigns import Campaign
+    from streamguard.detectors.remote import ForeignView
 
 HEAVIER_THAN_PEERS = 4.0
 """An attribute group leaves out members with more than this many times its median member's requests.
@@ -70,6 +71,7 @@ class AttributeGroups:
         excluded: np.ndarray | None,
         found: list[Campaign],
         cross_dups: np.ndarray | None,
+        foreign: ForeignView | None = None,
     ) -> list[Campaign]:
         """The live accounts that share an attribute value, one group per value, each judged as one actor.
 
@@ -78,6 +80,12 @@ class AttributeGroups:
         ``attribute_min_group``, that does not divide its work, or whose members already form a linked group
         of this pass, is left out. The largest groups are judged first, ``max_attribute_groups``
         of them at most.
+
+        ``foreign``: live accounts of other partitions (detectors/remote.py). Those holding a value held
+        here count toward the group's size (``attribute_min_group``; the heavier-than-peers rule applies
+        to them too), and the share is read here only (sharding by account is a random sample). The
+        group is judged on its members of this partition, at least ``min_group`` of them: what the
+        others sweep is known only where they live, and they are alerted there.
         """
         from streamguard.detectors.campaigns import Campaign  # noqa: PLC0415 - campaigns.py imports this module
 
@@ -93,10 +101,21 @@ class AttributeGroups:
         owner, token = holders[rows], tokens[rows, cols]
         values, inverse, counts = np.unique(token, return_inverse=True, return_counts=True)
         share = counts / float(max(active.size, 1))
-        candidates = np.flatnonzero((counts >= self.attribute_min_group) & (share <= self.attribute_max_share))
+        sizes = counts
+        if foreign is not None:
+            # Foreign holders of the values held here: (value index, foreign row).
+            f_rows, f_cols = np.nonzero(foreign.tokens)
+            f_token = foreign.tokens[f_rows, f_cols]
+            f_value = np.minimum(np.searchsorted(values, f_token), values.size - 1)
+            held = values[f_value] == f_token
+            f_rows, f_value = f_rows[held], f_value[held]
+            f_order = np.argsort(f_value, kind="stable")
+            f_rows, f_value = f_rows[f_order], f_value[f_order]
+            sizes = counts + np.bincount(f_value, minlength=values.size)
+        candidates = np.flatnonzero((sizes >= self.attribute_min_group) & (share <= self.attribute_max_share))
         if candidates.size == 0:
             return []
-        candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: self.max_attribute_groups]
+        candidates = candidates[np.argsort(-sizes[candidates], kind="stable")][: self.max_attribute_groups]
         order = np.argsort(inverse, kind="stable")
         bounds = np.r_[0, np.cumsum(counts)]
         known = [frozenset(c.members.tolist()) for c in found]
@@ -106,8 +125,20 @@ class AttributeGroups:
             # An actor spreads its work over accounts alike; one many times heavier than the group's
             # median is another kind of customer on the same network or card (a reseller on a cloud
             # range), judged on its own.
-            members = members[seen[members] <= HEAVIER_THAN_PEERS * np.median(seen[members])]
-            if members.size < self.attribute_min_group or frozenset(members.tolist()) in known:
+            others = 0
+            if foreign is None:
+                members = members[seen[members] <= HEAVIER_THAN_PEERS * np.median(seen[members])]
+                size = members.size
+            else:
+                lo, hi = np.searchsorted(f_value, [value, value + 1])
+                f_seen = foreign.seen[np.unique(f_rows[lo:hi])]
+                median = np.median(np.r_[seen[members], f_seen])
+                members = members[seen[members] <= HEAVIER_THAN_PEERS * median]
+                others = int(np.count_nonzero(f_seen <= HEAVIER_THAN_PEERS * median))
+                size = members.size + others
+                if members.size < self.min_group:
+                    continue
+            if size < self.attribute_min_group or frozenset(members.tolist()) in known:
                 continue
             stats = self.group_stats(coverage, members, balanced=True)
             if stats["complementarity"] < self.complementarity:
@@ -118,7 +149,9 @@ class AttributeGroups:
                 stats["null_sweep_z"], stats["null_sweep_sd"] = null
                 stats["sweep_z"] = (stats["sweep_z"] - null[0]) / null[1]
             code = int(key_of(values[value : value + 1])[0])
-            stats["links_attribute"] = float(members.size * (members.size - 1) // 2)
+            stats["links_attribute"] = float(size * (size - 1) // 2)
+            if others:
+                stats["links_other_partitions"] = float(others)
             stats["attribute_share"] = float(share[value])
             stats["orgs"] = float(len(set(o for o in self.org_of[members].tolist() if o)))
             if cross_dups is not None:

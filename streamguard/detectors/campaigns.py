@@ -56,8 +56,9 @@ import numpy as np
 from streamguard.backends.base import Backend
 from streamguard.detectors.attribute_groups import HEAVIER_THAN_PEERS, AttributeGroups  # noqa: F401 - HEAVIER_THAN_PEERS: importable here too
 from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.remote import ForeignView
 from streamguard.detectors.state import Stateful
-from streamguard.detectors.timing import SessionTiming
+from streamguard.detectors.timing import NO_BOUNDARY, SessionTiming
 
 
 @dataclass
@@ -312,6 +313,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         cross_dups: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
         timing: SessionTiming | None = None,
+        foreign: ForeignView | None = None,
     ) -> list[Campaign]:
         """Link accounts by style, shared prompts, timing and org; score each group on its combined evidence.
 
@@ -322,9 +324,20 @@ class CampaignDetector(AttributeGroups, Stateful):
         active : (a,) int64 slots of live accounts; now_ts : event time of the linking pass
         excluded : (S,) bool, slots never linked (the allowlist)
         timing : session boundaries (detectors/timing.py), or None: no timing links
+        foreign : live accounts of other partitions (detectors/remote.py), or None: they join timing
+            links and attribute groups as nodes and members that connect and count, never judged
+            or alerted here
         """
-        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded, timing)
-        campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups))
+        if foreign is not None and len(foreign) == 0:
+            foreign = None
+        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded, timing, foreign)
+        campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups, foreign))
+        if foreign is not None and self.foreign_nodes:
+            # Keys named for timing links: kept while an edge refers to them or they are live (bounded
+            # by the edges and the foreign table, and a live account keeps its node id).
+            referenced = set((np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges)) & 0xFFFFFFFF).tolist())
+            live = set(foreign.keys.tolist())
+            self.foreign_nodes = {k: n for k, n in self.foreign_nodes.items() if n in referenced or k in live}
         return campaigns
 
     def _linked_groups(
@@ -336,6 +349,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         cross_dups: np.ndarray | None,
         excluded: np.ndarray | None,
         timing: SessionTiming | None = None,
+        foreign: ForeignView | None = None,
     ) -> list[Campaign]:
         """Connected groups of style, shared-prompt and timing links (see :meth:`link`)."""
         from scipy.sparse import coo_matrix  # noqa: PLC0415 - linking runs every few batches
@@ -351,14 +365,17 @@ class CampaignDetector(AttributeGroups, Stateful):
         shared = np.concatenate(pairs[1])
         self.partnered[shared[shared < FOREIGN_BASE]] = True
         kinds = ("style", "shared_prompts", "timing")
-        timed = timing.pairs(nodes, now_ts) if timing is not None else (np.empty(0, np.int64),) * 2 + (np.empty(0),)
+        timed = (np.empty(0, np.int64),) * 2 + (np.empty(0),)
+        if timing is not None:
+            timed = timing.pairs(nodes, now_ts, self._foreign_timing(foreign))
         pairs.append(timed[:2])
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])
         if i.size == 0:
             return []
-        # Vertices: the local nodes, and accounts of other partitions that connect them.
-        vertices = np.union1d(nodes, j[j >= FOREIGN_BASE])
+        # Vertices: the local nodes, and accounts of other partitions that connect them (timing may
+        # link two of those: the first end of a pair is foreign only if both are).
+        vertices = np.union1d(nodes, np.r_[i[i >= FOREIGN_BASE], j[j >= FOREIGN_BASE]])
         pi, pj = np.searchsorted(vertices, i), np.searchsorted(vertices, j)
         graph = coo_matrix((np.ones(i.size), (pi, pj)), shape=(vertices.size, vertices.size))
         count, labels = connected_components(graph, directed=False)
@@ -395,6 +412,17 @@ class CampaignDetector(AttributeGroups, Stateful):
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
             campaigns.append(Campaign(self._campaign_id(members), members, stats))
         return campaigns
+
+    def _foreign_timing(self, foreign: ForeignView | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(node ids, boundary codes) of the foreign accounts linkable by timing: as many requests as a
+        local node needs, and a boundary at least."""
+        if foreign is None:
+            return None
+        rows = np.flatnonzero((foreign.seen >= self.link_min_requests) & (foreign.bounds != NO_BOUNDARY).any(axis=1))
+        if rows.size == 0:
+            return None
+        ids = np.array([self._foreign_node(int(k)) for k in foreign.keys[rows].tolist()], dtype=np.int64)
+        return ids, foreign.bounds[rows]
 
     def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots whose styles stand out of their noise and point the same way."""

@@ -20,16 +20,28 @@ the latest signature, like the local cross-account tables: the cost per
 request is constant. What arrives from other replicas arrives when it
 arrives, so this evidence, unlike everything else in the pipeline, depends on
 timing; the pipeline's own alerts stay reproducible when it is off.
+
+Attribute tokens and session boundaries travel the same way
+(:class:`AccountRecords`, an optional section of a signature message): when
+an account's tokens or boundaries change, or its request count has doubled
+since it was last sent, its pipeline publishes its key, request count,
+latest request time, tokens (already keyed 64-bit hashes, never values) and
+boundary codes. Every other partition keeps the latest record per key in a
+bounded :class:`ForeignAccounts` table, from which attribute groups and
+timing links draw foreign members: they connect a group and count toward its
+size, never toward its coverage statistics (their histograms live elsewhere),
+and are never alerted here (each partition alerts its own accounts).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from streamguard.backends.numpy_backend import band_buckets, hamming
+from streamguard.detectors.timing import NO_BOUNDARY
 
 
 def account_keys(account_ids: np.ndarray) -> np.ndarray:
@@ -42,20 +54,155 @@ def account_keys(account_ids: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class AccountRecords:
+    """What other partitions learn of some accounts of one partition: links beyond prompts.
+
+    keys : (m,) uint64 account keys; seen : (m,) int64 requests so far; ts : (m,) int64 the
+    account's latest request (epoch ms); tokens : (m, k) uint64 attribute tokens (0: none);
+    bounds : (m, b) int64 session boundary codes (``SessionTiming.bounds``; NO_BOUNDARY: none)
+    half_ms : the half bucket the codes count in (``SessionTiming.half_ms``)
+    """
+
+    keys: np.ndarray
+    seen: np.ndarray
+    ts: np.ndarray
+    tokens: np.ndarray
+    bounds: np.ndarray
+    half_ms: int = 0
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+    @staticmethod
+    def concat(parts: list[AccountRecords]) -> AccountRecords | None:
+        """One set of records from several (rows in order; None if there is none)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return None
+        k = max(p.tokens.shape[1] for p in parts)
+        b = max(p.bounds.shape[1] for p in parts)
+        return AccountRecords(
+            np.concatenate([p.keys for p in parts]),
+            np.concatenate([p.seen for p in parts]),
+            np.concatenate([p.ts for p in parts]),
+            np.concatenate([_widen(p.tokens, k, 0) for p in parts]),
+            np.concatenate([_widen(p.bounds, b, NO_BOUNDARY) for p in parts]),
+            parts[0].half_ms,
+        )
+
+
+def _widen(a: np.ndarray, width: int, fill: int) -> np.ndarray:
+    if a.shape[1] >= width:
+        return a
+    return np.concatenate([a, np.full((a.shape[0], width - a.shape[1]), fill, dtype=a.dtype)], axis=1)
+
+
+@dataclass
 class SignatureBatch:
     """Signatures of one partition's requests, as exchanged between pipelines.
 
     sigs : (n, words) uint64; keys : (n,) uint64 account keys; ts : (n,) int64 epoch ms
     source : the partition the requests were read from
+    accounts : records of the accounts whose links beyond prompts changed, or None
     """
 
     sigs: np.ndarray
     keys: np.ndarray
     ts: np.ndarray
     source: int
+    accounts: AccountRecords | None = field(default=None)
 
     def __len__(self) -> int:
         return int(self.ts.shape[0])
+
+
+@dataclass
+class ForeignView:
+    """The live accounts of other partitions, as one linking pass sees them (rows of :class:`ForeignAccounts`)."""
+
+    keys: np.ndarray
+    seen: np.ndarray
+    tokens: np.ndarray
+    bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.keys.shape[0])
+
+
+class ForeignAccounts:
+    """The latest :class:`AccountRecords` row per foreign account key, ``capacity`` keys at most.
+
+    A record older than the one held (by the account's latest request) is ignored, so the order
+    in which messages arrive does not matter. Beyond ``capacity`` the keys updated longest ago
+    make room. Tokens and boundaries beyond the widths given here keep the first columns.
+    """
+
+    def __init__(self, capacity: int, tokens: int, boundaries: int) -> None:
+        self.capacity = int(capacity)
+        self.row_of: dict[int, int] = {}
+        self.keys = np.zeros(self.capacity, dtype=np.uint64)
+        self.seen = np.zeros(self.capacity, dtype=np.int64)
+        self.ts = np.full(self.capacity, NO_BOUNDARY, dtype=np.int64)
+        self.tokens = np.zeros((self.capacity, int(tokens)), dtype=np.uint64)
+        self.bounds = np.full((self.capacity, int(boundaries)), NO_BOUNDARY, dtype=np.int64)
+        self.updated = np.zeros(self.capacity, dtype=np.int64)  # update counter: the oldest goes first
+        self._clock = 0
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.keys, self.seen, self.ts, self.tokens, self.bounds, self.updated))
+
+    def update(self, records: AccountRecords) -> None:
+        if self.capacity <= 0 or len(records) == 0:
+            return
+        # The latest record of each key in this set (by its account's latest request, then arrival).
+        order = np.lexsort((np.arange(len(records)), records.ts, records.keys))
+        last = np.r_[records.keys[order][1:] != records.keys[order][:-1], True]
+        picked = np.sort(order[last])[-self.capacity :]
+        held = [self.row_of.get(int(k)) for k in records.keys[picked].tolist()]
+        fresh = [i for i, row in zip(picked.tolist(), held) if row is None]
+        stale = [i for i, row in zip(picked.tolist(), held) if row is not None and records.ts[i] < self.ts[row]]
+        rows = self._make_room(len(fresh), {int(records.keys[i]) for i in picked.tolist()})
+        for i, row in zip(fresh, rows):
+            self.row_of[int(records.keys[i])] = row
+            self.keys[row] = records.keys[i]
+        skip = set(stale)
+        k, b = min(self.tokens.shape[1], records.tokens.shape[1]), min(self.bounds.shape[1], records.bounds.shape[1])
+        for i in picked.tolist():
+            if i in skip:
+                continue
+            row = self.row_of[int(records.keys[i])]
+            self._clock += 1
+            self.updated[row] = self._clock
+            self.seen[row], self.ts[row] = records.seen[i], records.ts[i]
+            self.tokens[row] = 0
+            self.tokens[row, :k] = records.tokens[i, :k]
+            self.bounds[row] = NO_BOUNDARY
+            self.bounds[row, :b] = records.bounds[i, :b]
+
+    def _make_room(self, n: int, keep: set[int]) -> list[int]:
+        """``n`` free rows: the unused ones, then those of the keys updated longest ago (not in ``keep``)."""
+        free = list(range(len(self.row_of), min(len(self.row_of) + n, self.capacity)))
+        short = n - len(free)
+        if short > 0:
+            held = np.array([r for k, r in self.row_of.items() if k not in keep], dtype=np.int64)
+            gone = held[np.argsort(self.updated[held], kind="stable")[:short]]
+            for row in gone.tolist():
+                del self.row_of[int(self.keys[row])]
+            free += gone.tolist()
+        return free
+
+    def view(self, since_ts: int) -> ForeignView | None:
+        """The accounts whose latest request is at ``since_ts`` or later (None if none)."""
+        if not self.row_of:
+            return None
+        rows = np.fromiter(self.row_of.values(), dtype=np.int64, count=len(self.row_of))
+        rows = np.sort(rows[self.ts[rows] >= since_ts])
+        if rows.size == 0:
+            return None
+        return ForeignView(self.keys[rows], self.seen[rows], self.tokens[rows], self.bounds[rows])
 
 
 @dataclass

@@ -174,16 +174,31 @@ class SessionTiming(Stateful):
             np.r_[codes[index, col], (last[quiet] // self.half_ms) << 1 | 1].astype(np.int64),
         )
 
-    def pairs(self, nodes: np.ndarray, now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pairs(
+        self, nodes: np.ndarray, now_ts: int, foreign: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs of ``nodes`` (slots) linked by shared boundaries: (slot a, slot b, log10 of the chance).
 
         Each pair is tested on both grids; the smaller tail counts, and the threshold is halved
-        for it (two tests per pair).
+        for it (two tests per pair). ``foreign``: (ids, (f, b) boundary codes) of accounts of other
+        partitions (detectors/remote.py), nodes too: a pair is (local, local), (local, foreign) or
+        (foreign, foreign), the foreign end second. Their remembered boundaries only: when their
+        latest session ended is not known here.
         """
         empty = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+        if foreign is not None and len(foreign[0]):
+            local_n = nodes.size
+            nodes = np.r_[nodes, foreign[0]].astype(np.int64)
+        else:
+            foreign = None
         if self.false_links <= 0 or nodes.size < 2:
             return empty
-        owner, code = self.boundary_codes(nodes, now_ts)
+        if foreign is None:
+            owner, code = self.boundary_codes(nodes, now_ts)
+        else:
+            owner, code = self.boundary_codes(nodes[:local_n], now_ts)
+            f_index, f_col = np.nonzero(foreign[1] != NO_BOUNDARY)
+            owner, code = np.r_[owner, local_n + f_index].astype(np.int64), np.r_[code, foreign[1][f_index, f_col]].astype(np.int64)
         if owner.size == 0:
             return empty
         n = nodes.size

@@ -36,9 +36,9 @@ from streamguard.detectors.campaigns import CampaignDetector, make_style_project
 from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
-from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
+from streamguard.detectors.remote import AccountRecords, ForeignAccounts, RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
-from streamguard.detectors.timing import SessionTiming
+from streamguard.detectors.timing import NO_BOUNDARY, SessionTiming
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
 from streamguard.stream.pipeline_judging import PipelineJudging
@@ -101,6 +101,10 @@ class Pipeline(PipelineJudging, PipelineState):
         self.allowlist = read_allowlist(settings.scoring.allowlist)
         # Signature sharing between partitions (off unless enable_sharing is called).
         self.remote: RemoteIndex | None = None
+        self.foreign: ForeignAccounts | None = None
+        """Attribute tokens and session boundaries of other partitions' accounts (with sharing)."""
+        # Per slot: requests of the account when its record was last published (0: never).
+        self._sent_seen = np.zeros(self.accounts.capacity, dtype=np.int64)
         self.partition = 0
         self._outgoing: list[SignatureBatch] = []
         self._warm: list[RequestBatch] = []
@@ -141,13 +145,17 @@ class Pipeline(PipelineJudging, PipelineState):
 
         The caller moves :meth:`drain_signatures` of every pipeline to
         :meth:`ingest_signatures` of the others (the service does it through
-        Kafka). Shared-prompt links then reach across partitions.
+        Kafka). Shared-prompt links then reach across partitions, and so do attribute groups
+        and timing links (``campaign.foreign_accounts``).
         """
         cfg = self.settings
         self.partition = int(partition)
         self.remote = RemoteIndex(
             cfg.signature.bits // 64, cfg.hamming_radius(), cfg.near_duplicate.cross_window_ms, bands=cfg.near_duplicate.bands
         )
+        camp = cfg.campaign
+        if camp.foreign_accounts > 0:
+            self.foreign = ForeignAccounts(camp.foreign_accounts, camp.attributes_per_account, camp.session_boundaries)
 
     def join_warmup(self, shared: SharedWarmup, partition: int) -> None:
         """Take the codebook from the warm-up that the topic's partitions pool (stream/warmup.py).
@@ -184,7 +192,15 @@ class Pipeline(PipelineJudging, PipelineState):
 
     def ingest_signatures(self, batch: SignatureBatch) -> int:
         """Signatures from another partition; returns how many matched a request of this one."""
-        if self.remote is None or batch.source == self.partition or len(batch) == 0:
+        if self.remote is None or batch.source == self.partition:
+            return 0
+        if self.foreign is not None and batch.accounts is not None and len(batch.accounts):
+            records = batch.accounts
+            if self.timing is None or records.half_ms != self.timing.half_ms:
+                # Boundary codes counted in another bucket (other timing settings): not comparable here.
+                records = dataclasses.replace(records, bounds=records.bounds[:, :0])
+            self.foreign.update(records)
+        if len(batch) == 0:
             return 0
         match = self.remote.ingest(batch)
         if self.campaigns is not None and match.rows.size:
@@ -192,7 +208,10 @@ class Pipeline(PipelineJudging, PipelineState):
         self.stats.remote_duplicates += int(match.rows.size)
         return int(match.rows.size)
 
-    def _share(self, batch: RequestBatch, slots: np.ndarray, nd: Any) -> None:
+    def _share(
+        self, batch: RequestBatch, slots: np.ndarray, nd: Any, before: tuple[np.ndarray, np.ndarray, np.ndarray] | None
+    ) -> None:
+        """Match and publish this chunk's signatures; ``before``: (slots, tokens, boundaries) before it."""
         assert self.remote is not None and self.near_duplicate is not None and self.campaigns is not None
         sigs = np.ascontiguousarray(self.backend.to_host(nd.signatures), dtype=np.uint64)
         match = self.remote.match_local(sigs, slots, batch.ts)
@@ -202,11 +221,43 @@ class Pipeline(PipelineJudging, PipelineState):
             np.add.at(self.near_duplicate.cross_dups, slots[fresh], 1)
             self.campaigns.observe_foreign(match.local_slots, match.ts, match.foreign_keys)
             self.stats.remote_duplicates += int(match.rows.size)
-        unique, inverse = np.unique(batch.account_ids, return_inverse=True)
-        keys = account_keys(unique)[inverse]
-        self._outgoing.append(SignatureBatch(sigs, keys, batch.ts.copy(), self.partition))
+        unique, first, inverse = np.unique(batch.account_ids, return_index=True, return_inverse=True)
+        unique_keys = account_keys(unique)
+        records = None
+        if before is not None:
+            records = self._account_records(slots[first], unique_keys, before)
+        self._outgoing.append(SignatureBatch(sigs, unique_keys[inverse], batch.ts.copy(), self.partition, records))
+
+    def _links_before(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Attribute tokens and session boundaries of a chunk's accounts before it (with sharing)."""
+        if self.foreign is None or self.campaigns is None or self.timing is None:
+            return None
+        unique = np.unique(slots)
+        return unique, self.campaigns.attr_tokens[unique].copy(), self.timing.bounds[unique].copy()
+
+    def _account_records(
+        self, slots: np.ndarray, keys: np.ndarray, before: tuple[np.ndarray, np.ndarray, np.ndarray]
+    ) -> AccountRecords | None:
+        """Records of the chunk's accounts (``slots``, their ``keys``) whose tokens or boundaries
+        changed, or whose requests doubled, since they were last published; None if none."""
+        assert self.campaigns is not None and self.timing is not None and self.near_duplicate is not None
+        old_slots, old_tokens, old_bounds = before
+        where = np.searchsorted(old_slots, slots)
+        tokens, bounds = self.campaigns.attr_tokens[slots], self.timing.bounds[slots]
+        seen = self.near_duplicate.seen[slots].astype(np.int64)
+        changed = (tokens != old_tokens[where]).any(axis=1) | (bounds != old_bounds[where]).any(axis=1)
+        changed |= seen >= 2 * self._sent_seen[slots]
+        # An account with neither tokens nor boundaries has nothing to link by yet.
+        send = np.flatnonzero(changed & ((tokens != 0).any(axis=1) | (bounds != NO_BOUNDARY).any(axis=1)))
+        if send.size == 0:
+            return None
+        self._sent_seen[slots[send]] = seen[send]
+        return AccountRecords(
+            keys[send], seen[send], self.accounts.last_ts[slots[send]].astype(np.int64), tokens[send], bounds[send], self.timing.half_ms
+        )
 
     def _grow_examples(self, capacity: int) -> None:
+        self._sent_seen = np.concatenate([self._sent_seen, np.zeros(capacity - self._sent_seen.shape[0], np.int64)])
         extra = capacity - self._last_request.shape[0]
         self._last_request = np.concatenate([self._last_request, np.full(extra, None, dtype=object)])
         self._last_dup_request = np.concatenate([self._last_dup_request, np.full(extra, None, dtype=object)])
@@ -214,6 +265,7 @@ class Pipeline(PipelineJudging, PipelineState):
     def _reset_examples(self, slots: np.ndarray) -> None:
         self._last_request[slots] = None
         self._last_dup_request[slots] = None
+        self._sent_seen[slots] = 0
         self._changes.mark(slots)
 
     def _build(self, codebook: Codebook) -> None:
@@ -465,11 +517,12 @@ class Pipeline(PipelineJudging, PipelineState):
         self.coverage.update(det_batch)
         stage["coverage"] += time.perf_counter() - t
         assert self.campaigns is not None
+        before = self._links_before(slots) if self.remote is not None else None
         self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids, batch.attributes)
         assert self.timing is not None
         self.timing.observe(slots, batch.ts)
         if self.remote is not None:
-            self._share(batch, slots, nd)
+            self._share(batch, slots, nd, before)
         self._touched.update(np.unique(slots).tolist())
         self.stats.near_duplicates += int(nd.is_dup.sum())
         self.stats.cross_duplicates += int(nd.is_cross_dup.sum())

@@ -12,7 +12,8 @@ from streamguard.schema import AlertRecord
 class PipelineJudging:
     """Mixed into :class:`~streamguard.stream.pipeline.Pipeline`: reads the state its ``__init__`` and
     ``_build`` set (settings, accounts, scorer, allowlist, stats, the detectors near_duplicate, coverage,
-    campaigns and timing, ``_watermark``, ``_last_request``, ``_last_dup_request``) and calls its
+    campaigns and timing, the other partitions' accounts ``foreign``, ``_watermark``, ``_last_request``,
+    ``_last_dup_request``) and calls its
     :meth:`~streamguard.stream.pipeline.Pipeline.account_features`."""
 
     def _score(self, touched: np.ndarray) -> list[AlertRecord]:
@@ -71,8 +72,12 @@ class PipelineJudging:
         if self.allowlist:
             excluded = np.zeros(self.accounts.capacity, dtype=bool)
             excluded[active] = self._allowlisted(active)
+        foreign = None
+        if self.foreign is not None:
+            # Foreign accounts live as long as local ones: heard from within the idle eviction horizon.
+            foreign = self.foreign.view(now - int(self.settings.state.idle_evict_hours * 3_600_000))
         groups = self.campaigns.link(
-            self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded, timing=self.timing
+            self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded, timing=self.timing, foreign=foreign
         )
         # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
         self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]

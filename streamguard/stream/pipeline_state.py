@@ -18,7 +18,7 @@ counters, at 20-40 character ids."""
 
 class PipelineState:
     """Mixed into :class:`~streamguard.stream.pipeline.Pipeline`: reads and replaces the state its
-    ``__init__`` and ``_build`` set (settings, backend, codebook, accounts, scorer, stats, remote, event_time,
+    ``__init__`` and ``_build`` set (settings, backend, codebook, accounts, scorer, stats, remote, foreign, event_time,
     the detectors near_duplicate, coverage, campaigns and timing, ``ready``, the warm-up buffer
     ``_warm``/``_warm_rows``, ``_tick``, ``_watermark``, ``_row_watermarks``, ``_touched``,
     ``_last_request``, ``_last_dup_request``, ``_changes``) and calls its ``_build`` on restore."""
@@ -176,4 +176,6 @@ class PipelineState:
             total += 48 * len(self.campaigns.edges) + 16 * len(self.campaigns.foreign_nodes)
         if self.remote is not None:
             total += self.remote.nbytes()
+        if self.foreign is not None:
+            total += self.foreign.nbytes()
         return total

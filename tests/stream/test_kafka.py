@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -335,13 +336,23 @@ def test_two_replicas_link_a_campaign_through_the_signatures_topic(kit: Any, tmp
         assert "partitions assigned:" in svc.log()
         matched = [line for line in svc.log().splitlines() if "signatures: published" in line]
         assert matched and not matched[-1].rstrip().endswith(" 0 matched a request of this replica's partitions")
+        # Session boundaries (and attribute tokens, where the traffic has them) travel too.
+        records = [line for line in svc.log().splitlines() if "account records: published" in line]
+        assert records and re.search(r"published [1-9]\d*, received [1-9]\d*", records[-1]), records
     alerts = jsonl(a.alerts_file) + jsonl(b.alerts_file)
     in_campaign = {x["account_id"] for x in alerts if x["campaign_id"]}
     assert len(members & in_campaign) >= 0.9 * len(members) > len(alone)
     assert not benign & in_campaign, "a benign account was pulled into a campaign"
     # The signature messages carry account keys, never raw ids.
-    raw = b"".join(m.value for m in kit.read_topic(signatures))
+    messages = kit.read_topic(signatures)
+    raw = b"".join(m.value for m in messages)
     assert not any(acct.encode() in raw for acct in list(members)[:5])
+    from streamguard.detectors.remote import account_keys
+    from streamguard.stream.signatures import decode
+
+    carried = [d.accounts for d in map(decode, (m.value for m in messages)) if d.accounts is not None]
+    assert carried and all(r.bounds.shape[1] <= 16 and r.tokens.shape[1] <= 4 for r in carried)
+    assert {int(k) for k in account_keys(np.array(sorted(members), dtype=object))} & {int(k) for r in carried for k in r.keys}
 
 
 def test_a_fresh_topic_of_small_partitions_alerts_without_a_codebook_file(kit: Any, tmp_path: Path, jsonl: Any, wait_for: Any) -> None:
