@@ -36,7 +36,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	scripts/install-ops-tools.sh $(VENV)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 bench: $(STAMP)
 	$(VENV)/bin/streamguard bench

@@ -203,6 +203,29 @@ class CampaignConfig:
     behind one address are as often a household, a small office or three servers of one cloud
     range as one actor, and a handful of unrelated server accounts (a benchmark run beside two
     sweepers) sweeps together by chance; an actor hiding in many accounts has many."""
+    timing_false_links: float = 0.01
+    """Timing links (detectors/timing.py): accounts whose sessions start and end in the same
+    minutes, window after window, beyond what the stream's own rate of session boundaries at those
+    times gives by chance. This is the expected number of chance links per linking pass over all
+    pairs of linkable accounts together (a Bonferroni line on the Poisson tail), a probability, not
+    a fitted constant; 0 turns timing links off."""
+    session_gap_minutes: float = 30.0
+    """Silence that ends a session: a time scale of people and schedulers (a meeting, a lunch, a
+    scheduler's off window), not of a world."""
+    timing_bucket_seconds: float = 120.0
+    """Width of the buckets session boundaries are matched in (two grids offset by half a bucket:
+    boundaries within a minute always meet). A scheduler starts its workers within seconds."""
+    timing_baseline_minutes: float = 30.0
+    """Either side of a bucket, the stretch of the stream whose boundaries give its chance rate:
+    long enough to count, short enough to follow the daily rhythm of a time zone."""
+    session_boundaries: int = 16
+    """Session starts and ends remembered per account (8 B each)."""
+    timing_min_shared: int = 3
+    """Boundaries two accounts must share at least, whatever the chance: one or two coincidences in
+    a quiet hour are too few to estimate that hour's rate from."""
+    max_timing_pairs: int = 2_000_000
+    """Candidate pairs compared per linking pass at most (the buckets most above their neighbourhood
+    first): bounds the work of a stream of millions of accounts."""
 
 
 @dataclass(frozen=True)

@@ -23,21 +23,8 @@ Styles are one of three kinds of link:
   other two links instead: styles of the same org link at ``org_link_z``, and
   one shared prompt links two accounts of the same org.
 
-Accounts that share a request attribute value (a network prefix, a payment
-instrument, a client fingerprint: see ``streamguard/attributes.py``) form a
-group of their own, judged like any other: the accounts behind one proxy or
-paid with one card, and the share of the live accounts that hold the value
-(its rarity) in the evidence. Sharing is not guilt (an office shares a
-network prefix, a household a card); the group is alerted only if, taken as
-one actor, it sweeps beyond what any group of as many live accounts does:
-its ``sweep_z`` is counted in deviations above the median of random groups
-of its size drawn from the live accounts (``null_sweep_z``, ``null_sweep_sd``),
-so a common value whose holders are a sample of a stream rich in distillers,
-or three server accounts of one cloud range, is no campaign. Each
-member weighs at most the median member (a crowd behind one prefix with a few
-heavy sweepers in it is no campaign either). A value held by more than
-``attribute_max_share`` of the live accounts (a carrier's NAT, a popular SDK)
-is not looked at.
+Accounts that share a request attribute value form groups of their own: see
+``streamguard/detectors/attribute_groups.py``.
 
 Four rules keep benign accounts out:
 
@@ -66,10 +53,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from streamguard.attributes import KEY_NAMES, key_of
 from streamguard.backends.base import Backend
+from streamguard.detectors.attribute_groups import HEAVIER_THAN_PEERS, AttributeGroups  # noqa: F401 - HEAVIER_THAN_PEERS: importable here too
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.state import Stateful
+from streamguard.detectors.timing import SessionTiming
 
 
 @dataclass
@@ -85,10 +73,6 @@ class Campaign:
     stats: dict[str, float]
 
 
-HEAVIER_THAN_PEERS = 4.0
-"""An attribute group leaves out members with more than this many times its median member's requests.
-A ratio of volumes, not a unit of the embedding or the stream: the same on any world."""
-
 FOREIGN_BASE = 1 << 31
 """Node ids at and above this stand for accounts of other partitions (see remote.py)."""
 
@@ -99,7 +83,7 @@ def make_style_projection(dim: int, dims: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((dim, dims)) / math.sqrt(dims)).astype(np.float32)
 
 
-class CampaignDetector(Stateful):
+class CampaignDetector(AttributeGroups, Stateful):
     """Account linking by style, and group statistics. State: campaign ids per slot.
 
     Parameters
@@ -268,38 +252,6 @@ class CampaignDetector(Stateful):
         if attributes is not None:
             self._remember_attributes(slots, attributes)
 
-    def _remember_attributes(self, slots: np.ndarray, attributes: np.ndarray) -> None:
-        """Add each account's new distinct tokens to its ring (the oldest token makes room)."""
-        rows, cols = np.nonzero(attributes)
-        if rows.size == 0:
-            return
-        pair_slot, token = slots[rows].astype(np.int64), attributes[rows, cols]
-        for code in np.unique(key_of(token)).tolist():
-            if code not in self.key_names and len(self.key_names) < 256:
-                self.key_names[code] = KEY_NAMES.get(code, f"key{code}")
-        # Distinct (slot, token) pairs, in order of first appearance.
-        keys = np.stack([pair_slot.astype(np.uint64), token], axis=1)
-        _, first = np.unique(keys, axis=0, return_index=True)
-        first.sort()
-        pair_slot, token = pair_slot[first], token[first]
-        known = (self.attr_tokens[pair_slot] == token[:, None]).any(axis=1)
-        pair_slot, token = pair_slot[~known], token[~known]
-        if pair_slot.size == 0:
-            return
-        width = self.attr_tokens.shape[1]
-        order = np.argsort(pair_slot, kind="stable")
-        pair_slot, token = pair_slot[order], token[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(pair_slot)) + 1]
-        rank = np.arange(pair_slot.size) - np.repeat(starts, np.diff(np.r_[starts, pair_slot.size]))
-        # More new tokens in one batch than the ring holds: the latest ones stay.
-        count = np.repeat(np.diff(np.r_[starts, pair_slot.size]), np.diff(np.r_[starts, pair_slot.size]))
-        keep = rank >= count - width
-        pair_slot, token, rank = pair_slot[keep], token[keep], rank[keep] - np.maximum(count[keep] - width, 0)
-        position = (self.attr_next[pair_slot].astype(np.int64) + rank) % width
-        self.attr_tokens[pair_slot, position] = token
-        unique_slots, added = np.unique(pair_slot, return_counts=True)
-        self.attr_next[unique_slots] = ((self.attr_next[unique_slots].astype(np.int64) + added) % width).astype(np.uint8)
-
     def observe_foreign(self, slots: np.ndarray, ts: np.ndarray, foreign_keys: np.ndarray) -> None:
         """Shared prompts between accounts of this partition and accounts of others (see remote.py)."""
         nodes = np.array([self._foreign_node(int(k)) for k in foreign_keys.tolist()], dtype=np.int64)
@@ -359,8 +311,9 @@ class CampaignDetector(Stateful):
         now_ts: int,
         cross_dups: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        timing: SessionTiming | None = None,
     ) -> list[Campaign]:
-        """Link accounts by style, shared prompts and org; score each group on its combined evidence.
+        """Link accounts by style, shared prompts, timing and org; score each group on its combined evidence.
 
         Parameters
         ----------
@@ -368,8 +321,9 @@ class CampaignDetector(Stateful):
         seen : (S,) int64 requests per slot; cross_dups : (S,) int64 cross-account near-duplicates
         active : (a,) int64 slots of live accounts; now_ts : event time of the linking pass
         excluded : (S,) bool, slots never linked (the allowlist)
+        timing : session boundaries (detectors/timing.py), or None: no timing links
         """
-        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded)
+        campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded, timing)
         campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups))
         return campaigns
 
@@ -381,8 +335,9 @@ class CampaignDetector(Stateful):
         now_ts: int,
         cross_dups: np.ndarray | None,
         excluded: np.ndarray | None,
+        timing: SessionTiming | None = None,
     ) -> list[Campaign]:
-        """Connected groups of style and shared-prompt links (see :meth:`link`)."""
+        """Connected groups of style, shared-prompt and timing links (see :meth:`link`)."""
         from scipy.sparse import coo_matrix  # noqa: PLC0415 - linking runs every few batches
         from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
 
@@ -395,7 +350,9 @@ class CampaignDetector(Stateful):
         pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
         shared = np.concatenate(pairs[1])
         self.partnered[shared[shared < FOREIGN_BASE]] = True
-        kinds = ("style", "shared_prompts")
+        kinds = ("style", "shared_prompts", "timing")
+        timed = timing.pairs(nodes, now_ts) if timing is not None else (np.empty(0, np.int64),) * 2 + (np.empty(0),)
+        pairs.append(timed[:2])
         i = np.concatenate([p[0] for p in pairs])
         j = np.concatenate([p[1] for p in pairs])
         if i.size == 0:
@@ -424,6 +381,10 @@ class CampaignDetector(Stateful):
             inside = labels[pi] == label
             for k, name in enumerate(kinds):
                 stats[f"links_{name}"] = float(np.count_nonzero(inside & (link_kind == k)))
+            timed_inside = inside[link_kind == 2]
+            if timed_inside.any():
+                # How far beyond chance the group's timing links are (log10 of the Poisson tail, median link).
+                stats["timing_log10_chance"] = float(np.median(timed[2][timed_inside]))
             stats["links_other_partitions"] = float(np.count_nonzero((labels == label) & ~local))
             orgs = self.org_of[members]
             same_org = (i < FOREIGN_BASE) & (j < FOREIGN_BASE)
@@ -434,71 +395,6 @@ class CampaignDetector(Stateful):
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
             campaigns.append(Campaign(self._campaign_id(members), members, stats))
         return campaigns
-
-    def _attribute_groups(
-        self,
-        coverage: CoverageDetector,
-        seen: np.ndarray,
-        active: np.ndarray,
-        excluded: np.ndarray | None,
-        found: list[Campaign],
-        cross_dups: np.ndarray | None,
-    ) -> list[Campaign]:
-        """The live accounts that share an attribute value, one group per value, each judged as one actor.
-
-        Every live account counts (a hydra's members may be small); a value held by more than
-        ``attribute_max_share`` of them is infrastructure and skipped. A group smaller than
-        ``attribute_min_group``, that does not divide its work, or whose members already form a linked group
-        of this pass, is left out. The largest groups are judged first, ``max_attribute_groups``
-        of them at most.
-        """
-        if self.attribute_max_share <= 0 or active.size < self.min_group:
-            return []
-        holders = active[seen[active] > 0]
-        if excluded is not None:
-            holders = holders[~excluded[holders]]
-        tokens = self.attr_tokens[holders]
-        rows, cols = np.nonzero(tokens)
-        if rows.size == 0:
-            return []
-        owner, token = holders[rows], tokens[rows, cols]
-        values, inverse, counts = np.unique(token, return_inverse=True, return_counts=True)
-        share = counts / float(max(active.size, 1))
-        candidates = np.flatnonzero((counts >= self.attribute_min_group) & (share <= self.attribute_max_share))
-        if candidates.size == 0:
-            return []
-        candidates = candidates[np.argsort(-counts[candidates], kind="stable")][: self.max_attribute_groups]
-        order = np.argsort(inverse, kind="stable")
-        bounds = np.r_[0, np.cumsum(counts)]
-        known = [frozenset(c.members.tolist()) for c in found]
-        groups = []
-        for value in candidates.tolist():
-            members = np.unique(owner[order[bounds[value] : bounds[value + 1]]])
-            # An actor spreads its work over accounts alike; one many times heavier than the group's
-            # median is another kind of customer on the same network or card (a reseller on a cloud
-            # range), judged on its own.
-            members = members[seen[members] <= HEAVIER_THAN_PEERS * np.median(seen[members])]
-            if members.size < self.attribute_min_group or frozenset(members.tolist()) in known:
-                continue
-            stats = self.group_stats(coverage, members, balanced=True)
-            if stats["complementarity"] < self.complementarity:
-                continue
-            stats["null_sweep_z"], stats["null_sweep_sd"] = 0.0, 1.0
-            if stats["sweep_z"] >= self.group_line:
-                null = self._null_sweep_z(coverage, holders, members.size, int(values[value]))
-                stats["null_sweep_z"], stats["null_sweep_sd"] = null
-                stats["sweep_z"] = (stats["sweep_z"] - null[0]) / null[1]
-            code = int(key_of(values[value : value + 1])[0])
-            stats["links_attribute"] = float(members.size * (members.size - 1) // 2)
-            stats["attribute_share"] = float(share[value])
-            stats["orgs"] = float(len(set(o for o in self.org_of[members].tolist() if o)))
-            if cross_dups is not None:
-                stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
-            # Named by the value's token (never the value): stable while the value is shared.
-            digest = hashlib.sha256(int(values[value]).to_bytes(8, "little")).hexdigest()[:12]
-            groups.append(Campaign(f"campaign-{self.key_names.get(code, f'key{code}')}-{digest}", members, stats))
-            known.append(frozenset(members.tolist()))
-        return groups
 
     def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots whose styles stand out of their noise and point the same way."""
@@ -580,24 +476,6 @@ class CampaignDetector(Stateful):
             z = np.where(same_org[both], self.org_link_z, self.link_z)
             linked[both] = weight[both] >= expected + z * np.sqrt(np.maximum(expected, 1.0))
         return lo[linked], hi[linked]
-
-    def _null_sweep_z(self, coverage: CoverageDetector, holders: np.ndarray, size: int, seed: int) -> tuple[float, float]:
-        """Median (0 at most: never a bonus) and spread (1 at least) of ``sweep_z`` over random groups
-        of ``size`` live accounts.
-
-        The spread is the draws' standard deviation, never below the statistic's own null
-        deviation of 1: a small group's random draws scatter widely when a few heavy sweepers can
-        fall into them. The generator is seeded by the value's token, so the same stream gives
-        the same draws (replay, run and a restart agree).
-        """
-        if holders.size <= size:
-            return 0.0, 1.0
-        rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, size])
-        draws = [
-            coverage.group_stats(rng.choice(holders, size, replace=False), balanced=True)["sweep_z"]
-            for _ in range(self.null_groups)
-        ]
-        return max(float(np.median(draws)), 0.0), max(float(np.std(draws, ddof=1)), 1.0)
 
     def group_stats(self, coverage: CoverageDetector, members: np.ndarray, balanced: bool = False) -> dict[str, float]:
         """Coverage statistics of the group as one actor, plus how it divides the work."""

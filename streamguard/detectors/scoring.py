@@ -401,6 +401,9 @@ class Scorer(Stateful):
             "campaign_requests": int(volume),
             "campaign_cross_account_duplicate_rate": round(float(stats.get("cross_rate", 0.0)), 4),
             "campaign_links": links,
+            # Each link's strength against chance: the share of live accounts holding the shared
+            # attribute value, the log10 chance of the shared session boundaries.
+            **{f"campaign_{k}": round(float(stats[k]), 4) for k in ("attribute_share", "timing_log10_chance") if k in stats},
             "first_crossed_ts": int(track.crossed_ts),
         }
         return CampaignVerdict(campaign_id, new, float(1.0 - 0.5**margin), evidence, kinds)

@@ -12,6 +12,9 @@ requests, fits one on them, then processes the buffer: nothing is skipped.
 Pipelines of several partitions that joined one :class:`SharedWarmup`
 (stream/warmup.py; ``run`` and ``replay`` without a codebook file) buffer
 everything instead until the warm-up they pool fits one codebook for all.
+
+Judging at the end of a tick is in stream/pipeline_judging.py; checkpoints, memory per account
+and eviction in stream/pipeline_state.py (mixins of :class:`Pipeline`).
 """
 
 from __future__ import annotations
@@ -35,17 +38,15 @@ from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
 from streamguard.detectors.remote import RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
+from streamguard.detectors.timing import SessionTiming
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.event_time import Admission, EventTimeGuard, Rejected
+from streamguard.stream.pipeline_judging import PipelineJudging
+from streamguard.stream.pipeline_state import PipelineState
 from streamguard.stream.state_log import SlotChanges
 from streamguard.stream.warmup import SharedWarmup, WarmupBuffer
 
 log = logging.getLogger(__name__)
-
-ACCOUNT_OVERHEAD_BYTES = 400
-"""Process memory per account beyond the detector arrays, measured (scripts/state_scale.py): the
-account id string and its table entry, the last request ids, the checkpoint's copies of the
-counters, at 20-40 character ids."""
 
 STAGES = ("accounts", "near_duplicate", "coverage", "scoring")
 
@@ -68,7 +69,7 @@ class PipelineStats:
     event_time_rejected: int = 0
 
 
-class Pipeline:
+class Pipeline(PipelineJudging, PipelineState):
     """Detectors, account table and scorer for one shard of the stream.
 
     Parameters
@@ -95,6 +96,7 @@ class Pipeline:
         self.near_duplicate: NearDuplicateDetector | None = None
         self.coverage: CoverageDetector | None = None
         self.campaigns: CampaignDetector | None = None
+        self.timing: SessionTiming | None = None
         self.scorer = Scorer(settings.scoring, self.accounts.capacity)
         self.allowlist = read_allowlist(settings.scoring.allowlist)
         # Signature sharing between partitions (off unless enable_sharing is called).
@@ -229,6 +231,7 @@ class Pipeline:
             bands=cfg.near_duplicate.bands,
             table_bits=cfg.near_duplicate.table_bits,
             cross_window_ms=cfg.near_duplicate.cross_window_ms,
+            account_share=cfg.near_duplicate.account_share,
             capacity=capacity,
         )
         self.coverage = CoverageDetector(
@@ -267,7 +270,17 @@ class Pipeline:
             group_line=sweep_line(camp.group_false_alerts_per_10k),
             capacity=capacity,
         )
-        for part in (self.near_duplicate, self.coverage, self.campaigns, self.scorer):
+        self.timing = SessionTiming(
+            gap_ms=int(camp.session_gap_minutes * 60_000),
+            bucket_ms=int(camp.timing_bucket_seconds * 1000),
+            baseline_ms=int(camp.timing_baseline_minutes * 60_000),
+            boundaries=camp.session_boundaries,
+            false_links=camp.timing_false_links,
+            max_pairs=camp.max_timing_pairs,
+            min_shared=camp.timing_min_shared,
+            capacity=capacity,
+        )
+        for part in (self.near_duplicate, self.coverage, self.campaigns, self.timing, self.scorer):
             self.accounts.on_grow(part.resize)
             self.accounts.on_reset(part.reset)
         if not cfg.state.max_accounts:
@@ -453,6 +466,8 @@ class Pipeline:
         stage["coverage"] += time.perf_counter() - t
         assert self.campaigns is not None
         self.campaigns.observe(slots, batch.ts, nd.cross_slot, batch.org_ids, batch.attributes)
+        assert self.timing is not None
+        self.timing.observe(slots, batch.ts)
         if self.remote is not None:
             self._share(batch, slots, nd)
         self._touched.update(np.unique(slots).tolist())
@@ -512,270 +527,3 @@ class Pipeline:
             established = np.random.default_rng(established.size).choice(established, 20_000, replace=False)
         if established.size:
             self.scorer.refresh_baseline(self.account_features(np.sort(established)))
-
-    def _score(self, touched: np.ndarray) -> list[AlertRecord]:
-        assert self.near_duplicate is not None
-        if touched.size == 0:
-            return []
-        seen = self.near_duplicate.seen[touched]
-        candidates = seen >= self.settings.scoring.min_requests
-        if not candidates.any():
-            return []
-        touched, seen = touched[candidates], seen[candidates]
-        now_ts = self.accounts.last_ts[touched]
-        features = self.account_features(touched)
-        alerts = []
-        exempt = self._allowlisted(touched) if self.allowlist else None
-        for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched], exempt):
-            i = int(np.searchsorted(touched, verdict.slot))
-            evidence = dict(verdict.evidence)
-            partner = int(self.near_duplicate.last_partner[verdict.slot])
-            if partner >= 0:
-                evidence["linked_account"] = self.accounts.account_id(partner)
-            examples = [self._last_dup_request[verdict.slot], self._last_request[verdict.slot]]
-            evidence["example_request_ids"] = list(dict.fromkeys(str(e) for e in examples if e))
-            alerts.append(
-                AlertRecord(
-                    account_id=str(self.accounts.account_id(verdict.slot)),
-                    ts=int(now_ts[i]),
-                    score=round(verdict.score, 4),
-                    kind="+".join(verdict.kinds),
-                    campaign_id=None,
-                    evidence=evidence,
-                    events_seen=int(seen[i]),
-                )
-            )
-            for k in verdict.kinds:
-                self.stats.alerts_by_kind[k] += 1
-        return alerts
-
-    def _allowlisted(self, slots: np.ndarray) -> np.ndarray:
-        """(m,) bool: the account, or the org it bills to, is on the allowlist."""
-        assert self.campaigns is not None
-        ids = (self.accounts.account_id(int(s)) for s in slots.tolist())
-        orgs = self.campaigns.org_of[slots]
-        return np.fromiter(
-            (a in self.allowlist or o in self.allowlist for a, o in zip(ids, orgs)), dtype=bool, count=slots.size
-        )
-
-    def _score_campaigns(self) -> list[AlertRecord]:
-        """Link accounts into groups and alert the members of groups that cross the line."""
-        assert self.near_duplicate and self.coverage and self.campaigns
-        seen = self.near_duplicate.seen
-        alerts = []
-        now = self._watermark if self._watermark is not None else 0
-        active = self.accounts.active_slots()
-        excluded = None
-        if self.allowlist:
-            excluded = np.zeros(self.accounts.capacity, dtype=bool)
-            excluded[active] = self._allowlisted(active)
-        groups = self.campaigns.link(self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded)
-        # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
-        self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]
-        line = sweep_line(self.settings.campaign.group_false_alerts_per_10k)
-        for campaign in groups:
-            # Members that sweep on their own are alerted on their own. Where they are a few among
-            # many, the group is a campaign only if the others still sweep together; otherwise it
-            # is a sweeper and the ordinary accounts its style or prompts happen to link to it (two
-            # slow sweepers linked to 54 users). Where most members sweep alone, it is a campaign.
-            alone = (self.coverage.account_stats(campaign.members)["sweep_z"] >= self.scorer.sweep_line()) & (
-                seen[campaign.members] >= self.settings.scoring.min_requests
-            )
-            # A group that only shares an attribute value (a cloud range, a card) is never a campaign
-            # because its lone sweepers sweep: whatever their number, the others must sweep together.
-            by_value = "attribute_share" in campaign.stats
-            if alone.any() and (by_value or 2 * int(alone.sum()) < campaign.members.size):
-                core = campaign.members[~alone]
-                if core.size < self.settings.campaign.min_group:
-                    continue
-                if by_value:
-                    core_z = (
-                        self.coverage.group_stats(core, balanced=True)["sweep_z"] - campaign.stats["null_sweep_z"]
-                    ) / campaign.stats["null_sweep_sd"]
-                else:
-                    core_z = self.coverage.group_stats(core)["sweep_z"]
-                if core_z < line:
-                    continue
-            # The group's event time: its latest request, whatever batch it arrived in.
-            now_ts = int(self.accounts.last_ts[campaign.members].max())
-            volume = float(seen[campaign.members].sum())
-            first = int(self.accounts.first_ts[campaign.members].min())
-            spans = self.accounts.last_ts[campaign.members] - self.accounts.first_ts[campaign.members]
-            verdict = self.scorer.judge_campaign(
-                campaign.campaign_id,
-                campaign.members,
-                campaign.stats,
-                volume,
-                now_ts,
-                first,
-                line=line,
-                member_span_ms=int(np.median(spans)),
-            )
-            if verdict is None:
-                continue
-            linked = [str(self.accounts.account_id(int(m))) for m in campaign.members[:10]]
-            for slot in verdict.members.tolist():
-                evidence = dict(verdict.evidence)
-                evidence["linked_accounts"] = [a for a in linked if a != self.accounts.account_id(slot)][:5]
-                alerts.append(
-                    AlertRecord(
-                        account_id=str(self.accounts.account_id(slot)),
-                        ts=now_ts,
-                        score=round(verdict.score, 4),
-                        kind="+".join(verdict.kinds),
-                        campaign_id=verdict.campaign_id,
-                        evidence=evidence,
-                        events_seen=int(seen[slot]),
-                    )
-                )
-            self.stats.alerts_by_kind["campaign"] += int(verdict.members.size)
-        return alerts
-
-    def _evict_idle(self) -> None:
-        idle_ms = int(self.settings.state.idle_evict_hours * 3_600_000)
-        if self._watermark is not None:
-            evicted = self.accounts.evict_idle(self._watermark, idle_ms)
-            self._touched.difference_update(evicted.tolist())
-            self._count_evicted("idle", evicted.size)
-
-    def _evict_over_bound(self) -> None:
-        """Past 90% of ``max_accounts``, evict the least recently active down to it: the next
-        tick's new accounts then find free slots (see AccountTable.evict_lru)."""
-        bound = self.accounts.max_accounts
-        keep = bound - bound // 10
-        if bound and len(self.accounts) > keep:
-            evicted = self.accounts.evict_lru(keep)
-            self._touched.difference_update(evicted.tolist())
-            self._count_evicted("memory", evicted.size)
-
-    def _count_evicted(self, reason: str, n: int) -> None:
-        self.stats.evicted += int(n)
-        self.stats.evicted_by[reason] += int(n)
-
-    def memory_bytes_per_account(self) -> int:
-        """Process memory one more account holds, measured (README "State"): the detector state of
-        :meth:`state_bytes_per_account` plus the account table, the example request ids and the
-        checkpoint bookkeeping (Python objects: ids, dict entries; copies of the counters)."""
-        return self.state_bytes_per_account() + ACCOUNT_OVERHEAD_BYTES
-
-    def accounts_in_budget(self) -> int:
-        """Accounts that fit in ``state.memory_mb`` (per partition) at :meth:`memory_bytes_per_account`."""
-        budget = int(self.settings.state.memory_mb * 2**20)
-        return max(1024, budget // max(1, self.memory_bytes_per_account()))
-
-    # ------------------------------------------------------------ checkpoints
-
-    SNAPSHOT_VERSION = 3
-    """2: near-duplicate window and chains (no per-account ring), campaign links, alert budget.
-    3: the account table as per-slot arrays (version 2 snapshots still restore)."""
-
-    def snapshot(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where this pipeline is (host values; picklable).
-
-        Restoring a snapshot into a fresh pipeline built with the same
-        settings gives the same alerts as never having stopped.
-        """
-        state = self._meta()
-        state.update({k: v.copy() for k, v in self._row_columns().items()})
-        state.update({name: part.state_dict() for name, part in self._parts().items()})
-        return state
-
-    def checkpoint_state(self, full: bool = False) -> dict[str, Any]:
-        """A checkpoint record (stream/state_log.py): what changed since the last call, or everything.
-
-        ``materialize`` of the last full record and every record after it equals :meth:`snapshot`
-        at the last one. A record that never became durable must be followed by a full one
-        (:meth:`forget_changes`)."""
-        return self._changes.record(self._meta(), self._parts(), self._row_columns(), self.backend, self._epoch(), full=full)
-
-    def forget_changes(self) -> None:
-        """The last :meth:`checkpoint_state` was not written: the next one is full."""
-        self._changes.forget()
-
-    def _meta(self) -> dict[str, Any]:
-        return {
-            "version": self.SNAPSHOT_VERSION,
-            "codebook": dataclasses.asdict(self.codebook) if self.codebook is not None else None,
-            "warm": list(self._warm),
-            "warm_rows": self._warm_rows,
-            "tick": self._tick,
-            "watermark": self._watermark,
-            "event_time": self.event_time.state_dict(),
-            "row_watermarks": self._row_watermarks.copy(),
-            "touched": sorted(self._touched),
-            "requests": self.stats.requests,
-        }
-
-    def _row_columns(self) -> dict[str, np.ndarray]:
-        return {"last_request": self._last_request, "last_dup_request": self._last_dup_request}
-
-    def _parts(self) -> dict[str, Any]:
-        parts: dict[str, Any] = {"accounts": self.accounts, "scorer": self.scorer}
-        if self.ready:
-            assert self.near_duplicate and self.coverage and self.campaigns
-            parts.update(near_duplicate=self.near_duplicate, coverage=self.coverage, campaigns=self.campaigns)
-        return parts
-
-    def _epoch(self) -> Any:
-        # The coverage clock's rebase scales every histogram and style sum at once.
-        return self.coverage.t0 if self.coverage is not None else None
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load a :meth:`snapshot` into this (freshly built) pipeline."""
-        if state.get("version") not in (2, self.SNAPSHOT_VERSION):
-            raise ValueError(
-                f"snapshot version {state.get('version')} is not {self.SNAPSHOT_VERSION}: written by another "
-                "streamguard release; start this partition afresh (move its checkpoint away) or run the matching release"
-            )
-        if state["codebook"] is not None and not self.ready:
-            self._build(Codebook(**state["codebook"]))
-        self._warm = list(state["warm"])
-        self._warm_rows = int(state["warm_rows"])
-        self._tick = state["tick"]
-        self._watermark = state["watermark"]
-        if "event_time" in state:
-            self.event_time.load_state_dict(state["event_time"])
-            self._row_watermarks = np.asarray(state["row_watermarks"], dtype=np.int64).copy()
-        else:  # a snapshot from before the guard: its watermark was the running maximum
-            pending = np.concatenate([b.ts for b in state["warm"]]) if state["warm"] else np.empty(0, np.int64)
-            floor = self._watermark if self._watermark is not None else np.iinfo(np.int64).min
-            self._row_watermarks = np.maximum.accumulate(np.maximum(pending, floor))
-            last = int(self._row_watermarks[-1]) if len(pending) else self._watermark
-            self.event_time.load_state_dict({"watermark": last})
-        self._touched = set(state["touched"])
-        self._last_request = state["last_request"].copy()
-        self._last_dup_request = state["last_dup_request"].copy()
-        self.stats.requests = int(state["requests"])
-        self.accounts.load_state_dict(state["accounts"])
-        self.scorer.load_state_dict(state["scorer"])
-        if self.ready:
-            assert self.near_duplicate and self.coverage and self.campaigns
-            self.near_duplicate.load_state_dict(state["near_duplicate"])
-            self.coverage.load_state_dict(state["coverage"])
-            self.campaigns.load_state_dict(state["campaigns"])
-        # Checkpoint records continue from the restored state.
-        self._changes.sync(self._parts(), self._row_columns(), self.backend, self._epoch())
-
-    def state_bytes_per_account(self) -> int:
-        if self.near_duplicate is None or self.coverage is None:
-            return 0
-        assert self.campaigns is not None
-        return (
-            self.near_duplicate.state_bytes_per_account()
-            + self.coverage.state_bytes_per_account()
-            + self.campaigns.state_bytes_per_account()
-            + 3 * 8  # scorer
-            + 8  # account table
-        )
-
-    def fixed_state_bytes(self) -> int:
-        """State that does not grow with accounts: the near-duplicate window and tables, shared-prompt
-        edges (a few per linked account) and, when sharing, the other partitions' signature tables."""
-        if self.near_duplicate is None:
-            return 0
-        total = sum(self.near_duplicate.fixed_state_bytes().values())
-        if self.campaigns is not None:
-            total += 48 * len(self.campaigns.edges) + 16 * len(self.campaigns.foreign_nodes)
-        if self.remote is not None:
-            total += self.remote.nbytes()
-        return total

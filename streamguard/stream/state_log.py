@@ -36,7 +36,8 @@ SLOT_FIELDS: dict[str, tuple[str, ...]] = {
     "accounts": ("_ids", "first_ts", "last_ts"),
     "near_duplicate": ("head", "seen", "dups", "cross_dups", "last_partner"),
     "coverage": ("hist", "style_sum", "w_sum", "w2_sum", "requests", "style_weight", "mix_member"),
-    "campaigns": ("campaign_of", "org_of", "partnered"),
+    "campaigns": ("campaign_of", "org_of", "partnered", "attr_tokens", "attr_next"),
+    "timing": ("last_ts", "bounds", "bounds_next"),
     "scorer": ("crossed_ts", "crossed_n", "alerted_n"),
 }
 """Per-account arrays of each part of a snapshot ("": the pipeline's own keys)."""

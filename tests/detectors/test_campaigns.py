@@ -246,3 +246,30 @@ def test_a_value_whose_holders_are_a_random_sample_is_judged_against_random_grou
     raw = cov.group_stats(groups[0].members, balanced=True)["sweep_z"]
     # Counted above random groups of 10 of these accounts, it is no sweep however rare its raw mix.
     assert raw >= camp.group_line and groups[0].stats["sweep_z"] < camp.group_line
+
+
+def test_accounts_switched_on_and_off_together_are_one_group_by_timing():
+    from streamguard.detectors.timing import SessionTiming  # noqa: PLC0415
+
+    rng = np.random.default_rng(11)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))  # nothing but their clock links them
+    for user in range(8, 40):
+        send(rng, cov, centroids, user, rng.integers(0, TOPICS, 60))
+    seen = np.r_[np.full(8, 120), np.full(32, 60), np.zeros(24)].astype(np.int64)
+    timing = SessionTiming(capacity=64)
+    minute = 60_000
+    windows = [(NOW + k * 3 * HOUR, NOW + k * 3 * HOUR + HOUR) for k in range(5)]
+    for slot in range(40):
+        if slot < 8:  # one orchestrator's windows, each member within a minute of them
+            sessions = [(a + int(rng.integers(0, minute)), z - int(rng.integers(0, minute))) for a, z in windows]
+        else:  # users at their own times
+            starts = NOW + rng.integers(0, 15 * HOUR, 5)
+            sessions = [(int(a), int(a + rng.integers(10, 50) * minute)) for a in np.sort(starts)]
+        for a, z in sessions:
+            timing.observe(np.full(3, slot), np.array([a, (a + z) // 2, z]))
+    now = NOW + 16 * HOUR
+    assert camp.link(cov, seen, np.arange(40), now) == []
+    groups = camp.link(cov, seen, np.arange(40), now, timing=timing)
+    assert len(groups) == 1 and sorted(groups[0].members.tolist()) == list(range(8))
+    assert groups[0].stats["links_timing"] >= 20 and groups[0].stats["timing_log10_chance"] < -6

@@ -127,7 +127,7 @@ def test_dimension_comes_from_the_first_usable_record_when_not_given() -> None:
 
 # -------------------------------------------------------------------- fuzz
 
-FUZZ = settings(max_examples=2_500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 GOOD_ARROW = arrow_value(4, seed=1)
 GOOD_JSON = json_value(0)
 
