@@ -10,13 +10,19 @@ transfer between streams.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import logging
 import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
+
+log = logging.getLogger("streamguard.config")
 
 HOUR_MS = 3_600_000
 MIB = 1 << 20
@@ -402,6 +408,63 @@ class KafkaConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """Where ``streamguard run`` reads and writes (TOML ``[service]``, env ``STREAMGUARD_SERVICE_<FIELD>``).
+
+    Each field is also a flag of ``streamguard run`` (``--bootstrap-servers`` ...), which wins.
+    """
+
+    bootstrap_servers: str = ""
+    """Kafka brokers, HOST:PORT[,HOST:PORT]; required by ``run``."""
+    topic: str = ""
+    """Request topic; required by ``run``."""
+    group_id: str = "streamguard"
+    """Consumer group: the replicas of one deployment share it."""
+    alerts_topic: str = ""
+    """Alerts topic ("": none)."""
+    alerts_file: str = ""
+    """Also append alerts to this JSON Lines file ("": none)."""
+    dead_letter_topic: str = ""
+    """Dead-letter topic ("": none)."""
+    signatures_topic: str = ""
+    """Internal topic through which replicas share request signatures, to link accounts across them ("": off).
+
+    Accounts sharing prompts are then linked across partitions and replicas."""
+    state_dir: str = "streamguard-state"
+    """Checkpoint directory, shared by the replicas of a group."""
+    partitions_hint: int = 0
+    """Expected partitions of the topic (0: unknown): output topics are created with it, a different count is logged."""
+    stop_after_idle: float | None = None
+    """Exit 0 once no record arrived for this many seconds (unset: never)."""
+    dim: int | None = None
+    """Embedding dimension of the stream (unset: the codebook's, else the first record's)."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``/metrics``, ``/healthz``, ``/readyz`` endpoint of ``run``, ``demo`` and ``replay`` (env ``STREAMGUARD_METRICS_<FIELD>``)."""
+
+    port: int | None = None
+    """Serve /metrics, /healthz and /readyz on this port (unset: no endpoint; 0: any free port)."""
+    addr: str = "127.0.0.1"
+    """Bind address of the port: 127.0.0.1 is this host only; a Kubernetes pod needs 0.0.0.0 (or ::)."""
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """What every command shares: backend, codebook, logging, alert hashes (env ``STREAMGUARD_RUNTIME_<FIELD>``)."""
+
+    backend: str = "auto"
+    """Array backend: auto (cuda if a device is usable, else cpu), cuda, cpu or numpy."""
+    codebook: str = ""
+    """Load a fitted codebook (.npz) instead of fitting one ("": fit one)."""
+    log_level: str = "WARNING"
+    """Logging level: DEBUG, INFO, WARNING or ERROR."""
+    alert_account_hash: bool = False
+    """Put the account's keyed hash into each alert's evidence.account_hash (needs STREAMGUARD_HMAC_KEY)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     signature: SignatureConfig = field(default_factory=SignatureConfig)
     near_duplicate: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
@@ -413,6 +476,9 @@ class Settings:
     event_time: EventTimeConfig = field(default_factory=EventTimeConfig)
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def validate(self) -> "Settings":
         """Raise ValueError with an actionable message on inconsistent settings."""
@@ -471,6 +537,7 @@ class Settings:
                 f"{self.replay.reorder_rows}"
             )
         self.kafka.validate()
+        _check_domains(self)
         return self
 
     def hamming_radius(self) -> int:
@@ -497,12 +564,167 @@ def _coerce(value: Any, target: Any) -> Any:
     return value
 
 
-def _apply(section: Any, values: Mapping[str, Any], where: str) -> Any:
+_KINDS: dict[str, Any] = {"bool": False, "int": 0, "float": 0.0, "str": ""}
+
+
+def _field_kind(section_cls: type, name: str) -> tuple[Any, bool]:
+    """(an example value of the field's type, whether it may be None) from its annotation."""
+    (f,) = [f for f in fields(section_cls) if f.name == name]
+    parts = [p.strip() for p in str(f.type).split("|")]
+    base = next((p for p in parts if p != "None"), "str")
+    return _KINDS.get(base, ""), "None" in parts
+
+
+def _coerce_field(section: Any, section_name: str, name: str, value: Any, where: str) -> Any:
+    example, optional = _field_kind(type(section), name)
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in {"", "none"})):
+        return None
+    try:
+        return _coerce(value, example)
+    except (TypeError, ValueError):
+        secret = not next(f for f in fields(section) if f.name == name).repr
+        shown = "(hidden)" if secret else repr(value)
+        raise ValueError(
+            f"{section_name}.{name} ({env_name(section_name, name)}) must be {type(example).__name__}, "
+            f"got {shown} in {where}"
+        ) from None
+
+
+def _apply(section: Any, values: Mapping[str, Any], where: str, section_name: str = "") -> Any:
     known = {f.name for f in fields(section)}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)} in {where}; known: {sorted(known)}")
-    return replace(section, **{k: _coerce(v, getattr(section, k)) for k, v in values.items()})
+    return replace(section, **{k: _coerce_field(section, section_name, k, v, where) for k, v in values.items()})
+
+
+def env_name(section: str, name: str) -> str:
+    """The environment variable of ``settings.<section>.<name>``: ``STREAMGUARD_<SECTION>_<FIELD>``."""
+    return f"STREAMGUARD_{section.upper()}_{name.upper()}"
+
+
+LEGACY_ENV: dict[str, tuple[str, str]] = {
+    "STREAMGUARD_BOOTSTRAP_SERVERS": ("service", "bootstrap_servers"),
+    "STREAMGUARD_TOPIC": ("service", "topic"),
+    "STREAMGUARD_GROUP_ID": ("service", "group_id"),
+    "STREAMGUARD_ALERTS_TOPIC": ("service", "alerts_topic"),
+    "STREAMGUARD_ALERTS_FILE": ("service", "alerts_file"),
+    "STREAMGUARD_DEAD_LETTER_TOPIC": ("service", "dead_letter_topic"),
+    "STREAMGUARD_SIGNATURES_TOPIC": ("service", "signatures_topic"),
+    "STREAMGUARD_CHECKPOINT_DIR": ("service", "state_dir"),
+    "STREAMGUARD_PARTITIONS": ("service", "partitions_hint"),
+    "STREAMGUARD_STOP_AFTER_IDLE": ("service", "stop_after_idle"),
+    "STREAMGUARD_DIM": ("service", "dim"),
+    "STREAMGUARD_BACKEND": ("runtime", "backend"),
+    "STREAMGUARD_CODEBOOK": ("runtime", "codebook"),
+    "STREAMGUARD_LOG_LEVEL": ("runtime", "log_level"),
+    "STREAMGUARD_ALERT_ACCOUNT_HASH": ("runtime", "alert_account_hash"),
+}
+"""Environment names of before the one scheme: still read, with a deprecation warning naming the new one.
+(``STREAMGUARD_METRICS_PORT`` and ``STREAMGUARD_METRICS_ADDR`` already are ``[metrics]`` settings.)"""
+
+PROCESS_ENV: dict[str, str] = {
+    "STREAMGUARD_CONFIG": "the TOML settings file (--config) itself",
+    "STREAMGUARD_HMAC_KEY": "key of the account hashes (a Secret; streamguard/pseudonyms.py)",
+    "STREAMGUARD_KERNEL_DIR": "CUDA kernel sources to use instead of the packaged ones",
+    "STREAMGUARD_KERNEL_CACHE": "directory of precompiled kernel binaries",
+    "STREAMGUARD_CUDA_EMULATE": "run the cuda backend on the CPU stand-in for CuPy (tests)",
+    "STREAMGUARD_EMULATE_CACHE": "cache of the emulated kernels",
+    "STREAMGUARD_EMBED_CACHE": "simulate --real-text: embedding cache folder",
+    "STREAMGUARD_EMBED_THREADS": "simulate --real-text: torch threads",
+}
+"""``STREAMGUARD_*`` variables that are not settings: they locate files or keys before settings exist."""
+
+FLAGS: dict[str, tuple[str, str]] = {
+    **{f: ("service", f) for f in (
+        "bootstrap_servers", "topic", "group_id", "alerts_topic", "alerts_file", "dead_letter_topic",
+        "signatures_topic", "state_dir", "partitions_hint", "stop_after_idle", "dim",
+    )},
+    "metrics_port": ("metrics", "port"),
+    "metrics_addr": ("metrics", "addr"),
+    "backend": ("runtime", "backend"),
+    "codebook": ("runtime", "codebook"),
+    "log_level": ("runtime", "log_level"),
+    "alert_account_hash": ("runtime", "alert_account_hash"),
+    **{f: ("kafka", f) for f in (
+        "security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile",
+    )},
+    "checkpoint_interval": ("kafka", "checkpoint_interval_s"),
+}
+"""argparse ``dest`` -> (section, field) of the flags that override a setting (``--metrics-port`` -> metrics.port)."""
+
+
+def flag_overrides(args: Any) -> dict[str, dict[str, Any]]:
+    """The settings a command's flags give (a flag left out is None and gives nothing): ``load_settings(overrides=)``."""
+    out: dict[str, dict[str, Any]] = {}
+    for dest, (section, name) in FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            out.setdefault(section, {})[name] = value
+    return out
+
+
+def settle_flags(args: Any, settings: "Settings") -> None:
+    """Write the resolved settings back onto the command's flags (``args.topic`` = ``settings.service.topic``)."""
+    for dest, (section, name) in FLAGS.items():
+        if hasattr(args, dest):
+            setattr(args, dest, getattr(getattr(settings, section), name))
+
+
+def flag_help(section: str, name: str, extra: str = "") -> str:
+    """Help text of a flag that sets ``settings.<section>.<name>``: the field's doc, its env name, its default."""
+    doc = field_docs(type(getattr(Settings(), section))).get(name, "")
+    default = getattr(getattr(Settings(), section), name)
+    first = doc.splitlines()[0].replace("``", "").rstrip(".") if doc else name.replace("_", " ")
+    text = f"{first}{extra} (env {env_name(section, name)}"
+    text += f"; default {default!r})" if default not in (None, "") else ")"
+    return text.replace("%", "%%")
+
+
+@functools.lru_cache(maxsize=None)
+def field_docs(section_cls: type) -> dict[str, str]:
+    """Each field's docstring (the string literal under it in the class body), by field name."""
+    try:
+        tree = ast.parse(inspect.getsource(section_cls).lstrip())
+    except (OSError, TypeError, SyntaxError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def settings_reference() -> Iterator[dict[str, Any]]:
+    """One row per setting: section, field, env name, flag, legacy env names, default, first line of its docstring."""
+    defaults = Settings()
+    legacy: dict[tuple[str, str], list[str]] = {}
+    for old, key in LEGACY_ENV.items():
+        legacy.setdefault(key, []).append(old)
+    flags = {key: "--" + dest.replace("_", "-") for dest, key in FLAGS.items()}
+    for section in fields(Settings):
+        cls = type(getattr(defaults, section.name))
+        docs = field_docs(cls)
+        for f in fields(cls):
+            doc = docs.get(f.name, "")
+            yield {
+                "setting": f"{section.name}.{f.name}",
+                "env": env_name(section.name, f.name),
+                "flag": flags.get((section.name, f.name), ""),
+                "deprecated_env": legacy.get((section.name, f.name), []),
+                "default": getattr(getattr(defaults, section.name), f.name),
+                "doc": doc.splitlines()[0] if doc else "",
+            }
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """``STREAMGUARD_*`` names that are neither a setting, an old name of one, nor a process variable (typos)."""
+    known = {row["env"] for row in settings_reference()} | set(LEGACY_ENV) | set(PROCESS_ENV)
+    return sorted(k for k in environ if k.startswith("STREAMGUARD_") and k not in known)
 
 
 def load_settings(
@@ -513,7 +735,8 @@ def load_settings(
     """Build settings from defaults, a TOML file, the environment and overrides.
 
     Environment variables are ``STREAMGUARD_<SECTION>_<FIELD>``, for example
-    ``STREAMGUARD_SCORING_MIN_REQUESTS=200``.
+    ``STREAMGUARD_SCORING_MIN_REQUESTS=200``; the old names of :data:`LEGACY_ENV`
+    are still read, with one deprecation warning each, unless the new name is set.
     """
     settings = Settings()
     layers: list[tuple[str, Mapping[str, Mapping[str, Any]]]] = []
@@ -527,6 +750,15 @@ def load_settings(
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from None
     env = os.environ if environ is None else environ
     from_env: dict[str, dict[str, str]] = {}
+    for old, (section_name, name) in LEGACY_ENV.items():
+        if old not in env:
+            continue
+        new = env_name(section_name, name)
+        if new in env:
+            log.warning("%s is deprecated and ignored: %s is set too", old, new)
+        else:
+            log.warning("%s is deprecated: use %s", old, new)
+            from_env.setdefault(section_name, {})[name] = env[old]
     for section in fields(Settings):
         prefix = f"STREAMGUARD_{section.name.upper()}_"
         for key, value in env.items():
@@ -541,9 +773,89 @@ def load_settings(
                 raise ValueError(f"unknown settings section [{name}] in {where}")
             if not isinstance(values, Mapping):
                 raise ValueError(f"[{name}] in {where} must be a table of settings")
-            settings = replace(settings, **{name: _apply(getattr(settings, name), values, where)})
+            settings = replace(settings, **{name: _apply(getattr(settings, name), values, where, name)})
     return settings.validate()
 
 
 def settings_as_dict(settings: Settings) -> dict[str, Any]:
     return dataclasses.asdict(settings)
+
+
+BACKENDS = ("auto", "cuda", "cpu", "numpy")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_ONE, _SHARE = "> 0", ">= 0", ">= 1", "in [0, 1]"
+_TESTS: dict[str, Any] = {
+    _POSITIVE: lambda v: v > 0,
+    _NON_NEGATIVE: lambda v: v >= 0,
+    _AT_LEAST_ONE: lambda v: v >= 1,
+    _SHARE: lambda v: 0 <= v <= 1,
+}
+_DOMAINS: dict[str, dict[str, str]] = {
+    "near_duplicate": {"cross_window_ms": _NON_NEGATIVE},
+    "coverage": {
+        "warmup": _AT_LEAST_ONE, "warmup_per_account": _AT_LEAST_ONE, "min_accounts_per_cell": _AT_LEAST_ONE,
+        "wrapper_mad_k": _NON_NEGATIVE, "kmeans_iters": _AT_LEAST_ONE, "population_account_cap": _POSITIVE,
+        "mix_trim_mad_k": _NON_NEGATIVE,
+    },
+    "scoring": {
+        "min_requests": _NON_NEGATIVE, "min_span_ms": _NON_NEGATIVE, "confirm_ms": _NON_NEGATIVE,
+        "min_growth": _NON_NEGATIVE, "burst_growth": _NON_NEGATIVE, "population_min_accounts": _NON_NEGATIVE,
+        "population_mad_k": _NON_NEGATIVE, "cross_dup_floor": _SHARE, "hysteresis": _SHARE,
+        "realert_growth": _NON_NEGATIVE, "tick_ms": _AT_LEAST_ONE, "refresh_every_ticks": _AT_LEAST_ONE,
+        "evict_every_ticks": _AT_LEAST_ONE,
+    },
+    "campaign": {
+        "style_dims": _AT_LEAST_ONE, "style_snr": _NON_NEGATIVE, "link_z": _NON_NEGATIVE, "min_group": _AT_LEAST_ONE,
+        "complementarity": _NON_NEGATIVE, "link_min_requests": _NON_NEGATIVE, "max_link_accounts": _NON_NEGATIVE,
+        "link_every_ticks": _AT_LEAST_ONE, "shared_prompt_links": _NON_NEGATIVE, "shared_prompt_share": _SHARE,
+        "edge_half_life_hours": _POSITIVE, "org_link_z": _NON_NEGATIVE, "min_links": _NON_NEGATIVE,
+        "style_min_topics": _NON_NEGATIVE, "max_attribute_groups": _NON_NEGATIVE, "attribute_min_group": _AT_LEAST_ONE,
+        "timing_false_links": _NON_NEGATIVE, "session_gap_minutes": _POSITIVE, "timing_bucket_seconds": _POSITIVE,
+        "timing_baseline_minutes": _POSITIVE, "session_boundaries": _AT_LEAST_ONE, "timing_min_shared": _AT_LEAST_ONE,
+        "max_timing_pairs": _NON_NEGATIVE,
+    },
+    "batch": {"max_delay_s": _NON_NEGATIVE},
+    "state": {"idle_evict_hours": _POSITIVE},
+    "kafka": {"max_poll_records": _AT_LEAST_ONE, "reconnect_backoff_max_ms": _NON_NEGATIVE},
+    "service": {"partitions_hint": _NON_NEGATIVE, "stop_after_idle": _NON_NEGATIVE, "dim": _AT_LEAST_ONE},
+}
+"""The obvious domain of each numeric setting that the checks of :meth:`Settings.validate` above do not cover."""
+
+
+def _check_domains(settings: Settings) -> None:
+    """Raise ValueError naming the setting (and its variable) whose value lies outside its domain."""
+    for section_name, checks in _DOMAINS.items():
+        section = getattr(settings, section_name)
+        for name, domain in checks.items():
+            value = getattr(section, name)
+            if value is None:
+                continue
+            if isinstance(value, float) and not math.isfinite(value) or not _TESTS[domain](value):
+                raise ValueError(
+                    f"{section_name}.{name} ({env_name(section_name, name)}) must be {domain}, got {value!r}"
+                )
+    svc, met, rt = settings.service, settings.metrics, settings.runtime
+    if not svc.group_id:
+        raise ValueError("service.group_id (STREAMGUARD_SERVICE_GROUP_ID) must not be empty")
+    if not svc.state_dir:
+        raise ValueError("service.state_dir (STREAMGUARD_SERVICE_STATE_DIR) must not be empty")
+    if met.port is not None and not 0 <= met.port <= 65535:
+        raise ValueError(f"--metrics-port must be in 0..65535, got {met.port} (setting metrics.port, STREAMGUARD_METRICS_PORT)")
+    if not met.addr:
+        raise ValueError("metrics.addr (STREAMGUARD_METRICS_ADDR) must not be empty")
+    if rt.backend not in BACKENDS:
+        raise ValueError(f"runtime.backend (STREAMGUARD_RUNTIME_BACKEND) must be one of {', '.join(BACKENDS)}, got {rt.backend!r}")
+    if str(rt.log_level).upper() not in LOG_LEVELS:
+        raise ValueError(
+            f"runtime.log_level (STREAMGUARD_RUNTIME_LOG_LEVEL) must be one of {', '.join(LOG_LEVELS)}, got {rt.log_level!r}"
+        )
+
+
+def initial_log_level(flag: str | None, environ: Mapping[str, str] | None = None) -> str:
+    """The logging level before settings are loaded: the flag, else the variable (new name, then old), else WARNING.
+
+    The settings' ``runtime.log_level`` (which a TOML file can set too) is applied once they are loaded."""
+    env = os.environ if environ is None else environ
+    level = flag or env.get(env_name("runtime", "log_level")) or env.get("STREAMGUARD_LOG_LEVEL") or "WARNING"
+    return level.upper() if level.upper() in LOG_LEVELS else "WARNING"
