@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 STAGES = ("accounts", "near_duplicate", "coverage", "scoring")
 
 
+BATCH_SECONDS_KEPT = 100_000
+
+
 @dataclass
 class PipelineStats:
     """Counters and timings a caller may export (metrics, demo table)."""
@@ -59,7 +62,8 @@ class PipelineStats:
     batches: int = 0
     alerts_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    batch_seconds: list[float] = field(default_factory=list)
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=BATCH_SECONDS_KEPT))
+    """The latest batches' processing times (the bench's percentiles); bounded: a service runs for months."""
     near_duplicates: int = 0
     cross_duplicates: int = 0
     remote_duplicates: int = 0
