@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_parser(sub)
     run_command.add_parser(sub)
     about = "every setting: its section.field, STREAMGUARD_<SECTION>_<FIELD> variable, flag, default and meaning"
-    lst = sub.add_parser("settings", help=about, description=f"List {about}, generated from streamguard/config.py.")
+    lst = sub.add_parser("settings", help=about, description=f"List {about}, generated from streamguard/config/.")
     lst.add_argument("--json", action="store_true", help="one JSON object per setting instead of the text table")
     _add_settings_flags(evasion_table.add_parser(sub))
     evaluate_matrix.add_parser(sub)
