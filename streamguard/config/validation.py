@@ -49,7 +49,7 @@ _DOMAINS: dict[str, dict[str, str]] = {
     "kafka": {"max_poll_records": _AT_LEAST_ONE, "reconnect_backoff_max_ms": _NON_NEGATIVE},
     "service": {"partitions_hint": _NON_NEGATIVE, "stop_after_idle": _NON_NEGATIVE, "dim": _AT_LEAST_ONE},
 }
-"""The obvious domain of each numeric setting that the checks of :meth:`Settings.validate` above do not cover."""
+"""The obvious domain of each numeric setting that the checks of :meth:`Settings.validate` (settings.py) do not cover."""
 
 
 def _check_domains(settings: Settings) -> None:
