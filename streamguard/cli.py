@@ -23,19 +23,23 @@ class UsageError(Exception):
 
 
 def _env(name: str, default: str | None = None) -> str | None:
+    """A ``STREAMGUARD_<NAME>`` variable that is not a setting (``config.PROCESS_ENV``)."""
     return os.environ.get(f"STREAMGUARD_{name}", default)
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    from streamguard.config import BACKENDS, flag_help
+
     parser.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
-    parser.add_argument(
-        "--backend",
-        default=_env("BACKEND", "auto"),
-        choices=["auto", "cuda", "cpu", "numpy"],
-        help="array backend (env STREAMGUARD_BACKEND); auto = cuda if a device is usable, else cpu",
-    )
-    parser.add_argument("--codebook", default=_env("CODEBOOK"), help="load a fitted codebook (.npz) instead of fitting one")
+    parser.add_argument("--backend", default=None, choices=list(BACKENDS), help=flag_help("runtime", "backend"))
+    parser.add_argument("--codebook", default=None, help=flag_help("runtime", "codebook"))
     parser.add_argument("--save-codebook", default=None, help="write the fitted codebook to this .npz")
+
+
+def _flag_help(section: str, name: str, extra: str = "") -> str:
+    from streamguard.config import flag_help
+
+    return flag_help(section, name, extra)
 
 
 def _add_metrics_flags(parser: argparse.ArgumentParser, linger: bool) -> None:
@@ -49,10 +53,7 @@ def _add_metrics_flags(parser: argparse.ArgumentParser, linger: bool) -> None:
         "--metrics-port", type=int, default=None, metavar="PORT",
         help="serve /metrics, /healthz and /readyz on this port while the command runs (0: any free port)",
     )
-    group.add_argument(
-        "--metrics-addr", default=_env("METRICS_ADDR", "127.0.0.1"), metavar="ADDR",
-        help="bind address of --metrics-port (env STREAMGUARD_METRICS_ADDR; default 127.0.0.1, this host only)",
-    )
+    group.add_argument("--metrics-addr", default=None, metavar="ADDR", help=_flag_help("metrics", "addr"))
     group.add_argument(
         "--pace", type=float, default=None, metavar="EVENTS_PER_S",
         help="feed the detector at most this many requests per second of wall time, like a live stream "
@@ -120,10 +121,7 @@ class _StoreGiven(argparse.Action):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamguard", description="Detect model-distillation traffic in an LLM API request stream.")
     parser.add_argument("--version", action="version", version=f"streamguard {__version__}")
-    parser.add_argument(
-        "--log-level", default=_env("LOG_LEVEL", "WARNING"),
-        help="logging level: DEBUG, INFO, WARNING, ERROR (env STREAMGUARD_LOG_LEVEL; default WARNING)",
-    )
+    parser.add_argument("--log-level", default=None, help=_flag_help("runtime", "log_level"))
     sub = parser.add_subparsers(dest="command", required=True)
 
     about = "simulated traffic with planted distillers, full pipeline, live table, eval summary"
@@ -208,9 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--alert-account-hash",
         action="store_true",
-        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
-        help="put the account's keyed hash into each alert's evidence.account_hash, as `run` does with the same flag; "
-        "needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
+        default=None,
+        help=_flag_help("runtime", "alert_account_hash", ", as `run` does with the same flag"),
     )
     _add_metrics_flags(rep, linger=True)
     _add_settings_flags(rep)
@@ -230,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench.add_parser(sub)
     run_command.add_parser(sub)
+    about = "every setting: its section.field, STREAMGUARD_<SECTION>_<FIELD> variable, flag, default and meaning"
+    lst = sub.add_parser("settings", help=about, description=f"List {about}, generated from streamguard/config/.")
+    lst.add_argument("--json", action="store_true", help="one JSON object per setting instead of the text table")
     _add_settings_flags(evasion_table.add_parser(sub))
     evaluate_matrix.add_parser(sub)
     _describe_shared_flags(sub)
@@ -237,12 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from streamguard.config import load_settings
+    """Defaults < TOML (--config) < STREAMGUARD_* variables < this command's flags; the flags get the resolved values."""
+    from streamguard.config import flag_overrides, load_settings, settle_flags
 
     try:
-        return load_settings(args.config)
+        settings = load_settings(args.config, overrides=flag_overrides(args))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    settle_flags(args, settings)
+    logging.getLogger().setLevel(settings.runtime.log_level.upper())
+    return settings
 
 
 def _backend(args: argparse.Namespace, settings):
@@ -460,6 +464,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    """``streamguard settings``: the generated reference of every setting."""
+    import json
+
+    from streamguard.config import PROCESS_ENV, settings_reference
+
+    rows = list(settings_reference())
+    if args.json:
+        for row in rows:
+            print(json.dumps(row, default=str))
+        return 0
+    for row in rows:
+        names = row["env"] + (f" (or --{row['flag'][2:]})" if row["flag"] else "")
+        if row["deprecated_env"]:
+            names += f" [was {', '.join(row['deprecated_env'])}]"
+        default = "unset" if row["default"] is None else repr(row["default"])
+        print(f"{row['setting']} = {default}\n    {names}\n    {row['doc']}")
+    print("\nNot settings (they locate files and keys before settings exist):")
+    for name, what in PROCESS_ENV.items():
+        print(f"  {name}: {what}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from streamguard.service import command as run_command
 
@@ -473,6 +500,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "bench": cmd_bench,
     "run": cmd_run,
+    "settings": cmd_settings,
     "evasion": cmd_evasion,
     "evaluate": cmd_evaluate,
 }
@@ -481,7 +509,9 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streamguard.config import initial_log_level
+
+    logging.basicConfig(level=initial_log_level(args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:

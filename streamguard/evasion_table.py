@@ -13,9 +13,7 @@ the baseline's.
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 from streamguard.sim.accounts import EVASION_PREFIX
@@ -102,6 +100,7 @@ def run(args: argparse.Namespace, settings: Any, backend: Any) -> int:
     from rich.table import Table  # noqa: PLC0415
 
     from streamguard.console import make_console  # noqa: PLC0415
+    from streamguard.evaluate_matrix.tables import write_report  # noqa: PLC0415
 
     from streamguard.sim import KNOWN_EVASIONS, SimConfig, simulate  # noqa: PLC0415
     from streamguard.sinks.alerts import MemoryAlertSink  # noqa: PLC0415
@@ -144,10 +143,5 @@ def run(args: argparse.Namespace, settings: Any, backend: Any) -> int:
             str(row["benign_campaign_alerts"]),
         )
     console.print(table)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(report))
+    write_report(report, args.json, args.markdown, markdown)
     return 0

@@ -504,10 +504,11 @@ class StreamguardMetrics:
 
         ``streamguard_score{kind}`` gets, for each account of ``account_ids``
         that has reached ``scoring.min_requests``, the score an alert of that
-        kind would carry now: ``1 - 0.5 ** margin`` with the coverage-sweep
+        kind would carry now: :meth:`Scorer.score_of` the coverage-sweep
         margin and the cross-account near-duplicate margin of
         :class:`streamguard.detectors.scoring.Scorer` (>= 0.5: past the line).
-        Only public pipeline methods are read; nothing is changed.
+        Only ``Pipeline.established_features`` and the scorer's public
+        methods are read; nothing is changed.
 
         Sampled, to stay off the hot path: at most once per ``min_interval_s``
         of wall time per pipeline, at most ``max_accounts`` accounts.
@@ -520,26 +521,16 @@ class StreamguardMetrics:
         if now - self._score_sampled_at.get(key, -math.inf) < min_interval_s:
             return 0
         self._score_sampled_at[key] = now
-        table = pipeline.accounts
-        slots = []
-        for account in np.unique(np.asarray(account_ids, dtype=object))[:max_accounts]:
-            slot = table.slot(account)
-            if slot is not None:
-                slots.append(slot)
-        if not slots:
+        accounts = np.unique(np.asarray(account_ids, dtype=object))[:max_accounts]
+        slots_arr, features = pipeline.established_features(accounts)
+        if features is None:
             return 0
-        slots_arr = np.sort(np.asarray(slots, dtype=np.int64))
-        seen = pipeline.near_duplicate.seen[slots_arr]
-        slots_arr = slots_arr[seen >= pipeline.settings.scoring.min_requests]
-        if slots_arr.size == 0:
-            return 0
-        features = pipeline.account_features(slots_arr)
         scorer = pipeline.scorer
-        sweep = np.asarray(scorer.sweep_margin(features), dtype=np.float64)
-        cross = np.asarray(features["cross_rate"], dtype=np.float64) / max(scorer.thresholds()["cross_rate"], 1e-9)
+        sweep = np.asarray(scorer.sweep_margin(features.sweep_z, features.effective_topics), dtype=np.float64)
+        cross = np.asarray(scorer.cross_margin(features.cross_rate), dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            self.scores("coverage_sweep", 1.0 - 0.5 ** np.clip(sweep, 0.0, 64.0))
-            self.scores("near_duplicate", 1.0 - 0.5 ** np.clip(cross, 0.0, 64.0))
+            self.scores("coverage_sweep", scorer.score_of(np.clip(sweep, 0.0, 64.0)))
+            self.scores("near_duplicate", scorer.score_of(np.clip(cross, 0.0, 64.0)))
         return int(slots_arr.size)
 
     def observe_accounts(self, pipelines: Iterable[Any]) -> None:
@@ -547,7 +538,7 @@ class StreamguardMetrics:
         active = 0
         state_bytes = 0
         for pipeline in pipelines:
-            n = len(pipeline.accounts)
+            n = pipeline.active_accounts()
             active += n
             state_bytes += n * pipeline.state_bytes_per_account()
             fixed = getattr(pipeline, "fixed_state_bytes", None)

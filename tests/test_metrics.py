@@ -681,12 +681,14 @@ def test_observed_scores_are_the_scorers_margins(registry, small_replay) -> None
     m = StreamguardMetrics(registry, KEY)
     ids = np.asarray(traffic.table.column("account_id").to_pylist(), dtype=object)
     n = m.observe_scores(pipeline, ids)
-    assert n == int((pipeline.near_duplicate.seen[pipeline.accounts.active_slots()] >= settings.scoring.min_requests).sum())
+    everyone = pipeline.account_features(pipeline.accounts.active_slots())
+    assert n == int((everyone.seen >= settings.scoring.min_requests).sum())
     assert m.observe_scores(pipeline, ids) == 0  # sampled: at most once a second per pipeline
     assert value(registry, "streamguard_score_count", kind="coverage_sweep") == n
     slots = np.sort([pipeline.accounts.slot(a) for a in set(ids.tolist())])
-    slots = slots[pipeline.near_duplicate.seen[slots] >= settings.scoring.min_requests]
-    margin = pipeline.scorer.sweep_margin(pipeline.account_features(slots))
+    features = pipeline.account_features(slots)
+    established = features.take(features.seen >= settings.scoring.min_requests)
+    margin = pipeline.scorer.sweep_margin(established.sweep_z, established.effective_topics)
     assert value(registry, "streamguard_score_sum", kind="coverage_sweep") == pytest.approx(float(np.sum(1 - 0.5 ** np.clip(margin, 0, 64))))
     crossed = value(registry, "streamguard_score_count", kind="coverage_sweep") - value(
         registry, "streamguard_score_bucket", kind="coverage_sweep", le="0.45")

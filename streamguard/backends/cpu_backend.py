@@ -115,6 +115,21 @@ def _blas_controllers() -> list[tuple[Callable[[], int], Any]]:
     return found
 
 
+def _account_runs(slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The batch grouped by account, as the scan kernels walk it: ``order`` (a stable sort by slot) and
+    ``bounds``, where the requests ``order[bounds[k]:bounds[k + 1]]`` are the k-th account's."""
+    order = np.argsort(slots, kind="stable")
+    sorted_slots = slots[order]
+    return order, np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1], True])
+
+
+def _in_batch_order(order: np.ndarray, best: np.ndarray) -> DupScan:
+    """A scan's distances ``best``, found in ``order`` (see :func:`_account_runs`), back in batch order as int32."""
+    out = np.empty(best.shape[0], dtype=np.int32)
+    out[order] = best
+    return DupScan(out)
+
+
 class CpuBackend:
     """numba implementation of :class:`streamguard.backends.base.Backend` (host NumPy arrays).
 
@@ -325,18 +340,6 @@ class CpuBackend:
             # Other precisions change the reference's arithmetic; it is the definition, so use it.
             return self._reference.destyled_cells(embeddings, mean, centroids, slots, weights, style_sum, style_weight)
         self._set_blas_threads()
-        return self._destyled_cells(embeddings, mean, centroids, slots, weights, style_sum, style_weight)
-
-    def _destyled_cells(
-        self,
-        embeddings: np.ndarray,
-        mean: np.ndarray,
-        centroids: np.ndarray,
-        slots: np.ndarray,
-        weights: np.ndarray,
-        style_sum: np.ndarray,
-        style_weight: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(embeddings, dtype=np.float32)
         n, d = x.shape
         cells_count = centroids.shape[0]
@@ -462,15 +465,11 @@ class CpuBackend:
         check_slots(slots, head)
         sigs = np.ascontiguousarray(sigs, dtype=np.uint64)
         _dup_link(sigs, slots, window_sig, window_prev, head, int(start))
-        order = np.argsort(slots, kind="stable")
-        sorted_slots = slots[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1], True])
+        order, bounds = _account_runs(slots)
         best = np.full(n, none, dtype=np.int64)
         kernel = self._run(_dup_walk, n)
         kernel(order, bounds, np.ascontiguousarray(sigs[order].T), window_sig, window_prev, int(start), int(window), best)
-        out = np.empty(n, dtype=np.int32)
-        out[order] = best
-        return DupScan(out)
+        return _in_batch_order(order, best)
 
     def dup_query(
         self,
@@ -484,9 +483,7 @@ class CpuBackend:
         n, words = sigs.shape
         if n == 0:
             return DupScan(np.empty(0, dtype=np.int32))
-        order = np.argsort(slots, kind="stable")
-        sorted_slots = slots[order]
-        bounds = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1], True])
+        order, bounds = _account_runs(slots)
         best = np.full(n, words * 64 + 1, dtype=np.int64)
         kernel = self._run(_dup_query_walk, n)
         kernel(
@@ -498,9 +495,7 @@ class CpuBackend:
             window_prev,
             best,
         )
-        out = np.empty(n, dtype=np.int32)
-        out[order] = best
-        return DupScan(out)
+        return _in_batch_order(order, best)
 
     def cross_lookup(
         self,

@@ -134,3 +134,9 @@ def _pairwise_sum(a: np.ndarray, frames: np.ndarray, lefts: np.ndarray) -> Any:
         frames[top, 0] = frames[top - 1, 0] + frames[top - 1, 2]
         frames[top, 1] = frames[top - 1, 1] - frames[top - 1, 2]
         frames[top, 3] = 0
+
+
+@njit(cache=True, inline="always")
+def _pairwise_scratch(d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A float32 row of ``d`` and :func:`_pairwise_sum`'s ``frames`` and ``lefts``: one unit of work's scratch."""
+    return np.empty(d, dtype=np.float32), np.empty((64, 4), dtype=np.int64), np.empty(64, dtype=np.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from streamguard.backends.cpu_kernels_common import _ROWS, _pairwise_sum
+from streamguard.backends.cpu_kernels_common import _ROWS, _pairwise_scratch, _pairwise_sum
 
 _NORM_FLOOR = np.float32(1e-12)
 _BLOCK = 16  # float32 columns per cache line: column ranges of the column-parallel kernel are multiples of it
@@ -24,9 +24,7 @@ def _centre_normalise(x: np.ndarray, mean: np.ndarray, unit: np.ndarray) -> None
     """``c = x - mean``; ``unit = c / max(|c|, 1e-12)``, with numpy's float32 norm."""
     n, d = x.shape
     for chunk in prange((n + _ROWS - 1) // _ROWS):
-        sq = np.empty(d, dtype=np.float32)
-        frames = np.empty((64, 4), dtype=np.int64)
-        lefts = np.empty(64, dtype=np.float32)
+        sq, frames, lefts = _pairwise_scratch(d)
         for i in range(chunk * _ROWS, min(n, (chunk + 1) * _ROWS)):
             for k in range(d):
                 c = x[i, k] - mean[k]
@@ -92,9 +90,7 @@ def _nearest_residuals(
     ``weighted = w r``, ``|r|**2``; ``nearest_score = unit.c``."""
     n, d = unit.shape
     for chunk in prange((n + _ROWS - 1) // _ROWS):
-        sq = np.empty(d, dtype=np.float32)
-        frames = np.empty((64, 4), dtype=np.int64)
-        lefts = np.empty(64, dtype=np.float32)
+        sq, frames, lefts = _pairwise_scratch(d)
         for i in range(chunk * _ROWS, min(n, (chunk + 1) * _ROWS)):
             best = nearest[i]
             s = scores[i, best]
@@ -202,9 +198,7 @@ def _row_norms(x: np.ndarray, out: np.ndarray) -> None:
     """``out[i] = |x[i]|`` as ``np.linalg.norm(x, axis=1)`` computes it in float32 (pairwise sum of squares)."""
     n, d = x.shape
     for chunk in prange((n + _ROWS - 1) // _ROWS):
-        sq = np.empty(d, dtype=np.float32)
-        frames = np.empty((64, 4), dtype=np.int64)
-        lefts = np.empty(64, dtype=np.float32)
+        sq, frames, lefts = _pairwise_scratch(d)
         for i in range(chunk * _ROWS, min(n, (chunk + 1) * _ROWS)):
             for k in range(d):
                 sq[k] = x[i, k] * x[i, k]

@@ -22,59 +22,58 @@ def _window_pairs(i: np.ndarray, j: np.ndarray, acct: np.ndarray, window: int) -
     return (j < i) & (j >= i - window) & (acct[i] == acct[j])
 
 
-def numpy_bruteforce(z: np.ndarray, acct: np.ndarray, first: int, window: int, threshold: float, block: int) -> np.ndarray:
-    """Plain NumPy: each block of queries against its whole window (one matmul), then the account filter."""
-    n = z.shape[0]
+def _scan_blocks(
+    n: int, first: int, window: int, block: int, acct: np.ndarray, pairs: Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """Which queries ``first..n-1`` have a near duplicate, a block of queries ``s..e-1`` at a time:
+    ``pairs(s, e, lo)`` gives the candidate pairs (query, row) against rows ``lo = s - window``
+    to ``e - 1``, then the account and window filter."""
     found = np.zeros(n - first, dtype=bool)
     for s in range(first, n, block):
         e = min(n, s + block)
-        lo = s - window
-        sims = z[s:e] @ z[lo:e].T
-        qi, cj = np.nonzero(sims >= threshold)
-        qi, cj = qi + s, cj + lo
+        qi, cj = pairs(s, e, s - window)
         keep = _window_pairs(qi, cj, acct, window)
         found[qi[keep] - first] = True
     return found
+
+
+def _faiss_range_pairs(index: Any, data: np.ndarray, radius: Any) -> Callable[[int, int, int], tuple[np.ndarray, np.ndarray]]:
+    """``pairs`` for :func:`_scan_blocks`: ``index`` rebuilt over the window's rows, then a range search within ``radius``."""
+
+    def pairs(s: int, e: int, lo: int) -> tuple[np.ndarray, np.ndarray]:
+        index.reset()
+        index.add(data[lo:e])
+        lims, _, ids = index.range_search(data[s:e], radius)
+        return np.repeat(np.arange(s, e), np.diff(lims.astype(np.int64))), ids.astype(np.int64) + lo
+
+    return pairs
+
+
+def numpy_bruteforce(z: np.ndarray, acct: np.ndarray, first: int, window: int, threshold: float, block: int) -> np.ndarray:
+    """Plain NumPy: each block of queries against its whole window (one matmul), then the account filter."""
+
+    def pairs(s: int, e: int, lo: int) -> tuple[np.ndarray, np.ndarray]:
+        qi, cj = np.nonzero(z[s:e] @ z[lo:e].T >= threshold)
+        return qi + s, cj + lo
+
+    return _scan_blocks(z.shape[0], first, window, block, acct, pairs)
 
 
 def faiss_flat(z: np.ndarray, acct: np.ndarray, first: int, window: int, threshold: float, block: int) -> np.ndarray:
     """faiss ``IndexFlatIP`` over the window (rebuilt per block of queries), range search, account filter."""
     import faiss  # noqa: PLC0415
 
-    n, d = z.shape
-    found = np.zeros(n - first, dtype=bool)
-    index = faiss.IndexFlatIP(d)
-    for s in range(first, n, block):
-        e = min(n, s + block)
-        lo = s - window
-        index.reset()
-        index.add(z[lo:e])
-        lims, _, ids = index.range_search(z[s:e], threshold)
-        qi = np.repeat(np.arange(s, e), np.diff(lims.astype(np.int64)))
-        cj = ids.astype(np.int64) + lo
-        keep = _window_pairs(qi, cj, acct, window)
-        found[qi[keep] - first] = True
-    return found
+    pairs = _faiss_range_pairs(faiss.IndexFlatIP(z.shape[1]), z, threshold)
+    return _scan_blocks(z.shape[0], first, window, block, acct, pairs)
 
 
 def faiss_binary(codes: np.ndarray, acct: np.ndarray, first: int, window: int, radius: int, block: int) -> np.ndarray:
     """faiss ``IndexBinaryFlat`` over the window's SimHash codes, range search within ``radius`` bits, account filter."""
     import faiss  # noqa: PLC0415
 
-    n, nbytes = codes.shape
-    found = np.zeros(n - first, dtype=bool)
-    index = faiss.IndexBinaryFlat(nbytes * 8)
-    for s in range(first, n, block):
-        e = min(n, s + block)
-        lo = s - window
-        index.reset()
-        index.add(codes[lo:e])
-        lims, _, ids = index.range_search(codes[s:e], radius + 1)  # faiss keeps distance < radius
-        qi = np.repeat(np.arange(s, e), np.diff(lims.astype(np.int64)))
-        cj = ids.astype(np.int64) + lo
-        keep = _window_pairs(qi, cj, acct, window)
-        found[qi[keep] - first] = True
-    return found
+    # faiss keeps distance < radius
+    pairs = _faiss_range_pairs(faiss.IndexBinaryFlat(codes.shape[1] * 8), codes, radius + 1)
+    return _scan_blocks(codes.shape[0], first, window, block, acct, pairs)
 
 
 def _min_hamming_in_window(sigs: np.ndarray, acct: np.ndarray, first: int, window: int, block: int) -> tuple[np.ndarray, np.ndarray]:

@@ -28,6 +28,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--backends", default=None, help="comma separated (default: numpy, cpu and cuda where usable)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--adversarial",
+        action="store_true",
+        help="add the adversarial-account rows (bench/adversarial.py): one account sending half the traffic, "
+        "with and without the near-duplicate window's per-account cap (--events ordinary requests, default 100000)",
+    )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"directory for bench.json and bench.png (default {DEFAULT_OUT}/)")
     parser.add_argument(
         "--traffic",

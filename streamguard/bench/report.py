@@ -106,6 +106,11 @@ def render(report: dict[str, Any]) -> None:
         f"churn: {churn['accounts_seen']:,} accounts seen, max {churn['max_active_accounts']:,} active, "
         f"{churn['slot_capacity']:,} slots ({churn['state_bytes_at_capacity'] / 2**20:.1f} MiB)"
     )
+    for row in report.get("adversarial", {}).get("rows", []):
+        console.print(
+            f"adversarial account (share cap {row['account_share']}): {row['adversarial_events_per_second']:,.0f} events/s "
+            f"against {row['ordinary_events_per_second']:,.0f} without it (ratio {row['throughput_ratio']:.2f}, >= 0.5 wanted)"
+        )
     t = report["targets"]
     met = {True: "met", False: "NOT met"}
     recall = t["near_duplicate_recall"]

@@ -175,6 +175,15 @@ def run(args: argparse.Namespace) -> int:
     churn_backend = cpu_backend or _make_backend("numpy", settings)
     _log("account churn")
     report["churn"] = churn_bench(settings, churn_backend, quick, args.seed)
+    if getattr(args, "adversarial", False):
+        from streamguard.bench.adversarial import run_adversarial  # noqa: PLC0415 - an opt-in section
+
+        _log("an adversarial account sending half the traffic")
+        adversary_backend = next((n for n in ("cpu", "cuda", "numpy") if n in names), "numpy")
+        report["adversarial"] = run_adversarial(
+            events=args.events or (12_000 if quick else 100_000), dim=dims[0], seed=args.seed, backend=adversary_backend,
+            settings=settings,
+        )
     report["memory"] = {
         "peak_rss_bytes": _peak_rss_bytes(),
         "state_bytes_per_account": state_bytes,

@@ -258,6 +258,14 @@ class CampaignDetector(AttributeGroups, Stateful):
         nodes = np.array([self._foreign_node(int(k)) for k in foreign_keys.tolist()], dtype=np.int64)
         self._add_edges(np.asarray(slots, dtype=np.int64), nodes, np.asarray(ts, dtype=np.int64))
 
+    def partnered_of(self, slots: np.ndarray) -> np.ndarray:
+        """(m,) bool: the accounts shared prompts with particular accounts beyond chance at the last link pass."""
+        return self.partnered[slots]
+
+    def orgs_of(self, slots: np.ndarray) -> np.ndarray:
+        """(m,) object: the billing org of each account ("" where unknown)."""
+        return self.org_of[slots]
+
     def _foreign_node(self, key: int) -> int:
         node = self.foreign_nodes.get(key)
         if node is None:

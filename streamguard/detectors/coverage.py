@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.detectors.features import CoverageFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch
 from streamguard.detectors.state import Stateful
 
@@ -376,6 +377,20 @@ class CoverageDetector(Stateful):
         return self._stats(
             red["sum_sq"], red["surprisal"], red["distinct"], self.w_sum[slots], self.w2_sum[slots], mix, rows
         )
+
+    def leave_out_of_mix(self, groups: list[np.ndarray]) -> None:
+        """Linked groups (slots) that the next :meth:`refresh_mix` may leave out of the mix as a whole."""
+        self.mix_groups = [np.array(members, dtype=np.int64, copy=True) for members in groups]
+
+    def population_at(self, ts: int) -> np.ndarray:
+        """(T,) float64: the damped topic mass of the population as of event time ``ts``."""
+        if self.t0 is None:
+            raise ValueError("the population has no mass before the first update")
+        return self.population * math.exp(-self.rate * (int(ts) - self.t0))
+
+    def features(self, slots: np.ndarray) -> CoverageFeatures:
+        """:meth:`account_stats` as named arrays: what scoring and alerts read."""
+        return CoverageFeatures(**self.account_stats(slots))
 
     def topic_overlap(self, a: np.ndarray, b: np.ndarray, population: np.ndarray) -> np.ndarray:
         """(m,) float64: ``sum_t h_a(t) h_b(t) / M(t)`` for the pairs ``(a[i], b[i])``.

@@ -48,6 +48,7 @@ import numpy as np
 
 from streamguard.backends.base import Backend
 from streamguard.config import NearDuplicateConfig
+from streamguard.detectors.features import DuplicateFeatures
 from streamguard.detectors.state import Stateful
 
 
@@ -324,3 +325,31 @@ class NearDuplicateDetector(Stateful):
         matched = np.flatnonzero(is_cross)
         self.last_partner[batch.slots[matched]] = cross.cross_slot[matched]
         return NearDuplicateResult(within, is_dup, cross.cross_dist, cross.cross_slot, is_cross, sigs)
+
+    def features(self, slots: np.ndarray) -> DuplicateFeatures:
+        """Requests seen and near-duplicate rates of the accounts ``slots`` (host arrays)."""
+        seen = self.seen[slots]
+        denom = np.maximum(seen, 1)
+        return DuplicateFeatures(seen=seen, dup_rate=self.dups[slots] / denom, cross_rate=self.cross_dups[slots] / denom)
+
+    def requests_seen(self, slots: np.ndarray | None = None) -> np.ndarray:
+        """(m,) int64 requests seen per account of ``slots`` (None: every slot; a read-only view)."""
+        if slots is None:
+            view = self.seen.view()
+            view.flags.writeable = False
+            return view
+        return self.seen[slots]
+
+    def cross_duplicates(self) -> np.ndarray:
+        """(S,) int64 cross-account near-duplicates per slot (a read-only view)."""
+        view = self.cross_dups.view()
+        view.flags.writeable = False
+        return view
+
+    def partner(self, slot: int) -> int:
+        """The slot of the account whose prompt ``slot`` last repeated, or -1."""
+        return int(self.last_partner[slot])
+
+    def count_remote(self, slots: np.ndarray) -> None:
+        """Count near-duplicates of other partitions' requests (one per row of ``slots``) as cross-account ones."""
+        np.add.at(self.cross_dups, slots, 1)

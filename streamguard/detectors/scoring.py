@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from streamguard.config import ScoringConfig
+from streamguard.detectors.features import AccountFeatures
 from streamguard.detectors.state import Stateful
 
 FEATURES = ("rarity_effect", "rarity_z", "sweep_z", "spread", "effective_topics", "dup_rate", "cross_rate", "sweep_margin")
@@ -80,6 +81,11 @@ class PopulationBaseline:
 def sweep_line(false_alerts_per_10k: float) -> float:
     """``Phi^-1(1 - rate / 10,000)``: the z-score an ordinary account exceeds at that rate."""
     return NormalDist().inv_cdf(1.0 - false_alerts_per_10k / 10_000.0)
+
+
+def score_of(margin: Any) -> Any:
+    """An alert's score from its margin past the line (float or array): ``1 - 0.5**margin``, 0.5 on the line."""
+    return 1.0 - 0.5**margin
 
 
 def read_allowlist(path: str) -> frozenset[str]:
@@ -176,11 +182,14 @@ class Scorer(Stateful):
         self.crossed_n[slots] = 0
         self.alerted_n[slots] = 0
 
-    def refresh_baseline(self, features: dict[str, np.ndarray]) -> None:
-        self.baseline = robust_baseline({k: v for k, v in features.items() if k in FEATURES})
-        self.baseline = robust_baseline(
-            {k: v for k, v in dict(features, sweep_margin=self.sweep_margin(features)).items() if k in FEATURES}
-        )
+    score_of = staticmethod(score_of)
+
+    def refresh_baseline(self, features: AccountFeatures) -> None:
+        """Median, MAD and quantiles of :data:`FEATURES` over established accounts ``features``."""
+        values = {name: getattr(features, name) for name in FEATURES if name != "sweep_margin"}
+        # The sweep margin reads the baseline's median breadth: the baseline without it comes first.
+        self.baseline = robust_baseline(values)
+        self.baseline = robust_baseline(dict(values, sweep_margin=self.sweep_margin(features.sweep_z, features.effective_topics)))
 
     def budget_left(self, now_ts: int) -> float:
         """Alerts still allowed in the day ending at ``now_ts`` (inf without a budget)."""
@@ -217,7 +226,7 @@ class Scorer(Stateful):
         slots: np.ndarray,
         seen: np.ndarray,
         now_ts: np.ndarray,
-        features: dict[str, np.ndarray],
+        features: AccountFeatures,
         first_ts: np.ndarray | None = None,
         exempt: np.ndarray | None = None,
     ) -> list[Verdict]:
@@ -228,7 +237,7 @@ class Scorer(Stateful):
         slots : (m,) int64 touched accounts
         seen : (m,) int64 requests seen per account
         now_ts : (m,) int64 event time of each account's latest request
-        features : (m,) float64 arrays: the coverage statistics and the rates
+        features : the accounts' features (coverage statistics, rates, partners), (m,) each
         first_ts : (m,) int64 event time of each account's first request
         exempt : (m,) bool, accounts never alerted (the allowlist)
         """
@@ -236,16 +245,16 @@ class Scorer(Stateful):
             first_ts = np.full(slots.shape[0], np.iinfo(np.int64).min // 2, dtype=np.int64)
         cfg = self.config
         thr = self.thresholds()
-        sweep_margin = self.sweep_margin(features)
-        cross_margin = features["cross_rate"] / max(thr["cross_rate"], 1e-9)
-        if "partnered" in features:
+        sweep_margin = self.sweep_margin(features.sweep_z, features.effective_topics)
+        cross_margin = self.cross_margin(features.cross_rate)
+        if features.partnered is not None:
             # Near-duplicates of everyone asking about one popular topic are its popularity, not a
             # template: cross-account evidence counts once the account shares prompts with
             # particular accounts beyond what their topics explain (campaigns.py, link pass).
-            cross_margin = np.where(features["partnered"], cross_margin, 0.0)
+            cross_margin = np.where(features.partnered, cross_margin, 0.0)
         sweep = sweep_margin >= 1.0
         cross = cross_margin >= 1.0
-        dup = features["dup_rate"] >= max(thr["dup_rate"], 1e-9)
+        dup = features.dup_rate >= max(thr["dup_rate"], 1e-9)
         crossing = (sweep | cross) & (seen >= cfg.min_requests)
         pending = self.crossed_ts[slots] >= 0
         holding = np.maximum(sweep_margin, cross_margin) >= cfg.hysteresis
@@ -276,24 +285,24 @@ class Scorer(Stateful):
                 kinds.append("coverage_sweep")
             margin = max(float(sweep_margin[i]), float(cross_margin[i]))
             evidence = {
-                "rarity_nats": round(float(features["rarity"][i]), 4),
-                "rarity_effect": round(float(features["rarity_effect"][i]), 3),
-                "rarity_z": round(float(features["rarity_z"][i]), 2),
-                "sweep_z": round(float(features["sweep_z"][i]), 2),
+                "rarity_nats": round(float(features.rarity[i]), 4),
+                "rarity_effect": round(float(features.rarity_effect[i]), 3),
+                "rarity_z": round(float(features.rarity_z[i]), 2),
+                "sweep_z": round(float(features.sweep_z[i]), 2),
                 "sweep_line": round(self.sweep_line(), 2),
-                "rarity_within_domains_effect": round(float(features["rarity_cond_effect"][i]), 3),
-                "effective_topics": round(float(features["effective_topics"][i]), 2),
-                "spread_vs_population": round(float(features["spread"][i]), 3),
-                "topics_covered": int(features["topics_covered"][i]),
-                "duplicate_rate": round(float(features["dup_rate"][i]), 4),
-                "cross_account_duplicate_rate": round(float(features["cross_rate"][i]), 4),
+                "rarity_within_domains_effect": round(float(features.rarity_cond_effect[i]), 3),
+                "effective_topics": round(float(features.effective_topics[i]), 2),
+                "spread_vs_population": round(float(features.spread[i]), 3),
+                "topics_covered": int(features.topics_covered[i]),
+                "duplicate_rate": round(float(features.dup_rate[i]), 4),
+                "cross_account_duplicate_rate": round(float(features.cross_rate[i]), 4),
                 "cross_account_threshold": round(thr["cross_rate"], 4),
                 "population_accounts": self.baseline.accounts,
                 "population_percentile": self._percentiles(features, sweep_margin, i),
                 "first_crossed_ts": int(self.crossed_ts[slot]),
                 "events_at_first_crossing": int(self.crossed_n[slot]),
             }
-            verdicts.append(Verdict(slot, float(1.0 - 0.5**margin), kinds, evidence))
+            verdicts.append(Verdict(slot, float(self.score_of(margin)), kinds, evidence))
             granted_n.append(int(seen[i]))
         if not verdicts:
             return verdicts
@@ -308,9 +317,9 @@ class Scorer(Stateful):
             self.alerted_n[verdicts[k].slot] = granted_n[k]
         return [verdicts[k] for k in keep]
 
-    def _percentiles(self, features: dict[str, np.ndarray], sweep_margin: np.ndarray, i: int) -> dict[str, float]:
+    def _percentiles(self, features: AccountFeatures, sweep_margin: np.ndarray, i: int) -> dict[str, float]:
         """Where account ``i`` stands among the established accounts of the live population (0-100)."""
-        values = {name: float(features[name][i]) for name in ("rarity_effect", "spread", "dup_rate", "cross_rate")}
+        values = {name: float(getattr(features, name)[i]) for name in ("rarity_effect", "spread", "dup_rate", "cross_rate")}
         values["sweep_margin"] = float(sweep_margin[i])
         out = {}
         for name, value in values.items():
@@ -323,18 +332,22 @@ class Scorer(Stateful):
         """The sweep statistic's line: the z-score ordinary accounts exceed at the set false-alert rate."""
         return sweep_line(self.config.false_alerts_per_10k)
 
-    def sweep_margin(self, stats: dict[str, Any], line: float | None = None) -> Any:
+    def sweep_margin(self, sweep_z: Any, effective_topics: Any, line: float | None = None) -> Any:
         """How far coverage statistics are past the sweep line (>= 1: crossed).
 
-        ``sweep_z`` over its line; an account narrower than the median
-        established account (below ``population_min_accounts``: any account)
-        stays below the line whatever its rarity.
+        ``sweep_z`` over its line (float or (m,) array); an account narrower
+        (``effective_topics``) than the median established account (below
+        ``population_min_accounts``: any account) stays below the line whatever its rarity.
         """
-        margin = np.asarray(stats["sweep_z"], dtype=np.float64) / (self.sweep_line() if line is None else line)
+        margin = np.asarray(sweep_z, dtype=np.float64) / (self.sweep_line() if line is None else line)
         if self.baseline.accounts >= self.config.population_min_accounts and "effective_topics" in self.baseline.median:
-            narrow = np.asarray(stats["effective_topics"]) < self.baseline.median["effective_topics"]
+            narrow = np.asarray(effective_topics) < self.baseline.median["effective_topics"]
             margin = np.where(narrow, np.minimum(margin, 0.0), margin)
         return margin
+
+    def cross_margin(self, cross_rate: Any) -> Any:
+        """How far cross-account near-duplicate rates are past their line (>= 1: crossed; partners not asked)."""
+        return cross_rate / max(self.thresholds()["cross_rate"], 1e-9)
 
     def judge_campaign(
         self,
@@ -360,7 +373,7 @@ class Scorer(Stateful):
             different subjects would pass for a campaign dividing its work
         """
         cfg = self.config
-        sweep = float(self.sweep_margin(stats, line))
+        sweep = float(self.sweep_margin(stats["sweep_z"], stats["effective_topics"], line))
         # A group that shares prompts among itself at the rate an account would be alerted for.
         dup = float(stats.get("cross_rate", 0.0)) / max(self.thresholds()["cross_rate"], 1e-9)
         margin = max(sweep, dup)
@@ -406,4 +419,4 @@ class Scorer(Stateful):
             **{f"campaign_{k}": round(float(stats[k]), 4) for k in ("attribute_share", "timing_log10_chance") if k in stats},
             "first_crossed_ts": int(track.crossed_ts),
         }
-        return CampaignVerdict(campaign_id, new, float(1.0 - 0.5**margin), evidence, kinds)
+        return CampaignVerdict(campaign_id, new, float(self.score_of(margin)), evidence, kinds)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import tempfile
 import time
 from dataclasses import asdict
@@ -13,7 +12,7 @@ from typing import Any
 
 from streamguard.evaluate_matrix.running import run_matrix
 from streamguard.evaluate_matrix.scoring import Floors, check_floors
-from streamguard.evaluate_matrix.tables import markdown, render
+from streamguard.evaluate_matrix.tables import markdown, render, write_report
 from streamguard.evaluate_matrix.worlds import INDEPENDENT_RELATIVE, MATRICES, Sources, WorldSpec, default_independent
 
 
@@ -94,12 +93,7 @@ def run(args: argparse.Namespace, settings: Any, backend: Any) -> int:
     say(f"{len(report['worlds'])} worlds in {report['seconds']:.1f} s")
     if failures or floors.any():
         say("check: " + ("every floor holds" if not failures else "; ".join(failures)))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
-    if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(markdown(report))
+    write_report(report, args.json, args.markdown, markdown)
     return 1 if args.check and failures else 0
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -105,3 +108,14 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"\nnot run: {entry['world']}: {entry['reason']}")
     return "\n".join(lines) + "\n"
 
+
+
+def write_report(
+    report: dict[str, Any], json_path: str | None, markdown_path: str | None, markdown: Callable[[dict[str, Any]], str]
+) -> None:
+    """Write ``report`` as JSON to ``json_path`` and as ``markdown(report)`` to ``markdown_path``, each only if given
+    (a report command's ``--json`` / ``--markdown``), making their folders."""
+    for path, text in ((json_path, lambda: json.dumps(report, indent=1) + "\n"), (markdown_path, lambda: markdown(report))):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text())

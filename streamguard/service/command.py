@@ -1,4 +1,4 @@
-"""The ``run`` command: flags and their ``STREAMGUARD_*`` variables, then the service wired and run.
+"""The ``run`` command: its flags (settings ``[service]``, ``[metrics]``, ``[runtime]``), then the service wired and run.
 
 Builds the backend, the metrics and their endpoint, the Kafka clients
 (retried while the broker is unreachable) and :class:`~streamguard.service.loop.Service`,
@@ -27,10 +27,6 @@ from streamguard.stream.kafka import KafkaConfig
 log = logging.getLogger("streamguard.service")
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(f"STREAMGUARD_{name}", default)
-
-
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``run`` on the ``streamguard`` command's subparsers."""
     run_p = subparsers.add_parser("run", help="the service: Kafka in, alerts out, /metrics /healthz /readyz")
@@ -38,77 +34,54 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return run_p
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    def num(name: str, kind: type) -> Any:
-        raw = _env(name)
-        return kind(raw) if raw not in (None, "") else None
+SERVICE_FLAG_KINDS: dict[str, dict[str, Any]] = {
+    "partitions_hint": {"type": int, "metavar": "N"},
+    "stop_after_idle": {"type": float, "metavar": "SECONDS"},
+    "dim": {"type": int},
+}
 
-    p.add_argument("--bootstrap-servers", default=_env("BOOTSTRAP_SERVERS"), help="HOST:PORT[,HOST:PORT] (env STREAMGUARD_BOOTSTRAP_SERVERS)")
-    p.add_argument("--topic", default=_env("TOPIC"), help="request topic (env STREAMGUARD_TOPIC)")
-    p.add_argument("--group-id", default=_env("GROUP_ID", "streamguard"), help="consumer group (env STREAMGUARD_GROUP_ID)")
-    p.add_argument("--alerts-topic", default=_env("ALERTS_TOPIC"), help="alerts topic (env STREAMGUARD_ALERTS_TOPIC)")
-    p.add_argument("--alerts-file", default=_env("ALERTS_FILE"), help="also append alerts to this JSON Lines file (env STREAMGUARD_ALERTS_FILE)")
-    p.add_argument("--dead-letter-topic", default=_env("DEAD_LETTER_TOPIC"), help="dead-letter topic (env STREAMGUARD_DEAD_LETTER_TOPIC)")
-    p.add_argument(
-        "--signatures-topic",
-        default=_env("SIGNATURES_TOPIC"),
-        help="internal topic through which replicas share request signatures, so that accounts sharing prompts "
-        "are linked across partitions and replicas (env STREAMGUARD_SIGNATURES_TOPIC; default: off)",
-    )
-    p.add_argument(
-        "--state-dir",
-        default=_env("CHECKPOINT_DIR", "streamguard-state"),
-        help="checkpoint directory, shared by the replicas of a group (env STREAMGUARD_CHECKPOINT_DIR)",
-    )
-    p.add_argument("--metrics-port", type=int, default=num("METRICS_PORT", int), help="serve /metrics /healthz /readyz (env STREAMGUARD_METRICS_PORT)")
-    p.add_argument(
-        "--metrics-addr",
-        default=_env("METRICS_ADDR", "127.0.0.1"),
-        help="bind address of the metrics port (env STREAMGUARD_METRICS_ADDR; default 127.0.0.1, this host only: "
-        "in a Kubernetes pod set 0.0.0.0, or the pod IP, so that probes and Prometheus reach it)",
-    )
-    p.add_argument(
-        "--alert-account-hash",
-        action="store_true",
-        default=_env("ALERT_ACCOUNT_HASH", "").strip().lower() in {"1", "true", "yes", "on"},
-        help="put the account's keyed hash (the account_hash label of the metrics) into each alert's "
-        "evidence.account_hash; needs STREAMGUARD_HMAC_KEY (env STREAMGUARD_ALERT_ACCOUNT_HASH)",
-    )
-    p.add_argument("--stop-after-idle", type=float, default=num("STOP_AFTER_IDLE", float), metavar="SECONDS", help="exit 0 once no record arrived for this long")
-    p.add_argument("--config", default=_env("CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
-    p.add_argument("--backend", default=_env("BACKEND", "auto"), choices=["auto", "cuda", "cpu", "numpy"], help="array backend (env STREAMGUARD_BACKEND)")
-    p.add_argument(
-        "--codebook",
-        default=_env("CODEBOOK"),
-        help="fixed codebook (.npz from replay --save-codebook); else the partitions fit one on the warm-up they pool",
-    )
-    p.add_argument("--dim", type=int, default=num("DIM", int), help="embedding dimension of the stream (default: the codebook's, else the first record's)")
-    p.add_argument(
-        "--partitions-hint",
-        type=int,
-        default=num("PARTITIONS", int),
-        help="expected partitions of --topic (env STREAMGUARD_PARTITIONS): output topics are created with it, a different count is logged",
-    )
-    p.add_argument("--checkpoint-interval", type=float, default=None, help="seconds between checkpoints (default: [kafka] checkpoint_interval_s)")
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of ``run``, one per setting of ``[service]``, ``[metrics]``, ``[runtime]`` and a few of ``[kafka]``.
+
+    Every flag defaults to None (not given): :func:`resolve_settings` layers the given ones over the
+    defaults, the TOML file and the ``STREAMGUARD_<SECTION>_<FIELD>`` variables.
+    """
+    from dataclasses import fields
+
+    from streamguard.config import BACKENDS, ServiceConfig, flag_help
+
+    for f in fields(ServiceConfig):
+        p.add_argument(f"--{f.name.replace('_', '-')}", default=None, help=flag_help("service", f.name), **SERVICE_FLAG_KINDS.get(f.name, {}))
+    p.add_argument("--metrics-port", type=int, default=None, help=flag_help("metrics", "port"))
+    p.add_argument("--metrics-addr", default=None, help=flag_help("metrics", "addr"))
+    p.add_argument("--alert-account-hash", action="store_true", default=None, help=flag_help("runtime", "alert_account_hash"))
+    p.add_argument("--config", default=os.environ.get("STREAMGUARD_CONFIG"), help="TOML settings file (env STREAMGUARD_CONFIG)")
+    p.add_argument("--backend", default=None, choices=list(BACKENDS), help=flag_help("runtime", "backend"))
+    p.add_argument("--codebook", default=None, help=flag_help("runtime", "codebook", " (.npz from replay --save-codebook)"))
+    p.add_argument("--checkpoint-interval", type=float, default=None, help=flag_help("kafka", "checkpoint_interval_s"))
     security = p.add_argument_group("Kafka security (passed through to the client; env STREAMGUARD_KAFKA_<NAME>)")
     for flag in ("security-protocol", "sasl-mechanism", "sasl-username", "sasl-password", "ssl-cafile", "ssl-certfile", "ssl-keyfile"):
-        security.add_argument(f"--{flag}", default=None, help=f"env STREAMGUARD_KAFKA_{flag.upper().replace('-', '_')}")
+        security.add_argument(f"--{flag}", default=None, help=flag_help("kafka", flag.replace("-", "_")))
+
+
+def resolve_settings(args: argparse.Namespace, environ: Any = None) -> Any:
+    """Settings of ``run``: defaults < TOML (``--config``) < ``STREAMGUARD_*`` variables < flags.
+
+    The resolved values are written back onto ``args`` (``args.topic`` ...), every section is validated.
+    """
+    from streamguard.config import flag_overrides, load_settings, settle_flags
+
+    settings = load_settings(args.config, environ=environ, overrides=flag_overrides(args))
+    settle_flags(args, settings)
+    return settings
 
 
 def _kafka_config(settings: Any, args: argparse.Namespace) -> KafkaConfig:
-    from dataclasses import replace
-
-    # settings.kafka already holds the [kafka] table of --config and the STREAMGUARD_KAFKA_* variables.
+    """``[kafka]`` of the settings, the flags already layered in by :func:`resolve_settings`."""
     base = getattr(settings, "kafka", None)
     config = base if isinstance(base, KafkaConfig) else KafkaConfig.from_env()
-    flags = {
-        name: getattr(args, name)
-        for name in ("security_protocol", "sasl_mechanism", "sasl_username", "sasl_password", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
-        if getattr(args, name, None)
-    }
-    if getattr(args, "checkpoint_interval", None) is not None:
-        flags["checkpoint_interval_s"] = float(args.checkpoint_interval)
-    return replace(config, **flags).validate()
+    return config.validate()
 
 
 class _Retry(Exception):
@@ -145,7 +118,6 @@ def _run(args: argparse.Namespace) -> int:
     from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
     from streamguard.backends import BackendUnavailable, create_backend
-    from streamguard.config import load_settings
     from streamguard.detectors.codebook import Codebook
     from streamguard.backends.device import backend_device
     from streamguard.backends.kernel_timer import instrument_kernels
@@ -156,11 +128,16 @@ def _run(args: argparse.Namespace) -> int:
     from streamguard.stream.kafka import KafkaSource, ensure_topic
     from streamguard.stream.pipeline import Pipeline
 
+    from streamguard.config import unknown_env_names
+
+    settings = resolve_settings(args)
+    logging.getLogger().setLevel(settings.runtime.log_level.upper())
+    for name in unknown_env_names(os.environ):
+        log.warning("%s is not a streamguard setting (streamguard settings lists them): ignored", name)
     if not args.bootstrap_servers:
-        raise ValueError("--bootstrap-servers is required (or STREAMGUARD_BOOTSTRAP_SERVERS)")
+        raise ValueError("--bootstrap-servers is required (or STREAMGUARD_SERVICE_BOOTSTRAP_SERVERS)")
     if not args.topic:
-        raise ValueError("--topic is required (or STREAMGUARD_TOPIC)")
-    settings = load_settings(args.config)
+        raise ValueError("--topic is required (or STREAMGUARD_SERVICE_TOPIC)")
     kafka_config = _kafka_config(settings, args)
     codebook = Codebook.load(args.codebook) if args.codebook else None
     if codebook is not None and args.dim is not None and codebook.dim != args.dim:
@@ -297,6 +274,7 @@ def _run(args: argparse.Namespace) -> int:
             "signatures: published %d, received %d (%d bad messages), %d matched a request of this replica's partitions",
             signatures.published, signatures.received, signatures.bad, service.stats["remote_duplicates"],
         )
+        log.warning("account records: published %d, received %d", signatures.records_published, signatures.records_received)
     log.info("time spent: %s", ", ".join(f"{k} {v:.2f} s" for k, v in sorted(service.seconds.items())))
     return status
 
@@ -304,11 +282,13 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m streamguard.service run ...`` (the same as ``streamguard run ...``)."""
     parser = argparse.ArgumentParser(prog="streamguard")
-    parser.add_argument("--log-level", default=_env("LOG_LEVEL", "WARNING"))
+    parser.add_argument("--log-level", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streamguard.config import initial_log_level
+
+    logging.basicConfig(level=initial_log_level(args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run(args)
 
 

@@ -60,7 +60,8 @@ from streamguard.service.source_policy import SourcePolicy
 from streamguard.service.state import Chunk, Outputs, PartitionState, PendingAlert, RunOptions, ServiceError
 from streamguard.sinks.alert_file import AlertFile
 from streamguard.stream.checkpoint import CheckpointError, CheckpointStore
-from streamguard.stream.decode import DeadRecord, Record, RecordDecoder, event_time_dead_record
+from streamguard.sinks.dead_letter import DeadRecord
+from streamguard.stream.decode import Record, RecordDecoder, event_time_dead_record
 from streamguard.stream.kafka import Source
 from streamguard.stream.warmup import SharedWarmup
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol
 
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.batcher import MicroBatcher
-from streamguard.stream.decode import DeadRecord
+from streamguard.sinks.dead_letter import DeadRecord
 from streamguard.stream.kafka import KafkaConfig
 
 

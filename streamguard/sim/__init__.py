@@ -117,12 +117,9 @@ class SimConfig:
         return self.attributes or self.traps or bool(ATTRIBUTE_SCENARIOS & set(self.evasion))
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale!r}")
+        check_scale_and_days(self.scale, self.days)
         if self.dim < 8:
             raise ValueError(f"dim must be >= 8, got {self.dim!r}")
-        if self.days is not None and not self.days * 86_400_000 >= 3_600_000:
-            raise ValueError(f"days must cover at least one hour, got {self.days!r}")
         unknown = sorted(set(self.evasion) - KNOWN_EVASIONS)
         if unknown:
             known = ", ".join(sorted(KNOWN_EVASIONS))
@@ -206,6 +203,85 @@ def traffic_schema(dim: int, attributes: bool = False) -> pa.Schema:
     return pa.schema(fields)
 
 
+def check_scale_and_days(scale: float, days: float | None) -> None:
+    """A simulator config's checks: ``scale > 0``, and ``days`` (unless None) covers at least one hour."""
+    if not scale > 0:
+        raise ValueError(f"scale must be > 0, got {scale!r}")
+    if days is not None and not days * 86_400_000 >= 3_600_000:
+        raise ValueError(f"days must cover at least one hour, got {days!r}")
+
+
+def arrival_order(rng: np.random.Generator, ts: np.ndarray) -> np.ndarray:
+    """Arrival order of requests at event times ``ts``: event time plus gateway/producer delay
+    (mostly < 1 s, a few stragglers up to 30 s), so the stream is mostly, not strictly, ordered."""
+    n = ts.shape[0]
+    delay = rng.exponential(400.0, size=n)
+    late = rng.random(n) < 0.003
+    delay[late] += rng.uniform(1_000, 30_000, size=int(late.sum()))
+    return np.argsort(ts + delay, kind="stable")
+
+
+def request_columns(
+    rng: np.random.Generator, accounts: list[Account], account: np.ndarray, ts: np.ndarray, emb: np.ndarray, dim: int
+) -> list[pa.Array]:
+    """Name ``accounts`` (``acct-`` + 12 hex digits, drawn from ``rng``), then the request-record columns of
+    :func:`traffic_schema`: request ids (drawn from ``rng``), ``ts``, the row's account and org, ``emb``."""
+    acct_ids = _hex_ids(rng, len(accounts), 6, "acct-")
+    for a, aid in zip(accounts, acct_ids):
+        a.account_id = aid
+    acct_arr = np.array(acct_ids, dtype=object)
+    org_arr = np.array([a.org_id for a in accounts], dtype=object)
+    return [
+        pa.array(_hex_ids(rng, ts.shape[0], 16), pa.string()),
+        pa.array(ts, pa.int64()).cast(pa.timestamp("ms")),
+        pa.array(acct_arr[account], pa.string()),
+        pa.array(org_arr[account], pa.string()),
+        pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
+    ]
+
+
+def traffic_labels(
+    rng: np.random.Generator,
+    accounts: list[Account],
+    account: np.ndarray,
+    head: dict,
+    seed: int,
+    scale: float,
+    dim: int,
+    span: tuple[int, int],
+) -> dict:
+    """The labels JSON: ``version``, then ``head``'s entries, the config, the period ``span`` (start, end ms),
+    every account's label, kind, campaign and request count (``account`` is each row's index into
+    ``accounts``), listed in a random order drawn from ``rng`` so position says nothing of kind, and the
+    campaigns' members and org."""
+    counts = np.bincount(account, minlength=len(accounts))
+    label_order = rng.permutation(len(accounts))
+    campaigns: dict[str, dict] = {}
+    for a in accounts:
+        if a.campaign is not None:
+            entry = campaigns.setdefault(a.campaign, {"members": [], "org_id": a.org_id})
+            entry["members"].append(a.account_id)
+    return {
+        "version": LABELS_VERSION,
+        **head,
+        "seed": seed,
+        "scale": scale,
+        "dim": dim,
+        "start_ms": span[0],
+        "end_ms": span[1],
+        "accounts": {
+            accounts[i].account_id: {
+                "label": accounts[i].label,
+                "kind": accounts[i].kind,
+                "campaign": accounts[i].campaign,
+                "n_requests": int(counts[i]),
+            }
+            for i in label_order
+        },
+        "campaigns": campaigns,
+    }
+
+
 def _hex_ids(rng: np.random.Generator, n: int, nbytes: int, prefix: str = "") -> list[str]:
     """``n`` distinct random hex strings of ``2 * nbytes`` characters."""
     while True:
@@ -252,12 +328,7 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     rows = builder.rows()
     n = rows["ts"].shape[0]
 
-    # Arrival order: event time plus gateway/producer delay (mostly < 1 s, a
-    # few stragglers up to 30 s), so the stream is mostly, not strictly, ordered.
-    delay = rng_ids.exponential(400.0, size=n)
-    late = rng_ids.random(n) < 0.003
-    delay[late] += rng_ids.uniform(1_000, 30_000, size=int(late.sum()))
-    order = np.argsort(rows["ts"] + delay, kind="stable")
+    order = arrival_order(rng_ids, rows["ts"])
     rows = {k: v[order] for k, v in rows.items()}
 
     emb = embed_requests(
@@ -272,52 +343,12 @@ def simulate(config: SimConfig) -> SimulatedTraffic:
     )
 
     accounts = builder.accounts
-    acct_ids = _hex_ids(rng_ids, len(accounts), 6, "acct-")
-    for a, aid in zip(accounts, acct_ids):
-        a.account_id = aid
-    acct_arr = np.array(acct_ids, dtype=object)
-    org_arr = np.array([a.org_id for a in accounts], dtype=object)
-    req_ids = _hex_ids(rng_ids, n, 16)
-
-    schema = traffic_schema(config.dim, config.writes_attributes)
-    columns = [
-        pa.array(req_ids, pa.string()),
-        pa.array(rows["ts"], pa.int64()).cast(pa.timestamp("ms")),
-        pa.array(acct_arr[rows["account"]], pa.string()),
-        pa.array(org_arr[rows["account"]], pa.string()),
-        pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), config.dim),
-    ]
+    columns = request_columns(rng_ids, accounts, rows["account"], rows["ts"], emb, config.dim)
     if config.writes_attributes:
         # A stream of its own: the other columns are the same with or without it.
         columns.append(attribute_column(np.random.default_rng([config.seed, *b"attributes"]), accounts, rows["account"]))
-    table = pa.table(columns, schema=schema)
-
-    counts = np.bincount(rows["account"], minlength=len(accounts))
-    # Labels list accounts in a random order so position says nothing of kind.
-    label_order = rng_ids.permutation(len(accounts))
-    campaigns: dict[str, dict] = {}
-    for a in accounts:
-        if a.campaign is not None:
-            entry = campaigns.setdefault(a.campaign, {"members": [], "org_id": a.org_id})
-            entry["members"].append(a.account_id)
-    labels = {
-        "version": LABELS_VERSION,
-        "seed": config.seed,
-        "scale": config.scale,
-        "dim": config.dim,
-        "start_ms": t0,
-        "end_ms": t1,
-        "accounts": {
-            accounts[i].account_id: {
-                "label": accounts[i].label,
-                "kind": accounts[i].kind,
-                "campaign": accounts[i].campaign,
-                "n_requests": int(counts[i]),
-            }
-            for i in label_order
-        },
-        "campaigns": campaigns,
-    }
+    table = pa.table(columns, schema=traffic_schema(config.dim, config.writes_attributes))
+    labels = traffic_labels(rng_ids, accounts, rows["account"], {}, config.seed, config.scale, config.dim, (t0, t1))
     if draw is not None:
         labels["world"] = describe(draw, world, plan)
     latent = Latent(

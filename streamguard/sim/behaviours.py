@@ -359,27 +359,22 @@ def generate_population(b: TrafficBuilder, plan: PopulationPlan) -> None:
     """Generate every account of ``plan`` into ``b``."""
     rng = b.rng
     b.company_orgs = [b.new_org() for _ in range(max(2, sum(plan.counts.values()) // 30))]
-    for _ in range(plan.counts["casual"]):
-        casual(b)
-    for _ in range(plan.counts["power_user"]):
-        power_user(b)
-    for _ in range(plan.counts["product"]):
-        product(b)
-    for _ in range(plan.counts["batch_job"]):
-        batch_job(b)
+    for kind, make in (("casual", casual), ("power_user", power_user), ("product", product), ("batch_job", batch_job)):
+        for _ in range(plan.counts[kind]):
+            make(b)
     # Fewer suites than benchmark accounts: popular suites get run by several.
     n_bench = plan.counts["benchmark"]
     suites = [benchmark_suite(b) for _ in range(max(1, n_bench // 3))]
     for i in range(n_bench):
         benchmark(b, suites[i] if i < len(suites) else suites[int(rng.integers(len(suites)))])
-    for _ in range(plan.counts["template_sweeper"]):
-        template_sweeper(b)
-    for _ in range(plan.counts["paraphrase_sweeper"]):
-        paraphrase_sweeper(b)
-    for _ in range(plan.counts["targeted_sweeper"]):
-        targeted_sweeper(b)
-    for _ in range(plan.counts["slow_sweeper"]):
-        slow_sweeper(b)
+    for kind, make in (
+        ("template_sweeper", template_sweeper),
+        ("paraphrase_sweeper", paraphrase_sweeper),
+        ("targeted_sweeper", targeted_sweeper),
+        ("slow_sweeper", slow_sweeper),
+    ):
+        for _ in range(plan.counts[kind]):
+            make(b)
     for i, size in enumerate(plan.campaign_sizes):
         # Alternate: even campaigns share one billing org, odd ones have none.
         campaign(b, f"campaign-{i}", size, shared_org=(i % 2 == 0))

@@ -38,7 +38,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from streamguard.sim import LABELS_VERSION, SimulatedTraffic, _hex_ids, traffic_schema
+from streamguard.sim import (
+    SimulatedTraffic,
+    arrival_order,
+    check_scale_and_days,
+    request_columns,
+    traffic_labels,
+    traffic_schema,
+)
 from streamguard.sim.accounts import BENIGN_KINDS, DISTILLER_KINDS, Account
 from streamguard.sim.realtext_accounts import (
     _Builder,
@@ -96,10 +103,7 @@ class RealTextConfig:
     start_ms: int = 1_767_225_600_000
 
     def __post_init__(self) -> None:
-        if not self.scale > 0:
-            raise ValueError(f"scale must be > 0, got {self.scale!r}")
-        if not self.days * 86_400_000 >= 3_600_000:
-            raise ValueError(f"days must cover at least one hour, got {self.days!r}")
+        check_scale_and_days(self.scale, self.days)
 
 
 @dataclass
@@ -215,26 +219,21 @@ def write_prompts(config: RealTextConfig) -> Prompts:
     b = _Builder(rng_acct, Writer(rng_acct, cat), cat, _subject_popularity(rng_pop, cat.n_subjects), t0, t1)
     counts, sizes = plan_population(rng_acct, config.scale)
     b.company_orgs = [b.new_org() for _ in range(max(2, sum(counts.values()) // 30))]
-    for _ in range(counts["casual"]):
-        casual(b)
-    for _ in range(counts["power_user"]):
-        power_user(b)
-    for _ in range(counts["product"]):
-        product(b)
-    for _ in range(counts["batch_job"]):
-        batch_job(b)
+    for kind, make in (("casual", casual), ("power_user", power_user), ("product", product), ("batch_job", batch_job)):
+        for _ in range(counts[kind]):
+            make(b)
     n_bench = counts["benchmark"]
     suites = [benchmark_suite(b) for _ in range(max(1, n_bench // 2))]
     for i in range(n_bench):
         benchmark(b, suites[i] if i < len(suites) else suites[int(rng_acct.integers(len(suites)))])
-    for _ in range(counts["template_sweeper"]):
-        template_sweeper(b)
-    for _ in range(counts["paraphrase_sweeper"]):
-        paraphrase_sweeper(b)
-    for _ in range(counts["targeted_sweeper"]):
-        targeted_sweeper(b)
-    for _ in range(counts["slow_sweeper"]):
-        slow_sweeper(b)
+    for kind, make in (
+        ("template_sweeper", template_sweeper),
+        ("paraphrase_sweeper", paraphrase_sweeper),
+        ("targeted_sweeper", targeted_sweeper),
+        ("slow_sweeper", slow_sweeper),
+    ):
+        for _ in range(counts[kind]):
+            make(b)
     for i, size in enumerate(sizes):
         campaign(b, f"campaign-{i}", size, shared_org=(i % 2 == 0))
 
@@ -294,11 +293,7 @@ def simulate_realtext(config: RealTextConfig, embedder: Callable[[Sequence[str]]
     prompts = write_prompts(config)
     rng = np.random.default_rng(np.random.SeedSequence([config.seed, 0x1D5]))
     n = len(prompts)
-    # Arrival order: event time plus gateway delay (mostly < 1 s, a few stragglers).
-    delay = rng.exponential(400.0, size=n)
-    late = rng.random(n) < 0.003
-    delay[late] += rng.uniform(1_000, 30_000, size=int(late.sum()))
-    prompts = prompts.take(np.argsort(prompts.ts + delay, kind="stable"))
+    prompts = prompts.take(arrival_order(rng, prompts.ts))
 
     counters = hasattr(embedder, "computed") and hasattr(embedder, "compute_seconds")
     before = (getattr(embedder, "computed", 0), getattr(embedder, "hits", 0), getattr(embedder, "compute_seconds", 0.0))
@@ -315,47 +310,20 @@ def simulate_realtext(config: RealTextConfig, embedder: Callable[[Sequence[str]]
         embedded, cached, seconds = n, 0, wall
 
     accounts = prompts.accounts
-    acct_ids = _hex_ids(rng, len(accounts), 6, "acct-")
-    for acct, aid in zip(accounts, acct_ids):
-        acct.account_id = aid
-    acct_arr = np.array(acct_ids, dtype=object)
-    org_arr = np.array([acct.org_id for acct in accounts], dtype=object)
     table = pa.table(
-        [
-            pa.array(_hex_ids(rng, n, 16), pa.string()),
-            pa.array(prompts.ts, pa.int64()).cast(pa.timestamp("ms")),
-            pa.array(acct_arr[prompts.account], pa.string()),
-            pa.array(org_arr[prompts.account], pa.string()),
-            pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), EMBED_DIM),
-        ],
-        schema=traffic_schema(EMBED_DIM),
+        request_columns(rng, accounts, prompts.account, prompts.ts, emb, EMBED_DIM), schema=traffic_schema(EMBED_DIM)
     )
-    counts = np.bincount(prompts.account, minlength=len(accounts))
-    campaigns: dict[str, dict] = {}
-    for acct in accounts:
-        if acct.campaign is not None:
-            campaigns.setdefault(acct.campaign, {"members": [], "org_id": acct.org_id})["members"].append(acct.account_id)
     t0 = int(config.start_ms)
-    labels = {
-        "version": LABELS_VERSION,
-        "generator": "realtext",
-        "embedding_model": MODEL_NAME,
-        "seed": config.seed,
-        "scale": config.scale,
-        "dim": EMBED_DIM,
-        "start_ms": t0,
-        "end_ms": t0 + int(round(config.days * 86_400_000)),
-        "accounts": {
-            accounts[i].account_id: {
-                "label": accounts[i].label,
-                "kind": accounts[i].kind,
-                "campaign": accounts[i].campaign,
-                "n_requests": int(counts[i]),
-            }
-            for i in rng.permutation(len(accounts))
-        },
-        "campaigns": campaigns,
-    }
+    labels = traffic_labels(
+        rng,
+        accounts,
+        prompts.account,
+        {"generator": "realtext", "embedding_model": MODEL_NAME},
+        config.seed,
+        config.scale,
+        EMBED_DIM,
+        (t0, t0 + int(round(config.days * 86_400_000))),
+    )
     return RealTextTraffic(
         table=table,
         labels=labels,

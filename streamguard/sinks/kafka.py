@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from streamguard.schema import AlertRecord
-from streamguard.stream.decode import DeadRecord
-from streamguard.stream.kafka import KafkaConfig
+from streamguard.config import KafkaConfig
+from streamguard.sinks.dead_letter import DeadRecord
 
 log = logging.getLogger(__name__)
 

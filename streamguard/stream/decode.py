@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 
 from streamguard.schema import RecordFileError, RequestBatch, check_columns, infer_dim, validate_table
+from streamguard.sinks.dead_letter import DeadRecord, arrow_stream_bytes  # noqa: F401 - arrow_stream_bytes: re-exported
 
 ARROW_MARKER = b"\xff\xff\xff\xff"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -57,35 +58,6 @@ class Record:
     offset: int
     value: bytes | None
     key: bytes | None = None
-
-
-@dataclass
-class DeadRecord:
-    """A record (or one row of an Arrow record) that is not fed to any detector.
-
-    Attributes
-    ----------
-    offset : the Kafka offset of the record
-    reason : why, e.g. ``"wrong dimension: 12 (stream dimension is 384)"``
-    value : the original bytes (whole record), or None when ``row_table`` holds the row
-    row : row index inside an Arrow record, None for a whole record
-    row_table : the offending row (one-row table in the record's schema)
-    fmt : ``"json"``, ``"arrow"`` or ``"unknown"``
-    """
-
-    offset: int
-    reason: str
-    value: bytes | None
-    key: bytes | None = None
-    row: int | None = None
-    row_table: pa.Table | None = None
-    fmt: str = "unknown"
-
-    def original_bytes(self) -> bytes:
-        """The bytes to dead-letter: the record's value, or the row as a one-row Arrow IPC stream."""
-        if self.row_table is None:
-            return self.value if self.value is not None else b""
-        return arrow_stream_bytes(self.row_table)
 
 
 def event_time_dead_record(rows: RequestBatch, i: int, reason: str) -> DeadRecord:
@@ -132,14 +104,6 @@ class Decoded:
     batch: RequestBatch
     dead: list[DeadRecord] = field(default_factory=list)
     rows: int = 0
-
-
-def arrow_stream_bytes(table: pa.Table) -> bytes:
-    """One Arrow IPC stream holding ``table``."""
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
 
 
 def sniff(value: bytes | None) -> str:

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -35,6 +34,7 @@ from streamguard.detectors.accounts import AccountTable
 from streamguard.detectors.campaigns import CampaignDetector, make_style_projection
 from streamguard.detectors.codebook import Codebook, fit_codebook
 from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.features import AccountFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch, NearDuplicateDetector
 from streamguard.detectors.remote import AccountRecords, ForeignAccounts, RemoteIndex, SignatureBatch, account_keys
 from streamguard.detectors.scoring import Scorer, read_allowlist, sweep_line
@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 STAGES = ("accounts", "near_duplicate", "coverage", "scoring")
 
 
+BATCH_SECONDS_KEPT = 100_000
+
+
 @dataclass
 class PipelineStats:
     """Counters and timings a caller may export (metrics, demo table)."""
@@ -59,7 +62,8 @@ class PipelineStats:
     batches: int = 0
     alerts_by_kind: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     stage_seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    batch_seconds: list[float] = field(default_factory=list)
+    batch_seconds: deque[float] = field(default_factory=lambda: deque(maxlen=BATCH_SECONDS_KEPT))
+    """The latest batches' processing times (the bench's percentiles); bounded: a service runs for months."""
     near_duplicates: int = 0
     cross_duplicates: int = 0
     remote_duplicates: int = 0
@@ -218,7 +222,7 @@ class Pipeline(PipelineJudging, PipelineState):
         if match.rows.size:
             # A request already matched within this partition is counted once.
             fresh = match.rows[nd.cross_slot[match.rows] < 0]
-            np.add.at(self.near_duplicate.cross_dups, slots[fresh], 1)
+            self.near_duplicate.count_remote(slots[fresh])
             self.campaigns.observe_foreign(match.local_slots, match.ts, match.foreign_keys)
             self.stats.remote_duplicates += int(match.rows.size)
         unique, first, inverse = np.unique(batch.account_ids, return_index=True, return_inverse=True)
@@ -244,8 +248,10 @@ class Pipeline(PipelineJudging, PipelineState):
         old_slots, old_tokens, old_bounds = before
         where = np.searchsorted(old_slots, slots)
         tokens, bounds = self.campaigns.attr_tokens[slots], self.timing.bounds[slots]
-        seen = self.near_duplicate.seen[slots].astype(np.int64)
-        changed = (tokens != old_tokens[where]).any(axis=1) | (bounds != old_bounds[where]).any(axis=1)
+        seen = self.near_duplicate.requests_seen(slots).astype(np.int64)
+        # Compared as sets: a ring keeps its values oldest first, so a value seen again moves.
+        changed = (np.sort(tokens, axis=1) != np.sort(old_tokens[where], axis=1)).any(axis=1)
+        changed |= (np.sort(bounds, axis=1) != np.sort(old_bounds[where], axis=1)).any(axis=1)
         changed |= seen >= 2 * self._sent_seen[slots]
         # An account with neither tokens nor boundaries has nothing to link by yet.
         send = np.flatnonzero(changed & ((tokens != 0).any(axis=1) | (bounds != NO_BOUNDARY).any(axis=1)))
@@ -383,8 +389,7 @@ class Pipeline(PipelineJudging, PipelineState):
             slots = table.assign(part.account_ids, part.ts)
             dry.update(DetectorBatch(slots, part.ts, self.backend.asarray(part.embeddings)))
         # The warm-up's damped topic mass as of its last request: a prior worth as much as the warm-up.
-        assert dry.t0 is not None
-        prior = dry.population * math.exp(-dry.rate * (int(batch.ts.max()) - dry.t0))
+        prior = dry.population_at(int(batch.ts.max()))
         return dataclasses.replace(book, warmup_counts=prior)
 
     # ------------------------------------------------------------------- flow
@@ -549,23 +554,36 @@ class Pipeline(PipelineJudging, PipelineState):
         self.stats.stage_seconds["scoring"] += time.perf_counter() - t
         return alerts
 
-    def account_features(self, slots: np.ndarray) -> dict[str, np.ndarray]:
-        """Every per-account feature scoring reads, for the given slots (host arrays)."""
+    def account_features(self, slots: np.ndarray) -> AccountFeatures:
+        """Every per-account feature scoring reads, for the given slots (host arrays, in their order)."""
         assert self.near_duplicate is not None and self.coverage is not None
-        features = self.coverage.account_stats(slots)
-        seen = self.near_duplicate.seen[slots]
-        denom = np.maximum(seen, 1)
-        features["dup_rate"] = self.near_duplicate.dups[slots] / denom
-        features["cross_rate"] = self.near_duplicate.cross_dups[slots] / denom
-        features["seen"] = seen.astype(np.float64)
-        if self.campaigns is not None:
-            features["partnered"] = self.campaigns.partnered[slots]
-        return features
+        partnered = self.campaigns.partnered_of(slots) if self.campaigns is not None else None
+        return AccountFeatures.compose(self.coverage.features(slots), self.near_duplicate.features(slots), partnered)
+
+    def established_features(self, account_ids: Any) -> tuple[np.ndarray, AccountFeatures | None]:
+        """Slots (ascending) and features of those of ``account_ids`` that hold a slot and have
+        reached ``scoring.min_requests``; ``(empty, None)`` where none has (or before the codebook)."""
+        none = np.empty(0, dtype=np.int64)
+        if not self.ready:
+            return none, None
+        found = (self.accounts.slot(account) for account in account_ids)
+        slots = np.sort(np.fromiter((s for s in found if s is not None), dtype=np.int64))
+        if slots.size == 0:
+            return none, None
+        assert self.near_duplicate is not None
+        slots = slots[self.near_duplicate.requests_seen(slots) >= self.settings.scoring.min_requests]
+        if slots.size == 0:
+            return none, None
+        return slots, self.account_features(slots)
+
+    def active_accounts(self) -> int:
+        """Accounts that hold a slot now."""
+        return len(self.accounts)
 
     def _any_established(self) -> bool:
         assert self.near_duplicate is not None
         active = self.accounts.active_slots()
-        return bool((self.near_duplicate.seen[active] >= self.settings.scoring.min_requests).any())
+        return bool((self.near_duplicate.requests_seen(active) >= self.settings.scoring.min_requests).any())
 
     def _refresh_population(self) -> None:
         assert self.near_duplicate is not None and self.coverage is not None
@@ -574,7 +592,7 @@ class Pipeline(PipelineJudging, PipelineState):
         if sample.size > 20_000:
             sample = np.random.default_rng(sample.size).choice(sample, 20_000, replace=False)
         self.coverage.refresh_mix(np.sort(sample))
-        established = active[self.near_duplicate.seen[active] >= self.settings.scoring.min_requests]
+        established = active[self.near_duplicate.requests_seen(active) >= self.settings.scoring.min_requests]
         if established.size > 20_000:
             # A fixed-seed sample keeps the refresh O(1) in the number of accounts.
             established = np.random.default_rng(established.size).choice(established, 20_000, replace=False)

@@ -20,7 +20,7 @@ class PipelineJudging:
         assert self.near_duplicate is not None
         if touched.size == 0:
             return []
-        seen = self.near_duplicate.seen[touched]
+        seen = self.near_duplicate.requests_seen(touched)
         candidates = seen >= self.settings.scoring.min_requests
         if not candidates.any():
             return []
@@ -32,7 +32,7 @@ class PipelineJudging:
         for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched], exempt):
             i = int(np.searchsorted(touched, verdict.slot))
             evidence = dict(verdict.evidence)
-            partner = int(self.near_duplicate.last_partner[verdict.slot])
+            partner = self.near_duplicate.partner(verdict.slot)
             if partner >= 0:
                 evidence["linked_account"] = self.accounts.account_id(partner)
             examples = [self._last_dup_request[verdict.slot], self._last_request[verdict.slot]]
@@ -56,7 +56,7 @@ class PipelineJudging:
         """(m,) bool: the account, or the org it bills to, is on the allowlist."""
         assert self.campaigns is not None
         ids = (self.accounts.account_id(int(s)) for s in slots.tolist())
-        orgs = self.campaigns.org_of[slots]
+        orgs = self.campaigns.orgs_of(slots)
         return np.fromiter(
             (a in self.allowlist or o in self.allowlist for a, o in zip(ids, orgs)), dtype=bool, count=slots.size
         )
@@ -64,7 +64,7 @@ class PipelineJudging:
     def _score_campaigns(self) -> list[AlertRecord]:
         """Link accounts into groups and alert the members of groups that cross the line."""
         assert self.near_duplicate and self.coverage and self.campaigns
-        seen = self.near_duplicate.seen
+        seen = self.near_duplicate.requests_seen()
         alerts = []
         now = self._watermark if self._watermark is not None else 0
         active = self.accounts.active_slots()
@@ -77,17 +77,18 @@ class PipelineJudging:
             # Foreign accounts live as long as local ones: heard from within the idle eviction horizon.
             foreign = self.foreign.view(now - int(self.settings.state.idle_evict_hours * 3_600_000))
         groups = self.campaigns.link(
-            self.coverage, seen, active, now, self.near_duplicate.cross_dups, excluded, timing=self.timing, foreign=foreign
+            self.coverage, seen, active, now, self.near_duplicate.cross_duplicates(), excluded, timing=self.timing,
+            foreign=foreign,
         )
         # The next refresh of the mix may leave a group out as a whole (CoverageDetector.refresh_mix).
-        self.coverage.mix_groups = [campaign.members.copy() for campaign in groups]
+        self.coverage.leave_out_of_mix([campaign.members for campaign in groups])
         line = sweep_line(self.settings.campaign.group_false_alerts_per_10k)
         for campaign in groups:
             # Members that sweep on their own are alerted on their own. Where they are a few among
             # many, the group is a campaign only if the others still sweep together; otherwise it
             # is a sweeper and the ordinary accounts its style or prompts happen to link to it (two
             # slow sweepers linked to 54 users). Where most members sweep alone, it is a campaign.
-            alone = (self.coverage.account_stats(campaign.members)["sweep_z"] >= self.scorer.sweep_line()) & (
+            alone = (self.coverage.features(campaign.members).sweep_z >= self.scorer.sweep_line()) & (
                 seen[campaign.members] >= self.settings.scoring.min_requests
             )
             # A group that only shares an attribute value (a cloud range, a card) is never a campaign

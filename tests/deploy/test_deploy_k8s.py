@@ -21,7 +21,7 @@ CUSTOM = {
     "TriggerAuthentication": "keda.sh/v1alpha1",
 }
 ARGS = [
-    "run", "--bootstrap-servers", "$(KAFKA_BOOTSTRAP)", "--topic", "$(STREAMGUARD_TOPIC)",
+    "run", "--bootstrap-servers", "$(KAFKA_BOOTSTRAP)", "--topic", "$(STREAMGUARD_SERVICE_TOPIC)",
     "--state-dir", "/var/lib/streamguard", "--metrics-port", "9108",
 ]
 
@@ -125,7 +125,7 @@ def test_environment_comes_from_the_configmap_and_secrets(overlay) -> None:
     assert set(secret_refs) == {"STREAMGUARD_HMAC_KEY", "STREAMGUARD_KAFKA_SASL_USERNAME", "STREAMGUARD_KAFKA_SASL_PASSWORD"}
     assert all(not e.get("value") for e in c["env"]), "no literal values beside the ConfigMap"
     data = objects["ConfigMap"]["data"]
-    for variable in ("KAFKA_BOOTSTRAP", "STREAMGUARD_TOPIC", "STREAMGUARD_GROUP_ID", "STREAMGUARD_PARTITIONS"):
+    for variable in ("KAFKA_BOOTSTRAP", "STREAMGUARD_SERVICE_TOPIC", "STREAMGUARD_SERVICE_GROUP_ID", "STREAMGUARD_SERVICE_PARTITIONS_HINT"):
         assert data.get(variable), variable
     assert not any("PASSWORD" in k or "HMAC" in k for k in data), "secrets do not belong in the ConfigMap"
 
@@ -133,15 +133,15 @@ def test_environment_comes_from_the_configmap_and_secrets(overlay) -> None:
 def test_metrics_endpoint_listens_where_probes_and_prometheus_connect(overlay, monkeypatch) -> None:
     """streamguard binds loopback by default; the pod must say 0.0.0.0 (or ::), or the probes fail."""
     from streamguard.cli import build_parser
+    from streamguard.service.command import resolve_settings
 
     _, _, objects = overlay
-    for name in [k for k in os.environ if k.startswith("STREAMGUARD_")]:
-        monkeypatch.delenv(name)
-    assert build_parser().parse_args(["run"]).metrics_addr == "127.0.0.1"
+    assert resolve_settings(build_parser().parse_args(["run"]), environ={}).metrics.addr == "127.0.0.1"
     addr = objects["ConfigMap"]["data"].get("STREAMGUARD_METRICS_ADDR")
     assert addr in ("0.0.0.0", "::"), f"STREAMGUARD_METRICS_ADDR={addr!r}: the kubelet connects to the pod IP"
-    monkeypatch.setenv("STREAMGUARD_METRICS_ADDR", addr)
-    assert build_parser().parse_args(["run"]).metrics_addr == addr
+    args = build_parser().parse_args(["run"])
+    resolve_settings(args, environ={"STREAMGUARD_METRICS_ADDR": addr})
+    assert args.metrics_addr == addr
 
 
 def test_configmap_settings_are_known_to_streamguard(overlay) -> None:
@@ -171,7 +171,7 @@ def test_gpu_only_in_the_gpu_overlay(overlay) -> None:
     name, _, objects = overlay
     c = container(objects)
     pod = objects["Deployment"]["spec"]["template"]["spec"]
-    backend = objects["ConfigMap"]["data"]["STREAMGUARD_BACKEND"]
+    backend = objects["ConfigMap"]["data"]["STREAMGUARD_RUNTIME_BACKEND"]
     image = c["image"]
     if name == "gpu":
         assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
@@ -236,7 +236,7 @@ def test_scaledobject_never_exceeds_the_partitions(overlay) -> None:
     spec = scaled["spec"]
     assert spec["scaleTargetRef"]["name"] == objects["Deployment"]["metadata"]["name"]
     assert spec["scaleTargetRef"].get("kind", "Deployment") == "Deployment"
-    partitions = int(objects["ConfigMap"]["data"]["STREAMGUARD_PARTITIONS"])
+    partitions = int(objects["ConfigMap"]["data"]["STREAMGUARD_SERVICE_PARTITIONS_HINT"])
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"] <= partitions
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
@@ -254,41 +254,36 @@ def test_scaledobject_never_exceeds_the_partitions(overlay) -> None:
     assert all(ref["name"] and ref["key"] for ref in params.values())
 
 
-def test_every_streamguard_variable_of_the_pod_is_read_by_the_code(overlay, monkeypatch) -> None:
-    """A STREAMGUARD_* name in the ConfigMap or the Deployment is a setting, a flag default, or the HMAC key.
+def test_every_streamguard_variable_of_the_pod_is_read_by_the_code(overlay) -> None:
+    """A STREAMGUARD_* name in the ConfigMap or the Deployment is a setting (new name) or the HMAC key.
 
-    Settings (STREAMGUARD_<SECTION>_<FIELD>, Kafka security included) must load;
-    every other name must change what ``streamguard run`` parses, so a
-    misspelt variable (e.g. STREAMGUARD_STATE_DIR for STREAMGUARD_CHECKPOINT_DIR)
-    fails here instead of being silently ignored in the cluster.
+    Settings (STREAMGUARD_<SECTION>_<FIELD>, Kafka security and ``run``'s service options included)
+    must load and change what ``streamguard run`` resolves; a misspelt variable
+    (e.g. STREAMGUARD_STATE_DIR for STREAMGUARD_SERVICE_STATE_DIR) or an old name fails here
+    instead of being silently ignored, or warned about, in the cluster.
     """
-    from dataclasses import fields
-
     from streamguard.cli import build_parser
-    from streamguard.config import Settings, load_settings
+    from streamguard.config import LEGACY_ENV, load_settings, settings_reference, unknown_env_names
     from streamguard.pseudonyms import hmac_key_from_env
+    from streamguard.service.command import resolve_settings
 
     _, _, objects = overlay
     env = dict(objects["ConfigMap"]["data"])
     env.update({e["name"]: f"secret-{e['name'].lower()}" for e in container(objects)["env"]})
-    sections = tuple(f"STREAMGUARD_{f.name.upper()}_" for f in fields(Settings))
-    settings = load_settings(environ={k: v for k, v in env.items() if k.startswith(sections)})
+    ours = {k: v for k, v in env.items() if k.startswith("STREAMGUARD_")}
+    assert not unknown_env_names(ours), unknown_env_names(ours)
+    assert not set(ours) & set(LEGACY_ENV), "the manifests use the new names"
+    settings = load_settings(environ={k: v for k, v in ours.items() if k != "STREAMGUARD_HMAC_KEY"})
     assert settings.kafka.security_protocol == env["STREAMGUARD_KAFKA_SECURITY_PROTOCOL"]
     assert settings.kafka.sasl_password == "secret-streamguard_kafka_sasl_password"
     assert hmac_key_from_env(env) == (b"secret-streamguard_hmac_key", True)
-    flags = {k: v for k, v in env.items() if k.startswith("STREAMGUARD_") and not k.startswith(sections) and k != "STREAMGUARD_HMAC_KEY"}
-    assert flags, "expected flag defaults (topic, group...) in the ConfigMap"
-    for name in [k for k in list(os.environ) if k.startswith("STREAMGUARD_")]:
-        monkeypatch.delenv(name)
-    baseline = vars(build_parser().parse_args(["run"]))
-    for name, raw in flags.items():
-        # The ConfigMap's value may equal the default (STREAMGUARD_GROUP_ID=streamguard): try another one then.
-        for value in (raw, "7" if raw.isdigit() else f"{raw}-other"):
-            monkeypatch.setenv(name, value)
-            parsed = vars(build_parser().parse_args(["run"]))
-            monkeypatch.delenv(name)
-            changed = {k: v for k, v in parsed.items() if v != baseline.get(k)}
-            if changed:
-                break
-        assert changed, f"{name} is not read by `streamguard run`"
-        assert [str(v).lower() for v in changed.values()] == [value.lower()], (name, changed)
+    where = {row["env"]: row["setting"] for row in settings_reference()}
+    service = {k: v for k, v in ours.items() if k.startswith(("STREAMGUARD_SERVICE_", "STREAMGUARD_RUNTIME_", "STREAMGUARD_METRICS_"))}
+    assert service, "expected run's options (topic, group...) in the ConfigMap"
+    baseline = resolve_settings(build_parser().parse_args(["run"]), environ={})
+    for name, raw in service.items():
+        section, field = where[name].split(".")
+        resolved = resolve_settings(build_parser().parse_args(["run"]), environ={name: raw})
+        value = getattr(getattr(resolved, section), field)
+        assert str(value).lower() == raw.lower(), (name, value)
+        assert value != getattr(getattr(baseline, section), field) or raw in ("streamguard", "auto"), name

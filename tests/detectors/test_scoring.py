@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from streamguard.config import ScoringConfig
+from streamguard.detectors.features import AccountFeatures
 from streamguard.detectors.scoring import Scorer, robust_baseline
 
 HOUR = 3_600_000
@@ -10,13 +13,13 @@ HOUR = 3_600_000
 def features(m, rarity=0.5, spread=1.0, z=10.0, cross=0.0, dup=0.0, topics=50.0):
     """Coverage features as coverage.py computes them: ``sweep_z = rarity_effect * sqrt(k)``."""
     full = lambda v: np.full(m, v, dtype=np.float64)  # noqa: E731
-    return {
-        "rarity": full(rarity), "rarity_effect": full(rarity), "rarity_z": full(z),
-        "sweep_z": full(rarity * np.sqrt(min(topics, 500.0))),
-        "rarity_cond_effect": full(0.0), "rarity_cond_z": full(0.0), "spread": full(spread),
-        "effective_topics": full(topics), "topics_covered": full(80.0), "n_eff": full(500.0),
-        "dup_rate": full(dup), "cross_rate": full(cross),
-    }
+    return AccountFeatures(
+        rarity=full(rarity), rarity_effect=full(rarity), rarity_z=full(z),
+        sweep_z=full(rarity * np.sqrt(min(topics, 500.0))),
+        rarity_cond=full(0.0), rarity_cond_effect=full(0.0), rarity_cond_z=full(0.0), spread=full(spread),
+        effective_topics=full(topics), topics_covered=full(80.0), n_eff=full(500.0),
+        seen=np.full(m, 300, dtype=np.int64), dup_rate=full(dup), cross_rate=full(cross),
+    )
 
 
 def test_a_short_burst_never_confirms_but_a_sustained_sweep_does():
@@ -44,7 +47,7 @@ def test_narrow_but_rare_is_not_a_sweep():
     scorer = Scorer(ScoringConfig(), capacity=2)
     scorer.refresh_baseline(features(100, rarity=0.0, topics=8.0))  # the typical established account: 8 topics
     narrow = features(1, rarity=3.0, topics=4.0)  # sweep_z 6: far past the line, over half the typical breadth
-    assert narrow["sweep_z"][0] > 1.5 * scorer.sweep_line()
+    assert narrow.sweep_z[0] > 1.5 * scorer.sweep_line()
     for t in range(1, 10):
         assert scorer.judge(np.array([0]), np.array([300 * t]), np.array([t * HOUR]), narrow, np.array([0])) == []
     broad = features(1, rarity=3.0, topics=9.0)  # the same rarity over more topics than the typical account
@@ -53,8 +56,6 @@ def test_narrow_but_rare_is_not_a_sweep():
 
 
 def test_the_sweep_line_is_the_normal_quantile_of_the_false_alert_rate():
-    from dataclasses import replace
-
     from streamguard.detectors.scoring import sweep_line
 
     assert sweep_line(5.0) == pytest.approx(3.29, abs=0.01)
@@ -84,17 +85,14 @@ def sweep_until_confirmed(scorer, slots, seen=300, start=0):
 
 
 def test_the_alert_budget_sends_the_strongest_first_and_holds_the_rest_for_later():
-    from dataclasses import replace
-
     cfg = replace(ScoringConfig(), alert_budget=100.0)  # 100 per 10k: 2 a day for 200 accounts
     scorer = Scorer(cfg, capacity=8)
-    scorer.refresh_baseline({k: np.resize(v, 200) for k, v in features(200, rarity=0.0, z=0.0).items()})
+    scorer.refresh_baseline(features(200, rarity=0.0, z=0.0))
     assert scorer.budget_left(0) == 2
     slots = np.arange(5)
     m = slots.size
     first = np.zeros(m, dtype=np.int64)
-    strength = features(m)
-    strength["sweep_z"] = np.array([4.0, 9.0, 5.0, 8.0, 4.5])  # all cross; slots 1 and 3 furthest
+    strength = replace(features(m), sweep_z=np.array([4.0, 9.0, 5.0, 8.0, 4.5]))  # all cross; slots 1 and 3 furthest
     scorer.judge(slots, np.full(m, 300), np.full(m, HOUR // 2), strength, first)
     verdicts = scorer.judge(slots, np.full(m, 600), np.full(m, 3 * HOUR), strength, first)
     assert sorted(v.slot for v in verdicts) == [1, 3]
@@ -117,14 +115,14 @@ def test_no_budget_means_no_cap_and_exempt_accounts_are_never_alerted():
 
 def test_alerts_say_where_the_account_stands_in_the_live_population():
     scorer = Scorer(ScoringConfig(), capacity=4)
-    population = features(100, rarity=0.0, z=0.0, spread=0.05)
-    population["rarity_effect"] = np.linspace(-1.0, 0.4, 100)  # the account's 0.5 beats all of them
+    # The account's rarity_effect of 0.5 beats all of them.
+    population = replace(features(100, rarity=0.0, z=0.0, spread=0.05), rarity_effect=np.linspace(-1.0, 0.4, 100))
     scorer.refresh_baseline(population)
     verdicts = sweep_until_confirmed(scorer, np.array([0]))
     pct = verdicts[0].evidence["population_percentile"]
     assert pct["rarity_effect"] == 100.0
     assert 0.0 <= pct["cross_rate"] <= 100.0 and "sweep_margin" in pct
-    assert scorer.baseline.quantile("rarity_effect", 0.5) == np.float32(np.median(population["rarity_effect"]))
+    assert scorer.baseline.quantile("rarity_effect", 0.5) == np.float32(np.median(population.rarity_effect))
 
 
 def test_an_alert_confirmed_while_holding_above_the_hysteresis_names_its_kind():
@@ -142,8 +140,7 @@ def test_cross_account_near_duplicates_count_only_with_partners_beyond_chance():
     without a shared-prompt link beyond chance that is the topic's popularity, not a template."""
     scorer = Scorer(ScoringConfig(), capacity=2)
     slots, first = np.array([0, 1]), np.array([0, 0])
-    narrow = features(2, rarity=-0.5, topics=1.2, cross=0.9, dup=0.9)
-    narrow["partnered"] = np.array([True, False])
+    narrow = replace(features(2, rarity=-0.5, topics=1.2, cross=0.9, dup=0.9), partnered=np.array([True, False]))
     verdicts = []
     for hour in (1, 3, 4):
         verdicts += scorer.judge(slots, np.array([300 * hour] * 2), np.array([hour * HOUR] * 2), narrow, first)
@@ -172,8 +169,6 @@ def test_a_linked_group_is_alerted_once_it_persists_and_its_members_do_too():
 
 
 def test_a_group_below_its_line_is_never_alerted_and_the_line_is_its_own_rate():
-    from dataclasses import replace
-
     from streamguard.detectors.scoring import sweep_line
 
     members = np.arange(5)

@@ -13,7 +13,7 @@ throughput of each row and, for the ordinary accounts, their within- and
 cross-account near-duplicate counts and alerts with and without the
 adversary.
 
-    python -m streamguard.bench_adversarial [--events 100000] [--dim 384] [--backend cpu]
+    python -m streamguard.bench.adversarial  (or: streamguard bench --adversarial) [--events 100000] [--dim 384] [--backend cpu]
 """
 
 from __future__ import annotations
