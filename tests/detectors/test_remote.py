@@ -234,7 +234,7 @@ def test_sharing_forms_an_attribute_group_across_partitions():
     with groups needing 20 holders: each partition holds about 15. Sharing counts the others."""
     from streamguard.sim import SimConfig, simulate
 
-    traffic = simulate(SimConfig(seed=11, scale=0.2, dim=32, evasion=("attribute_only",)))
+    traffic = simulate(SimConfig(seed=11, scale=0.1, dim=32, evasion=("attribute_only",)))
     labels = traffic.labels["accounts"]
     members = {a for a, i in labels.items() if i["kind"] == "evade_attribute_only"}
     benign = {a for a, i in labels.items() if i["label"] == "benign"}
