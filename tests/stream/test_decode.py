@@ -127,7 +127,7 @@ def test_dimension_comes_from_the_first_usable_record_when_not_given() -> None:
 
 # -------------------------------------------------------------------- fuzz
 
-FUZZ = settings(max_examples=1_500, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=700, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 GOOD_ARROW = arrow_value(4, seed=1)
 GOOD_JSON = json_value(0)
 
@@ -327,7 +327,7 @@ def arrow_records(draw) -> tuple[pa.Table, bool]:
     return pa.Table.from_arrays([c for _, c in columns], names=[name for name, _ in columns]), valid
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 @given(st.lists(arrow_records(), min_size=1, max_size=3))
 def test_fuzz_arrow_schemas(records: list[tuple[pa.Table, bool]]) -> None:
     """Duplicated, missing, extra, wrongly typed and nested columns, odd values: no exception; a record

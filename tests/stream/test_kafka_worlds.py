@@ -135,8 +135,9 @@ def _assert_pooled(log: str) -> None:
     assert log.count("shared codebook fitted on") == 1 and own == 0, log[-3000:]
 
 
-@pytest.mark.parametrize("fmt", ["arrow", "json"])
-@pytest.mark.parametrize("seed", [seed for seed, _ in INDEPENDENT_WORLDS])
+# Two seeds, each in one of the two formats (the simulator file below is JSON too): both formats,
+# both partition counts, at half the broker time of every pairing.
+@pytest.mark.parametrize("seed, fmt", [(7001, "arrow"), (7002, "json")])
 def test_run_equals_replay_on_independent_worlds(kit: Any, independent_worlds: dict[int, World], seed: int, fmt: str) -> None:
     world = independent_worlds[seed]
     topic = kit.name(f"w{seed}-{fmt}")
