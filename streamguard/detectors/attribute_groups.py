@@ -26,6 +26,7 @@ import numpy as np
 
 from streamguard.attributes import KEY_NAMES, key_of
 from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.timing import push_ring
 
 if TYPE_CHECKING:
     from streamguard.detectors.campaigns import Campaign
@@ -36,40 +37,6 @@ HEAVIER_THAN_PEERS = 4.0
 A ratio of volumes, not a unit of the embedding or the stream: the same on any world."""
 
 
-
-def keep_latest_distinct(table: np.ndarray, nxt: np.ndarray, slots: np.ndarray, values: np.ndarray) -> None:
-    """Each slot's row of ``table`` becomes its ``width`` distinct non-zero values seen last.
-
-    ``slots`` and ``values`` (n,) arrive in request order. The row is rewritten oldest first
-    (``nxt``: the next position, as a ring), so the result is the same however the stream is cut
-    into batches: the latest distinct values of a stream are those of the row before a batch
-    and the batch's own.
-    """
-    width = table.shape[1]
-    touched = np.unique(slots)
-    # The rows in age order (oldest first): a full ring starts at nxt.
-    order = (nxt[touched].astype(np.int64)[:, None] + np.arange(width)) % width
-    old = np.take_along_axis(table[touched], order, axis=1)
-    held = old.ravel() != 0
-    slot = np.r_[np.repeat(touched, width)[held], slots]
-    value = np.r_[old.ravel()[held], values]
-    rank = np.r_[np.tile(np.arange(-width, 0), touched.size)[held], np.arange(values.size)]
-    # Each value's latest sighting, then each slot's latest `width` values, oldest first.
-    o = np.lexsort((rank, value, slot))
-    slot, value, rank = slot[o], value[o], rank[o]
-    last = np.r_[(slot[1:] != slot[:-1]) | (value[1:] != value[:-1]), True]
-    slot, value, rank = slot[last], value[last], rank[last]
-    o = np.lexsort((rank, slot))
-    slot, value = slot[o], value[o]
-    starts = np.r_[0, np.flatnonzero(np.diff(slot)) + 1]
-    lengths = np.diff(np.r_[starts, slot.size])
-    position = np.arange(slot.size) - np.repeat(starts, lengths)
-    surplus = np.repeat(np.maximum(lengths - width, 0), lengths)
-    kept = position >= surplus
-    table[touched] = 0
-    table[slot[kept], position[kept] - surplus[kept]] = value[kept]
-    nxt[touched] = (np.minimum(lengths, width) % width).astype(nxt.dtype)
-
 class AttributeGroups:
     """Mixed into :class:`~streamguard.detectors.campaigns.CampaignDetector`: reads and writes the
     attribute state its ``__init__`` sets (``attr_tokens``, ``attr_next``, ``key_names``, ``org_of``) and
@@ -77,7 +44,7 @@ class AttributeGroups:
     ``max_attribute_groups``, ``group_line``, ``null_groups``), and calls its ``group_stats``."""
 
     def _remember_attributes(self, slots: np.ndarray, attributes: np.ndarray) -> None:
-        """Keep each account's latest distinct tokens (see :func:`keep_latest_distinct`)."""
+        """Add each account's new distinct tokens to its ring (the oldest token makes room)."""
         rows, cols = np.nonzero(attributes)
         if rows.size == 0:
             return
@@ -85,7 +52,16 @@ class AttributeGroups:
         for code in np.unique(key_of(token)).tolist():
             if code not in self.key_names and len(self.key_names) < 256:
                 self.key_names[code] = KEY_NAMES.get(code, f"key{code}")
-        keep_latest_distinct(self.attr_tokens, self.attr_next, pair_slot, token)
+        # Distinct (slot, token) pairs, in order of first appearance.
+        keys = np.stack([pair_slot.astype(np.uint64), token], axis=1)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        first.sort()
+        pair_slot, token = pair_slot[first], token[first]
+        known = (self.attr_tokens[pair_slot] == token[:, None]).any(axis=1)
+        pair_slot, token = pair_slot[~known], token[~known]
+        if pair_slot.size == 0:
+            return
+        push_ring(self.attr_tokens, self.attr_next, pair_slot, token)
 
     def _attribute_groups(
         self,
