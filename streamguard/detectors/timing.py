@@ -159,9 +159,9 @@ class SessionTiming(Stateful):
             ends = (previous[rows] // self.half_ms) << 1 | 1
             begins = (t[rows] // self.half_ms) << 1
             push_ring(self.bounds, self.bounds_next, np.repeat(s[rows], 2), np.stack([ends, begins], axis=1).ravel())
+        # An account's latest: the last of its batch rows (sorted by ts within a slot), if later.
         last = np.r_[np.flatnonzero(~same[1:]), s.size - 1]
         np.maximum.at(self.last_ts, s[last], t[last])
-        # An account's latest: the maximum of its batch rows (rows of one slot are sorted by ts).
 
     def boundary_codes(self, nodes: np.ndarray, now_ts: int) -> tuple[np.ndarray, np.ndarray]:
         """(node index, code) of every remembered boundary, plus the end of a session silent for ``gap``."""
