@@ -179,3 +179,23 @@ class AttributeGroups:
             for _ in range(self.null_groups)
         ]
         return max(float(np.median(draws)), 0.0), max(float(np.std(draws, ddof=1)), 1.0)
+
+    def null_breadth(
+        self, coverage: CoverageDetector, pool: np.ndarray, size: int, seed: int, balanced: bool = False
+    ) -> float:
+        """Median effective number of topics of random groups of ``size`` accounts drawn from ``pool``.
+
+        How broad ``size`` accounts of this stream are together, whoever they are: the line a
+        linked group's breadth is judged against. A campaign divides the space and covers more of it
+        than as many random accounts; an enterprise org, a team or a family of accounts behind one
+        card asks about its own field together, and covers less. Seeded by ``seed`` (the group's
+        id), so replay, run and a restart agree.
+        """
+        if pool.size <= size:
+            return 0.0
+        rng = np.random.default_rng([seed & 0xFFFFFFFF, seed >> 32, size])
+        draws = [
+            coverage.group_stats(rng.choice(pool, size, replace=False), balanced=balanced)["effective_topics"]
+            for _ in range(self.null_groups)
+        ]
+        return float(np.median(draws))

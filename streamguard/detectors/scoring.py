@@ -359,6 +359,7 @@ class Scorer(Stateful):
         first_ts: int | None = None,
         line: float | None = None,
         member_span_ms: int | None = None,
+        alertable: np.ndarray | None = None,
     ) -> CampaignVerdict | None:
         """Apply the sweep and duplicate lines and the persistence rule to a linked group as one actor.
 
@@ -371,6 +372,9 @@ class Scorer(Stateful):
         member_span_ms : how long the median member has been active: persistence is asked of
             the members too, or a few benchmark runs of one template (each a burst) that cover
             different subjects would pass for a campaign dividing its work
+        alertable : (m,) bool, the members that may be alerted now when the group crosses on its
+            sweep (all when None; all when it crosses on shared prompts, which every member sends):
+            the others stay linked and are alerted once they qualify
         """
         cfg = self.config
         sweep = float(self.sweep_margin(stats["sweep_z"], stats["effective_topics"], line))
@@ -391,6 +395,8 @@ class Scorer(Stateful):
             track.confirmed = sustained and self._confirmed(now_ts, first, track.crossed_ts, volume, track.crossed_n)
         if not track.confirmed:
             return None
+        if alertable is not None and dup < 1.0:
+            members = members[alertable]
         new = np.array([m for m in members.tolist() if m not in track.alerted], dtype=np.int64)
         room = self.budget_left(now_ts)
         if new.size > room:

@@ -3,6 +3,8 @@ one by one, linked groups as campaigns, the allowlist."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from streamguard.detectors.scoring import sweep_line
@@ -61,6 +63,14 @@ class PipelineJudging:
             (a in self.allowlist or o in self.allowlist for a, o in zip(ids, orgs)), dtype=bool, count=slots.size
         )
 
+    def _colleagues(self, members: np.ndarray) -> bool:
+        """Whether most of ``members`` belong to one org (the org named on their requests)."""
+        orgs = [o for o in self.campaigns.org_of[members].tolist() if o]
+        if not orgs:
+            return False
+        _, counts = np.unique(np.asarray(orgs, dtype=object), return_counts=True)
+        return 2 * int(counts.max()) >= members.size
+
     def _score_campaigns(self) -> list[AlertRecord]:
         """Link accounts into groups and alert the members of groups that cross the line."""
         assert self.near_duplicate and self.coverage and self.campaigns
@@ -106,11 +116,28 @@ class PipelineJudging:
                     core_z = self.coverage.group_stats(core)["sweep_z"]
                 if core_z < line:
                     continue
+            if campaign.stats["sweep_z"] >= self.scorer.config.hysteresis * line and self._colleagues(campaign.members):
+                # Accounts of one org are colleagues, and colleagues ask about their own field together:
+                # as a group they are a campaign only if they cover more of the space than as many
+                # accounts of the stream drawn at random (a campaign splits the space; an enterprise
+                # org of 5-40 employees sharing a system prompt, a card and a network does not).
+                pool = active[seen[active] >= self.settings.campaign.link_min_requests]
+                seed = int.from_bytes(hashlib.sha256(campaign.campaign_id.encode()).digest()[:8], "little")
+                breadth = self.campaigns.null_breadth(self.coverage, pool, campaign.members.size, seed, balanced=by_value)
+                campaign.stats["null_effective_topics"] = breadth
+                if campaign.stats["effective_topics"] < breadth:
+                    continue
             # The group's event time: its latest request, whatever batch it arrived in.
             now_ts = int(self.accounts.last_ts[campaign.members].max())
             volume = float(seen[campaign.members].sum())
             first = int(self.accounts.first_ts[campaign.members].min())
             spans = self.accounts.last_ts[campaign.members] - self.accounts.first_ts[campaign.members]
+            # A member is alerted with its group once it does the group's kind of work itself: sustained
+            # (a benchmark burst on a campaign's cloud range is not), and, in a group that only shares a
+            # value, with topics rarer than the population's (a product on that range mirrors it).
+            alertable = spans >= self.settings.scoring.min_span_ms
+            if by_value:
+                alertable &= self.coverage.features(campaign.members).rarity_effect > 0
             verdict = self.scorer.judge_campaign(
                 campaign.campaign_id,
                 campaign.members,
@@ -120,6 +147,7 @@ class PipelineJudging:
                 first,
                 line=line,
                 member_span_ms=int(np.median(spans)),
+                alertable=alertable,
             )
             if verdict is None:
                 continue

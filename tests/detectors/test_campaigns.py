@@ -273,3 +273,24 @@ def test_accounts_switched_on_and_off_together_are_one_group_by_timing():
     groups = camp.link(cov, seen, np.arange(40), now, timing=timing)
     assert len(groups) == 1 and sorted(groups[0].members.tolist()) == list(range(8))
     assert groups[0].stats["links_timing"] >= 20 and groups[0].stats["timing_log10_chance"] < -6
+
+
+def test_colleagues_cover_less_than_random_accounts_and_a_campaign_more():
+    """The line one org's accounts are judged against (pipeline_judging: colleagues must cover more
+    than as many random accounts): an org asking about its own field falls under it, a campaign
+    splitting the space clears it."""
+    rng = np.random.default_rng(7)
+    centroids, cov, camp = build(rng)
+    for colleague in range(8):  # one org: everyone asks about the same domain (6 topics)
+        send(rng, cov, centroids, colleague, rng.integers(0, 6, 120))
+    for member in range(8, 16):  # a campaign: each member its own slice of 4 topics
+        send(rng, cov, centroids, member, rng.integers((member - 8) * 4 + 8, (member - 8) * 4 + 12, 120))
+    for user in range(16, 56):  # ordinary users: a few topics each, anywhere
+        send(rng, cov, centroids, user, rng.choice(TOPICS, 3, replace=False)[rng.integers(0, 3, 120)])
+    pool = np.arange(16, 56)
+    line = camp.null_breadth(cov, pool, 8, seed=1)
+    assert line == camp.null_breadth(cov, pool, 8, seed=1)  # seeded: replay, run and restarts agree
+    colleagues = cov.group_stats(np.arange(8))["effective_topics"]
+    campaign = cov.group_stats(np.arange(8, 16))["effective_topics"]
+    assert colleagues < line < campaign
+    assert camp.null_breadth(cov, pool, pool.size, seed=1) == 0.0  # no random group to draw: no line

@@ -168,6 +168,26 @@ def test_a_linked_group_is_alerted_once_it_persists_and_its_members_do_too():
             assert verdict.evidence["campaign_sweep_z"] == 4.0
 
 
+def test_only_the_members_doing_the_groups_work_are_alerted_and_the_rest_later_if_they_do():
+    """A group over the line alerts the members ``alertable`` marks (sustained, and for a group that only
+    shares a value, with topics rarer than the population's); a member that qualifies later is
+    alerted then. A group alerted for sharing prompts alerts every member."""
+    members = np.arange(5)
+    alertable = np.array([True, True, False, True, False])
+    scorer = Scorer(ScoringConfig(), capacity=8)
+    assert scorer.judge_campaign("c", members, group_stats(), 1000, HOUR, 0, member_span_ms=3 * HOUR, alertable=alertable) is None
+    verdict = scorer.judge_campaign("c", members, group_stats(), 1500, 4 * HOUR, 0, member_span_ms=3 * HOUR, alertable=alertable)
+    assert verdict is not None and verdict.members.tolist() == [0, 1, 3]
+    later = scorer.judge_campaign("c", members, group_stats(), 2000, 5 * HOUR, 0, member_span_ms=3 * HOUR,
+                                  alertable=np.array([True, True, True, True, False]))
+    assert later is not None and later.members.tolist() == [2]
+    sharing = Scorer(ScoringConfig(), capacity=8)
+    dup = {**group_stats(sweep_z=0.0), "cross_rate": 0.9}
+    assert sharing.judge_campaign("d", members, dup, 1000, HOUR, 0, member_span_ms=3 * HOUR, alertable=alertable) is None
+    verdict = sharing.judge_campaign("d", members, dup, 1500, 4 * HOUR, 0, member_span_ms=3 * HOUR, alertable=alertable)
+    assert verdict is not None and verdict.members.tolist() == members.tolist()
+
+
 def test_a_group_below_its_line_is_never_alerted_and_the_line_is_its_own_rate():
     from streamguard.detectors.scoring import sweep_line
 
