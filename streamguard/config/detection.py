@@ -78,6 +78,12 @@ class CoverageConfig:
     this many robust deviations of the kept accounts' median (0: all traffic): distillers in the
     mix flatten it until no sweep looks rare. A robust-statistics cut on a statistic that is
     ~N(0, 1) for ordinary accounts on any world; see CoverageDetector.refresh_mix."""
+    drift_baseline_requests: int = 1000
+    """An account's topic histogram is frozen once, when it reaches this many requests, and what
+    it sends afterwards is judged against it as well as against the population (0: never): a
+    reseller or product whose end users mirror the population and which starts a sweep in a
+    tenth of its traffic is a change in its own mix long before it is an outlier in the
+    population's. One frozen histogram per account this heavy; see CoverageDetector.drift."""
     seed: int = 0
 
 

@@ -25,7 +25,7 @@ _DOMAINS: dict[str, dict[str, str]] = {
     "coverage": {
         "warmup": _AT_LEAST_ONE, "warmup_per_account": _AT_LEAST_ONE, "min_accounts_per_cell": _AT_LEAST_ONE,
         "wrapper_mad_k": _NON_NEGATIVE, "kmeans_iters": _AT_LEAST_ONE, "population_account_cap": _POSITIVE,
-        "mix_trim_mad_k": _NON_NEGATIVE,
+        "mix_trim_mad_k": _NON_NEGATIVE, "drift_baseline_requests": _NON_NEGATIVE,
     },
     "scoring": {
         "min_requests": _NON_NEGATIVE, "min_span_ms": _NON_NEGATIVE, "confirm_ms": _NON_NEGATIVE,

@@ -38,6 +38,10 @@ against the live population and neither in cosine units, tell them apart:
     The account's effective number of topics (inverse Simpson index, estimated
     without bias from decayed counts) over the population's. A niche user can
     have rare topics, but few of them: spread separates thorough from narrow.
+``drift``
+    The account against its own history (``detectors/drift.py``): a product
+    that starts a sweep in a tenth of its traffic changed, though as a whole
+    it still mirrors the population.
 
 Decay: a request at time ``t`` adds ``exp(rate * (t - t0))`` to its topic, so
 an account's histogram is decayed lazily with no per-account clock; ``t0`` is
@@ -52,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.detectors.drift import DRIFT_FEATURES, OwnHistory
 from streamguard.detectors.features import CoverageFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch
 from streamguard.detectors.state import Stateful
@@ -126,6 +131,8 @@ class CoverageDetector(Stateful):
     half_life_hours : decay half-life of every histogram
     population_account_cap : damping of heavy accounts in the population mix
     capacity : initial number of account slots
+    drift_baseline_requests : an account's history is frozen when it reaches this many requests
+        (0: no drift statistics); see ``drift`` above
     """
 
     _state_fields = (
@@ -146,6 +153,7 @@ class CoverageDetector(Stateful):
         population_account_cap: int = 50,
         capacity: int = 4096,
         mix_trim_mad_k: float = 3.0,
+        drift_baseline_requests: int = 1000,
     ) -> None:
         self.backend = backend
         self.population_account_cap = int(population_account_cap)
@@ -183,6 +191,7 @@ class CoverageDetector(Stateful):
         # Linked groups (the campaign detector's last link pass): a campaign whose members each
         # look like a power user flattens the mix as a whole and is left out as a whole.
         self.mix_groups: list[np.ndarray] = []
+        self.history = OwnHistory(self.topics, drift_baseline_requests)
 
     # ------------------------------------------------------------ state layout
 
@@ -209,13 +218,22 @@ class CoverageDetector(Stateful):
         self.w2_sum[slots] = 0
         self.requests[slots] = 0
         self.mix_member[slots] = False
+        self.history.forget(slots)
 
     def load_state_dict(self, state: dict) -> None:
         # A snapshot from before the robust mix has none: the next refresh makes it.
         defaults = {"mix_counts": None, "mix_groups": [], "prior_scale": 1.0, "mix_member": np.zeros(int(state.get("capacity", self.capacity)), dtype=bool)}
         super().load_state_dict({**defaults, **state})
+        # A snapshot from before own histories has none: accounts freeze theirs from now on.
+        self.history = OwnHistory(self.topics, self.history.baseline_requests)
+        if "history" in state:
+            self.history.load_state_dict(state["history"])
+
+    def state_dict(self, exclude: tuple[str, ...] = ()) -> dict:
+        return {**super().state_dict(exclude), "history": self.history.state_dict()}
 
     def state_bytes_per_account(self) -> int:
+        # An own history (detectors/drift.py: topics * 4 + 24 bytes) is kept by heavy accounts only.
         return self.topics * 4 + self.dim * 4 + 3 * 8 + 1
 
     # ------------------------------------------------------------------ update
@@ -238,6 +256,7 @@ class CoverageDetector(Stateful):
             self.style_weight *= factor
             self.population *= factor
             self.prior_scale *= factor
+            self.history.rescale(factor)
             self.t0 = new_t0
         return np.exp(self.rate * (ts.astype(np.float64) - self.t0))
 
@@ -258,11 +277,13 @@ class CoverageDetector(Stateful):
         topics = backend.to_host(topics_dev).astype(np.int32)
         np.add.at(self.w_sum, batch.slots, weights)
         np.add.at(self.w2_sum, batch.slots, weights * weights)
-        np.add.at(self.population, topics, weights * self._population_damping(batch.slots))
+        k = self._request_numbers(batch.slots)
+        np.add.at(self.population, topics, weights * np.minimum(1.0, self.population_account_cap / k))
+        self.history.freeze(batch.slots, k, topics, weights, self._live)
         return CoverageResult(backend.to_host(cells_dev).astype(np.int32), topics, weights)
 
-    def _population_damping(self, slots: np.ndarray) -> np.ndarray:
-        """``min(1, cap / k)`` for each request, the k-th of its account (batch order is causal)."""
+    def _request_numbers(self, slots: np.ndarray) -> np.ndarray:
+        """(n,) int64 ``k`` for each request, the k-th of its account (batch order is causal), counted in."""
         order = np.argsort(slots, kind="stable")
         s_slots = slots[order]
         starts = np.r_[True, s_slots[1:] != s_slots[:-1]]
@@ -270,7 +291,12 @@ class CoverageDetector(Stateful):
         k = np.empty(slots.size, dtype=np.int64)
         k[order] = self.requests[s_slots] + rank + 1
         np.add.at(self.requests, slots, 1)
-        return np.minimum(1.0, self.population_account_cap / k)
+        return k
+
+    def _live(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Host float64 copies of the accounts' histograms and weight sums (for their own histories)."""
+        rows = self.backend.to_host(self.hist[self.backend.asarray(slots)]).astype(np.float64)
+        return rows, self.w_sum[slots].copy(), self.w2_sum[slots].copy()
 
     # -------------------------------------------------------------- statistics
 
@@ -389,8 +415,16 @@ class CoverageDetector(Stateful):
         return self.population * math.exp(-self.rate * (int(ts) - self.t0))
 
     def features(self, slots: np.ndarray) -> CoverageFeatures:
-        """:meth:`account_stats` as named arrays: what scoring and alerts read."""
-        return CoverageFeatures(**self.account_stats(slots))
+        """:meth:`account_stats` and :meth:`drift` as named arrays: what scoring and alerts read."""
+        return CoverageFeatures(**self.account_stats(slots), **self.drift(slots))
+
+    def drift(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The accounts against their own history (``detectors/drift.py``): host float64 (m,) arrays."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if len(self.history) == 0:
+            return {name: np.zeros(slots.size) for name in DRIFT_FEATURES}
+        mix = self.population_mix()
+        return self.history.drift(slots, self._live, mix.surprisal, mix.surprisal_sd)
 
     def topic_overlap(self, a: np.ndarray, b: np.ndarray, population: np.ndarray) -> np.ndarray:
         """(m,) float64: ``sum_t h_a(t) h_b(t) / M(t)`` for the pairs ``(a[i], b[i])``.

@@ -29,6 +29,8 @@ class CoverageFeatures:
     topics_covered : topics with any mass (a count; the backend's dtype)
     rarity_cond, rarity_cond_effect, rarity_cond_z : float64, rarity within the account's domains
     n_eff : float64, Kish effective sample size of the decayed requests
+    drift_z, drift_effect, drift_topics : float64, the account against its own history (see
+        ``CoverageDetector.drift``); None where not computed
     """
 
     rarity_cond: np.ndarray
@@ -42,6 +44,9 @@ class CoverageFeatures:
     effective_topics: np.ndarray
     spread: np.ndarray
     topics_covered: np.ndarray
+    drift_z: np.ndarray | None = None
+    drift_effect: np.ndarray | None = None
+    drift_topics: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

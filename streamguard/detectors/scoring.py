@@ -246,6 +246,10 @@ class Scorer(Stateful):
         cfg = self.config
         thr = self.thresholds()
         sweep_margin = self.sweep_margin(features.sweep_z, features.effective_topics)
+        if features.drift_z is not None and features.drift_topics is not None:
+            # A heavy account against its own history, on the same line and breadth (see coverage.py):
+            # what it added since is a sweep even where the rest of its traffic dilutes it.
+            sweep_margin = np.maximum(sweep_margin, self.sweep_margin(features.drift_z, features.drift_topics))
         cross_margin = self.cross_margin(features.cross_rate)
         if features.partnered is not None:
             # Near-duplicates of everyone asking about one popular topic are its popularity, not a
@@ -294,6 +298,7 @@ class Scorer(Stateful):
                 "effective_topics": round(float(features.effective_topics[i]), 2),
                 "spread_vs_population": round(float(features.spread[i]), 3),
                 "topics_covered": int(features.topics_covered[i]),
+                **self._drift_evidence(features, i),
                 "duplicate_rate": round(float(features.dup_rate[i]), 4),
                 "cross_account_duplicate_rate": round(float(features.cross_rate[i]), 4),
                 "cross_account_threshold": round(thr["cross_rate"], 4),
@@ -316,6 +321,19 @@ class Scorer(Stateful):
         for k in keep:
             self.alerted_n[verdicts[k].slot] = granted_n[k]
         return [verdicts[k] for k in keep]
+
+    @staticmethod
+    def _drift_evidence(features: AccountFeatures, i: int) -> dict[str, float]:
+        """The account against its own history, where it has one (see ``CoverageDetector.drift``)."""
+        if features.drift_z is None or features.drift_effect is None or features.drift_topics is None:
+            return {}
+        if features.drift_z[i] == 0.0 and features.drift_topics[i] == 0.0:
+            return {}
+        return {
+            "drift_z": round(float(features.drift_z[i]), 2),
+            "drift_rarity_effect": round(float(features.drift_effect[i]), 3),
+            "drift_effective_topics": round(float(features.drift_topics[i]), 2),
+        }
 
     def _percentiles(self, features: AccountFeatures, sweep_margin: np.ndarray, i: int) -> dict[str, float]:
         """Where account ``i`` stands among the established accounts of the live population (0-100)."""

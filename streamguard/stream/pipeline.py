@@ -293,15 +293,12 @@ class Pipeline(PipelineJudging, PipelineState):
             capacity=capacity,
         )
         self.coverage = CoverageDetector(
-            self.backend,
-            codebook.mean,
-            codebook.centroids,
-            codebook.topic_of_cell,
-            codebook.domain_of_topic,
+            self.backend, codebook.mean, codebook.centroids, codebook.topic_of_cell, codebook.domain_of_topic,
             codebook.warmup_counts,
             half_life_hours=cfg.coverage.half_life_hours,
             population_account_cap=cfg.coverage.population_account_cap,
             mix_trim_mad_k=cfg.coverage.mix_trim_mad_k,
+            drift_baseline_requests=cfg.coverage.drift_baseline_requests,
             capacity=capacity,
         )
         camp = cfg.campaign
@@ -381,6 +378,7 @@ class Pipeline(PipelineJudging, PipelineState):
             half_life_hours=cov.half_life_hours,
             population_account_cap=cov.population_account_cap,
             capacity=table.capacity,
+            drift_baseline_requests=0,  # a dry run: no history is judged
         )
         table.on_grow(dry.resize)
         step = self.settings.batch.max_size

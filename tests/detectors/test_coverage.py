@@ -174,3 +174,74 @@ def test_population_mix_moments():
     assert (mix.p > 0).all()  # the floor keeps unseen topics possible
     assert mix.entropy == pytest.approx(float(mix.p @ -np.log(mix.p)))
     assert mix.effective_topics == pytest.approx(1.0 / float(mix.p @ mix.p))
+
+
+def test_a_product_that_starts_a_sweep_is_judged_against_its_own_history(world):
+    """A product mirroring the population that turns a fifth of its traffic to a sweep is still an
+    ordinary account against the population; against its own history the rise is far past the
+    line and spread over many topics. A product that goes on as before is not, and a user who
+    moves from two favourite topics to two rare ones rises only on a couple of topics."""
+    from streamguard.detectors.near_duplicate import DetectorBatch
+
+    rng, centroids, popularity = world
+    det = CoverageDetector(
+        NumpyBackend(), np.zeros(DIM, np.float32), centroids, np.arange(TOPICS, dtype=np.int32),
+        np.arange(TOPICS, dtype=np.int32) // 8, popularity * 1000.0, capacity=4, drift_baseline_requests=1000,
+    )
+    clock = iter(range(0, 10**9, 1000))
+
+    def send(phase):
+        slots = np.concatenate([np.full(len(t), s, np.int64) for s, t in phase.items()])
+        topics = np.concatenate(list(phase.values()))
+        order = rng.permutation(slots.size)
+        ts = np.array([next(clock) for _ in range(slots.size)], dtype=np.int64)
+        det.update(DetectorBatch(slots[order], ts, requests(rng, centroids, topics[order])))
+
+    product, steady, mover, small = 0, 1, 2, 3
+    send({product: rng.choice(TOPICS, 1500, p=popularity), steady: rng.choice(TOPICS, 1500, p=popularity),
+          mover: rng.choice([0, 1], 1500), small: rng.integers(0, TOPICS, 300)})
+    sweep = np.concatenate([rng.choice(TOPICS, 3200, p=popularity), rng.integers(0, TOPICS, 800)])
+    send({product: sweep, steady: rng.choice(TOPICS, 4000, p=popularity), mover: rng.choice([30, 31], 4000),
+          small: rng.integers(0, TOPICS, 300)})
+    slots = np.array([product, steady, mover, small])
+    drift, stats = det.drift(slots), det.account_stats(slots)
+    assert stats["sweep_z"][product] < 3.29  # hidden against the population
+    assert drift["drift_z"][product] > 3.29 and drift["drift_topics"][product] > 10
+    assert abs(drift["drift_z"][steady]) < 3.29
+    assert drift["drift_topics"][mover] < 3  # whatever its z: two new topics are no sweep
+    assert drift["drift_z"][small] == 0.0 and drift["drift_topics"][small] == 0.0  # under 1,000 requests: no history
+    # The histories survive a snapshot, and an evicted account's is forgotten.
+    restored = CoverageDetector(
+        NumpyBackend(), np.zeros(DIM, np.float32), centroids, np.arange(TOPICS, dtype=np.int32),
+        np.arange(TOPICS, dtype=np.int32) // 8, popularity * 1000.0, capacity=4,
+    )
+    restored.load_state_dict(det.state_dict())
+    np.testing.assert_allclose(restored.drift(slots)["drift_z"], drift["drift_z"])
+    det.reset(np.array([product]))
+    assert det.drift(slots)["drift_z"][product] == 0.0
+    np.testing.assert_allclose(det.drift(slots)["drift_z"][1:], drift["drift_z"][1:])
+
+
+def test_an_accounts_history_is_the_same_however_the_stream_is_cut_into_batches(world):
+    """The history freezes at the account's 1,000th request, not at the end of the batch that holds it."""
+    from streamguard.detectors.near_duplicate import DetectorBatch
+
+    rng, centroids, popularity = world
+    slots = rng.integers(0, 3, 6000).astype(np.int64)
+    topics = np.where(np.arange(6000) < 3000, rng.choice(TOPICS, 6000, p=popularity), rng.integers(0, TOPICS, 6000))
+    x, ts = requests(rng, centroids, topics), np.arange(6000, dtype=np.int64) * 60_000
+
+    def frozen(cuts):
+        det = CoverageDetector(
+            NumpyBackend(), np.zeros(DIM, np.float32), centroids, np.arange(TOPICS, dtype=np.int32),
+            np.arange(TOPICS, dtype=np.int32) // 8, popularity * 1000.0, capacity=3, drift_baseline_requests=1000,
+        )
+        for a, b in zip([0] + cuts, cuts + [6000]):
+            det.update(DetectorBatch(slots[a:b], ts[a:b], x[a:b]))
+        history = det.history
+        return history.hist[history.rows_of(np.arange(3))], history.w, det.drift(np.arange(3))["drift_z"]
+
+    one, many = frozen([]), frozen(list(range(97, 6000, 97)))
+    for a, b in zip(one, many):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert (one[1] > 0).all() and np.abs(one[2]).max() > 0  # every account has a history and a drift

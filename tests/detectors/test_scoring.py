@@ -200,3 +200,27 @@ def test_a_group_below_its_line_is_never_alerted_and_the_line_is_its_own_rate():
     verdicts = [lenient.judge_campaign("c", members, weak, 500 * t, t * HOUR, 0, line=sweep_line(1000.0), member_span_ms=t * HOUR)
                 for t in range(1, 8)]
     assert any(v is not None for v in verdicts)
+
+
+def test_a_broad_rise_against_its_own_history_is_a_sweep_and_a_narrow_one_is_not():
+    """A product whose traffic mirrors the population (sweep_z 0) but whose recent traffic adds rare
+    topics over many topics is alerted as a sweep with its drift in the evidence; a user whose rise
+    sits on two new topics is not, however large."""
+    scorer = Scorer(ScoringConfig(), capacity=4)
+    scorer.refresh_baseline(features(100, rarity=0.0, topics=8.0))
+
+    def drifting(z, topics):
+        return replace(features(1, rarity=0.0, topics=60.0), drift_z=np.array([z]), drift_effect=np.array([0.2]),
+                       drift_topics=np.array([topics]))
+
+    for slot, feats in ((0, drifting(6.0, 60.0)), (1, drifting(40.0, 2.0)), (2, drifting(2.0, 60.0))):
+        alerted = [
+            scorer.judge(np.array([slot]), np.array([300 * t]), np.array([t * HOUR]), feats, np.array([0]))
+            for t in range(1, 10)
+        ]
+        verdicts = [v for vs in alerted for v in vs]
+        if slot == 0:
+            assert {v.slot for v in verdicts} == {0} and verdicts[0].kinds == ["coverage_sweep"]
+            assert verdicts[0].evidence["drift_z"] == 6.0 and verdicts[0].evidence["drift_effective_topics"] == 60.0
+        else:
+            assert verdicts == []
