@@ -39,8 +39,8 @@ A ratio of volumes, not a unit of the embedding or the stream: the same on any w
 
 class AttributeGroups:
     """Mixed into :class:`~streamguard.detectors.campaigns.CampaignDetector`: reads and writes the
-    attribute state its ``__init__`` sets (``attr_tokens``, ``attr_next``, ``key_names``, ``org_of``) and
-    its parameters (``min_group``, ``complementarity``, ``attribute_max_share``, ``attribute_min_group``,
+    attribute state its ``__init__`` sets (``attr_tokens``, ``attr_next``, ``key_names``, ``org_of``),
+    reads its shared-prompt ``edges`` and its parameters (``min_group``, ``complementarity``, ``attribute_max_share``, ``attribute_min_group``,
     ``max_attribute_groups``, ``group_line``, ``null_groups``), and calls its ``group_stats``."""
 
     def _remember_attributes(self, slots: np.ndarray, attributes: np.ndarray) -> None:
@@ -119,6 +119,7 @@ class AttributeGroups:
         order = np.argsort(inverse, kind="stable")
         bounds = np.r_[0, np.cumsum(counts)]
         known = [frozenset(c.members.tolist()) for c in found]
+        pairs = self._edge_ends()
         groups = []
         for value in candidates.tolist():
             members = np.unique(owner[order[bounds[value] : bounds[value + 1]]])
@@ -155,12 +156,29 @@ class AttributeGroups:
             stats["attribute_share"] = float(share[value])
             stats["orgs"] = float(len(set(o for o in self.org_of[members].tolist() if o)))
             if cross_dups is not None:
-                stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
+                # Only the prompts the members share with each other: a crowd behind one network prefix
+                # shares famous prompts and benchmark items with the whole stream, no work among itself.
+                stats["cross_rate"] = self._shared_within(pairs, members) / max(float(seen[members].sum()), 1.0)
             # Named by the value's token (never the value): stable while the value is shared.
             digest = hashlib.sha256(int(values[value]).to_bytes(8, "little")).hexdigest()[:12]
             groups.append(Campaign(f"campaign-{self.key_names.get(code, f'key{code}')}-{digest}", members, stats))
             known.append(frozenset(members.tolist()))
         return groups
+
+    def _edge_ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The shared-prompt edges as (lo, hi, weight) arrays (weights as of each pair's last shared prompt)."""
+        if not self.edges:
+            empty = np.empty(0, np.int64)
+            return empty, empty, np.empty(0)
+        keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
+        weight = np.fromiter((edge[0] for edge in self.edges.values()), dtype=np.float64, count=len(self.edges))
+        return keys >> 32, keys & 0xFFFFFFFF, weight
+
+    @staticmethod
+    def _shared_within(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], members: np.ndarray) -> float:
+        """Prompts shared between two members of ``members`` (the edges' weight inside the group)."""
+        lo, hi, weight = pairs
+        return float(weight[np.isin(lo, members) & np.isin(hi, members)].sum())
 
     def _null_sweep_z(self, coverage: CoverageDetector, holders: np.ndarray, size: int, seed: int) -> tuple[float, float]:
         """Median (0 at most: never a bonus) and spread (1 at least) of ``sweep_z`` over random groups

@@ -294,3 +294,25 @@ def test_colleagues_cover_less_than_random_accounts_and_a_campaign_more():
     campaign = cov.group_stats(np.arange(8, 16))["effective_topics"]
     assert colleagues < line < campaign
     assert camp.null_breadth(cov, pool, pool.size, seed=1) == 0.0  # no random group to draw: no line
+
+
+def test_a_value_groups_shared_prompts_are_those_its_members_share_with_each_other():
+    """Accounts behind one network prefix that repeat prompts of the whole stream (famous prompts,
+    benchmark items) share nothing among themselves: the group's rate of shared prompts counts only
+    prompts shared between two of its members."""
+    rng = np.random.default_rng(7)
+    centroids, cov, camp = build(rng)
+    slices_without_template(rng, cov, centroids, range(8))
+    for user in range(8, 40):
+        send(rng, cov, centroids, user, rng.integers(0, TOPICS, 60))
+    seen = np.r_[np.full(8, 120), np.full(32, 60), np.zeros(24)].astype(np.int64)
+    share_value(camp, range(8), "proxy-1")
+    for member in range(8):  # each member repeats 30 prompts of accounts outside the group
+        share_prompts(camp, member, 8 + member, 30)
+    cross = np.r_[np.full(8, 30), np.zeros(56)].astype(np.int64)
+    group = [g for g in camp.link(cov, seen, np.arange(40), NOW, cross_dups=cross) if g.campaign_id.startswith("campaign-net-")]
+    assert len(group) == 1 and group[0].stats["cross_rate"] == 0.0
+    share_prompts(camp, 1, 0, 12)  # two members resend each other's prompts
+    share_prompts(camp, 3, 2, 12)
+    group = [g for g in camp.link(cov, seen, np.arange(40), NOW, cross_dups=cross) if g.campaign_id.startswith("campaign-net-")]
+    assert len(group) == 1 and group[0].stats["cross_rate"] == 24 / (8 * 120)
