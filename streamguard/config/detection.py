@@ -193,6 +193,11 @@ class CampaignConfig:
     behind one address are as often a household, a small office or three servers of one cloud
     range as one actor, and a handful of unrelated server accounts (a benchmark run beside two
     sweepers) sweeps together by chance; an actor hiding in many accounts has many."""
+    value_member_breadth: float = 0.5
+    """A member of a group that only shares an attribute value is alerted with it once it spreads
+    over at least this share of the median established account's effective topics (and its topics
+    are rarer than the population's): an account of one or two topics behind a campaign's network
+    prefix (a batch job, a casual user's few questions) does no share of a sweep (0: any breadth)."""
     timing_false_links: float = 0.01
     """Timing links (detectors/timing.py): accounts whose sessions start and end in the same
     minutes, window after window, beyond what the stream's own rate of session boundaries at those

@@ -40,6 +40,7 @@ _DOMAINS: dict[str, dict[str, str]] = {
         "link_every_ticks": _AT_LEAST_ONE, "shared_prompt_links": _NON_NEGATIVE, "shared_prompt_share": _SHARE,
         "edge_half_life_hours": _POSITIVE, "org_link_z": _NON_NEGATIVE, "min_links": _NON_NEGATIVE,
         "style_min_topics": _NON_NEGATIVE, "max_attribute_groups": _NON_NEGATIVE, "attribute_min_group": _AT_LEAST_ONE,
+        "value_member_breadth": _NON_NEGATIVE,
         "timing_false_links": _NON_NEGATIVE, "session_gap_minutes": _POSITIVE, "timing_bucket_seconds": _POSITIVE,
         "timing_baseline_minutes": _POSITIVE, "session_boundaries": _AT_LEAST_ONE, "timing_min_shared": _AT_LEAST_ONE,
         "max_timing_pairs": _NON_NEGATIVE,

@@ -35,7 +35,7 @@ import math
 import numpy as np
 
 from streamguard.config import ScoringConfig
-from streamguard.detectors.features import AccountFeatures
+from streamguard.detectors.features import AccountFeatures, CoverageFeatures
 from streamguard.detectors.state import Stateful
 
 FEATURES = ("rarity_effect", "rarity_z", "sweep_z", "spread", "effective_topics", "dup_rate", "cross_rate", "sweep_margin")
@@ -86,6 +86,24 @@ def sweep_line(false_alerts_per_10k: float) -> float:
 def score_of(margin: Any) -> Any:
     """An alert's score from its margin past the line (float or array): ``1 - 0.5**margin``, 0.5 on the line."""
     return 1.0 - 0.5**margin
+
+
+def members_at_work(
+    spans: np.ndarray, min_span_ms: int, value_group: CoverageFeatures | None = None, min_topics: float = 0.0
+) -> np.ndarray:
+    """(m,) bool: the members of a group that crosses its line that do the group's kind of work themselves.
+
+    Sustained, as a single account must be (``spans``: each member's time active, at least
+    ``min_span_ms``; a benchmark burst on a campaign's cloud range is not). In a group that only shares
+    an attribute value (``value_group``: its members' coverage features), also with topics rarer than
+    the population's (a product on that range mirrors it) over at least ``min_topics`` effective
+    topics (a batch job or a casual user on that range asks about a topic or two). The others stay
+    linked and are alerted once they qualify.
+    """
+    alertable = np.asarray(spans) >= min_span_ms
+    if value_group is not None:
+        alertable &= (value_group.rarity_effect > 0) & (value_group.effective_topics >= min_topics)
+    return alertable
 
 
 def read_allowlist(path: str) -> frozenset[str]:

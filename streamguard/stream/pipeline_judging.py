@@ -7,7 +7,7 @@ import hashlib
 
 import numpy as np
 
-from streamguard.detectors.scoring import sweep_line
+from streamguard.detectors.scoring import members_at_work, sweep_line
 from streamguard.schema import AlertRecord
 
 
@@ -132,12 +132,11 @@ class PipelineJudging:
             volume = float(seen[campaign.members].sum())
             first = int(self.accounts.first_ts[campaign.members].min())
             spans = self.accounts.last_ts[campaign.members] - self.accounts.first_ts[campaign.members]
-            # A member is alerted with its group once it does the group's kind of work itself: sustained
-            # (a benchmark burst on a campaign's cloud range is not), and, in a group that only shares a
-            # value, with topics rarer than the population's (a product on that range mirrors it).
-            alertable = spans >= self.settings.scoring.min_span_ms
-            if by_value:
-                alertable &= self.coverage.features(campaign.members).rarity_effect > 0
+            alertable = members_at_work(
+                spans, self.settings.scoring.min_span_ms,
+                self.coverage.features(campaign.members) if by_value else None,
+                self.settings.campaign.value_member_breadth * self.scorer.baseline.median.get("effective_topics", 0.0),
+            )
             verdict = self.scorer.judge_campaign(
                 campaign.campaign_id,
                 campaign.members,

@@ -224,3 +224,19 @@ def test_a_broad_rise_against_its_own_history_is_a_sweep_and_a_narrow_one_is_not
             assert verdicts[0].evidence["drift_z"] == 6.0 and verdicts[0].evidence["drift_effective_topics"] == 60.0
         else:
             assert verdicts == []
+
+
+def test_a_value_groups_members_at_work_are_sustained_rare_and_broad():
+    """Behind a campaign's network prefix: members that sweep their share (rare topics over a dozen),
+    a product mirroring the population, a batch job of one rare topic, a benchmark burst of an hour."""
+    from streamguard.detectors.scoring import members_at_work
+
+    kinds = ["member", "member", "product", "batch job", "burst"]
+    own = replace(
+        features(5), rarity_effect=np.array([0.9, 1.1, -0.1, 1.8, 0.8]), effective_topics=np.array([12.0, 9.0, 60.0, 1.5, 30.0])
+    )
+    spans = np.array([5, 6, 20, 30, 1]) * HOUR
+    at_work = members_at_work(spans, 2 * HOUR, own, min_topics=0.5 * 9.0)
+    assert [k for k, ok in zip(kinds, at_work) if ok] == ["member", "member"]
+    # A group linked by what its members send (style, prompts, timing) asks persistence only.
+    assert members_at_work(spans, 2 * HOUR).tolist() == [True, True, True, True, False]
