@@ -61,7 +61,9 @@ from streamguard.service.state import Chunk, Outputs, PartitionState, PendingAle
 from streamguard.sinks.alert_file import AlertFile
 from streamguard.stream.checkpoint import CheckpointError, CheckpointStore
 from streamguard.sinks.dead_letter import DeadRecord
+from streamguard.stream.batch_run import BatchReport, record_batch, run_batch
 from streamguard.stream.decode import Record, RecordDecoder, event_time_dead_record
+from streamguard.stream.event_time import Rejected
 from streamguard.stream.kafka import Source
 from streamguard.stream.warmup import SharedWarmup
 
@@ -76,9 +78,8 @@ def _weight(chunk: Chunk) -> int:
     return max(len(chunk.batch), 1)
 
 
-def _turned_away(pipeline: Any) -> list[DeadRecord]:
-    """Requests the pipeline's last call turned away by event time: dead letters like decode's."""
-    rejected = pipeline.rejected
+def _turned_away(rejected: Rejected) -> list[DeadRecord]:
+    """Requests a pipeline's call turned away by event time: dead letters like decode's."""
     return [event_time_dead_record(rejected.rows, i, reason) for i, reason in enumerate(rejected.reasons)]
 
 
@@ -229,7 +230,7 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
             log.warning("no record for %.0f s: finishing %d partition(s)", self.options.stop_after_idle, len(self.active))
             for state in self.active.values():
                 self._add_alerts(state, state.pipeline.finish())
-                rejected = _turned_away(state.pipeline)
+                rejected = _turned_away(state.pipeline.rejected)
                 state.dead.extend(rejected)
                 self.stats["dead_letters"] += len(rejected)
                 if self.metrics is not None:
@@ -354,13 +355,10 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
         dim = self.decoder.dim or 0
         batch = RequestBatch.concat([c.batch for c in chunks if len(c.batch)], dim)
         pipeline = state.pipeline
-        before = dict(pipeline.stats.stage_seconds)
-        held = pipeline.scorer.held_back
-        started = time.perf_counter()
-        alerts = pipeline.process(batch) if len(batch) else []
-        rejected = _turned_away(pipeline) if len(batch) else []
-        seconds = time.perf_counter() - started
-        self.seconds["process"] += seconds
+        report = run_batch(pipeline, batch) if len(batch) else BatchReport.nothing()
+        alerts = report.alerts
+        rejected = _turned_away(report.rejected)
+        self.seconds["process"] += report.seconds
         if self.signatures is not None:
             t0 = time.perf_counter()
             self.signatures.publish(pipeline.drain_signatures())
@@ -377,21 +375,11 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
         self.stats["dead_letters"] += sum(len(c.dead) for c in chunks) + len(rejected)
         if self.metrics is not None:
             m = self.metrics
-            m.held_back(pipeline.scorer.held_back - held)
             for reason, total in getattr(pipeline.stats, "evicted_by", {}).items():
                 m.evicted(reason, total - state.evicted.get(reason, 0))
                 state.evicted[reason] = total
-            if len(batch):
-                m.requests(len(batch), state.partition)
-                m.batch(seconds, len(batch))
-                for name, total in pipeline.stats.stage_seconds.items():
-                    delta = total - before.get(name, 0.0)
-                    if delta > 0:
-                        m.stage(name, delta)
-            for dead in [d for c in chunks for d in c.dead] + rejected:
-                m.bad_records(dead.reason)
-            if len(batch):
-                m.observe_scores(pipeline, batch.account_ids)
+            dead_reasons = (dead.reason for dead in [d for c in chunks for d in c.dead] + rejected)
+            record_batch(m, report, pipeline, batch, state.partition, dead_reasons)
             if self.kernel_timer is not None:
                 self.kernel_timer.drain()
             m.last_progress(time.time())

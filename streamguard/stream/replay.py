@@ -38,6 +38,8 @@ from streamguard.detectors.codebook import Codebook
 from streamguard.schema import AlertRecord, DeadLetter, RequestBatch, RequestFile, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
+from streamguard.stream.batch_run import record_batch, run_batch
+from streamguard.stream.event_time import Rejected
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
 from streamguard.stream.warmup import SharedWarmup
@@ -432,35 +434,21 @@ def _replay(
         if progress is not None:
             progress(result, alerts)
 
-    def turned_away(pipeline: Pipeline) -> None:
-        """Dead-letter the rows the pipeline's last call rejected by event time."""
-        letters = pipeline.rejected.dead_letters("row")
+    def turned_away(rejected: Rejected) -> list[DeadLetter]:
+        """Dead-letter the rows a pipeline's call rejected by event time."""
+        letters = rejected.dead_letters("row")
         if letters:
             dead_letters.write(letters)
             result.dead_letters += len(letters)
             result.valid -= len(letters)
-            if metrics is not None:
-                for letter in letters:
-                    metrics.bad_records(letter.reason)
+        return letters
 
     def process(pipeline: Pipeline, batch: RequestBatch, partition: int | None) -> list[AlertRecord]:
-        if metrics is None:
-            alerts = pipeline.process(batch)
-            turned_away(pipeline)
-            return alerts
-        before = dict(pipeline.stats.stage_seconds)
-        held = pipeline.scorer.held_back
-        t0 = time.perf_counter()
-        alerts = pipeline.process(batch)
-        turned_away(pipeline)
-        metrics.batch(time.perf_counter() - t0, len(batch))
-        metrics.held_back(pipeline.scorer.held_back - held)
-        metrics.requests(len(batch), partition)
-        for name, total in pipeline.stats.stage_seconds.items():
-            if total > before.get(name, 0.0):
-                metrics.stage(name, total - before.get(name, 0.0))
-        metrics.observe_scores(pipeline, batch.account_ids)
-        return alerts
+        report = run_batch(pipeline, batch)
+        letters = turned_away(report.rejected)
+        if metrics is not None:
+            record_batch(metrics, report, pipeline, batch, partition, (letter.reason for letter in letters))
+        return report.alerts
 
     def catch_up() -> list[AlertRecord]:
         """Partitions still waiting start once the shared codebook exists (another one completed the warm-up)."""
@@ -523,7 +511,9 @@ def _replay(
 
     for pipeline in pipelines:
         alerts = pipeline.finish()
-        turned_away(pipeline)
+        for letter in turned_away(pipeline.rejected):
+            if metrics is not None:
+                metrics.bad_records(letter.reason)
         emit(alerts)
     # A warm-up the end of input completed (every partition final) starts the partitions that finished first.
     emit(catch_up())
