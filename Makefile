@@ -1,6 +1,6 @@
 # Two entry points a newcomer needs; each sets itself up from nothing (Python 3.11+ on PATH).
 #   make demo   simulated traffic with planted distillers, the full pipeline, a live table (~1 min)
-#   make test   the whole test suite on two workers (installs promtool from Debian's prometheus package; ~11 min on 2 cores)
+#   make test   the whole test suite on two workers (installs promtool from Debian's prometheus package; 6-11 min on 2 cores)
 #   make bench  throughput of every backend and of the baselines, side by side
 #   make venv   only the virtualenv, .venv (every target builds it first)
 #   make lock   refresh constraints.txt, the exact versions every target installs
