@@ -39,9 +39,10 @@ A ratio of volumes, not a unit of the embedding or the stream: the same on any w
 
 class AttributeGroups:
     """Mixed into :class:`~streamguard.detectors.campaigns.CampaignDetector`: reads and writes the
-    attribute state its ``__init__`` sets (``attr_tokens``, ``attr_next``, ``key_names``, ``org_of``),
-    reads its shared-prompt ``edges`` and its parameters (``min_group``, ``complementarity``, ``attribute_max_share``, ``attribute_min_group``,
-    ``max_attribute_groups``, ``group_line``, ``null_groups``), and calls its ``group_stats``."""
+    attribute state its ``__init__`` sets (``attr_tokens``, ``attr_next``, ``key_names``, ``org_of``) and
+    its parameters (``min_group``, ``complementarity``, ``attribute_max_share``, ``attribute_min_group``,
+    ``max_attribute_groups``, ``group_line``, ``null_groups``), and calls its ``group_stats`` and
+    ``edge_weights`` (the shared-prompt edges)."""
 
     def _remember_attributes(self, slots: np.ndarray, attributes: np.ndarray) -> None:
         """Add each account's new distinct tokens to its ring (the oldest token makes room)."""
@@ -68,6 +69,7 @@ class AttributeGroups:
         coverage: CoverageDetector,
         seen: np.ndarray,
         active: np.ndarray,
+        now_ts: int,
         excluded: np.ndarray | None,
         found: list[Campaign],
         cross_dups: np.ndarray | None,
@@ -119,7 +121,7 @@ class AttributeGroups:
         order = np.argsort(inverse, kind="stable")
         bounds = np.r_[0, np.cumsum(counts)]
         known = [frozenset(c.members.tolist()) for c in found]
-        pairs = self._edge_ends()
+        pairs = self.edge_weights(now_ts)
         groups = []
         for value in candidates.tolist():
             members = np.unique(owner[order[bounds[value] : bounds[value + 1]]])
@@ -165,18 +167,9 @@ class AttributeGroups:
             known.append(frozenset(members.tolist()))
         return groups
 
-    def _edge_ends(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The shared-prompt edges as (lo, hi, weight) arrays (weights as of each pair's last shared prompt)."""
-        if not self.edges:
-            empty = np.empty(0, np.int64)
-            return empty, empty, np.empty(0)
-        keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
-        weight = np.fromiter((edge[0] for edge in self.edges.values()), dtype=np.float64, count=len(self.edges))
-        return keys >> 32, keys & 0xFFFFFFFF, weight
-
     @staticmethod
     def _shared_within(pairs: tuple[np.ndarray, np.ndarray, np.ndarray], members: np.ndarray) -> float:
-        """Prompts shared between two members of ``members`` (the edges' weight inside the group)."""
+        """Prompts shared between two members of ``members``: the edges' (decayed) weight inside the group."""
         lo, hi, weight = pairs
         return float(weight[np.isin(lo, members) & np.isin(hi, members)].sum())
 

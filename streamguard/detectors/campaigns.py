@@ -339,7 +339,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         if foreign is not None and len(foreign) == 0:
             foreign = None
         campaigns = self._linked_groups(coverage, seen, active, now_ts, cross_dups, excluded, timing, foreign)
-        campaigns.extend(self._attribute_groups(coverage, seen, active, excluded, campaigns, cross_dups, foreign))
+        campaigns.extend(self._attribute_groups(coverage, seen, active, now_ts, excluded, campaigns, cross_dups, foreign))
         if foreign is not None and self.foreign_nodes:
             # Keys named for timing links: kept while an edge refers to them or they are live (bounded
             # by the edges and the foreign table, and a live account keeps its node id).

@@ -98,7 +98,8 @@ class PipelineJudging:
             # many, the group is a campaign only if the others still sweep together; otherwise it
             # is a sweeper and the ordinary accounts its style or prompts happen to link to it (two
             # slow sweepers linked to 54 users). Where most members sweep alone, it is a campaign.
-            alone = (self.coverage.features(campaign.members).sweep_z >= self.scorer.sweep_line()) & (
+            own = self.coverage.features(campaign.members)
+            alone = (own.sweep_z >= self.scorer.sweep_line()) & (
                 seen[campaign.members] >= self.settings.scoring.min_requests
             )
             # A group that only shares an attribute value (a cloud range, a card) is never a campaign
@@ -134,7 +135,7 @@ class PipelineJudging:
             spans = self.accounts.last_ts[campaign.members] - self.accounts.first_ts[campaign.members]
             alertable = members_at_work(
                 spans, self.settings.scoring.min_span_ms,
-                self.coverage.features(campaign.members) if by_value else None,
+                own if by_value else None,
                 self.settings.campaign.value_member_breadth * self.scorer.baseline.median.get("effective_topics", 0.0),
             )
             verdict = self.scorer.judge_campaign(
