@@ -89,11 +89,17 @@ class SourcePolicy:
         self.partitions = count
 
     def _check_restored(self, state: PartitionState, recorded_partitions: int | None) -> None:
-        """A restored partition whose checkpoint counts in another topic (same name, new id) is rewound."""
+        """A restored partition whose checkpoint counts in another topic (same name, new id) is rewound.
+
+        ``recorded_partitions``: the count its checkpoint recorded; None for a state kept in memory,
+        compared with the count this process saw last (the topic may have been recreated meanwhile)."""
         shape = self._shape()
         if shape is None:
             return
-        self._note_partitions(shape.partitions, recorded_partitions, "when its checkpoints were written")
+        if recorded_partitions is None:
+            self._note_partitions(shape.partitions, self.partitions, "before")
+        else:
+            self._note_partitions(shape.partitions, recorded_partitions, "when its checkpoints were written")
         if shape.topic_id is None:
             return
         if state.log_id is None:

@@ -18,8 +18,9 @@ Measured facts shape this module (see FIELD-NOTES.md):
 - kafka-python 3.0.12 asks the broker to create every topic its metadata
   requests name, whatever ``allow_auto_create_topics`` says, and Tansu keeps
   serving a member the empty assignment it got while the topic was missing:
-  :class:`KafkaSource` switches the creation off on the client's metadata and
-  joins the group only once the request topic exists.
+  :class:`KafkaSource` switches the creation off on the client's metadata,
+  joins the group only once the request topic exists, and joins afresh when
+  a rebalance during the topic's absence left it an outdated assignment.
 """
 
 from __future__ import annotations
@@ -179,11 +180,15 @@ class KafkaSource:
         self._marks = _Marks(self.ownership)
         marks = self._marks
 
+        source = self
+
         class Listener(ConsumerRebalanceListener):
             def on_partitions_revoked(self, revoked: Any) -> None:
                 marks.on_partitions_revoked(revoked)
 
             def on_partitions_assigned(self, assigned: Any) -> None:
+                source._joined_with = set(source._cluster.partitions_for_topic(topic) or ())
+                source._stale_since = None
                 marks.on_partitions_assigned(assigned)
 
             def on_partitions_lost(self, lost: Any) -> None:
@@ -214,14 +219,51 @@ class KafkaSource:
         # not move). Until then the topic's metadata is watched (refreshed by the client's thread).
         self._listener = Listener()
         self._subscribed = False
+        # The same holds mid-run: a group that rebalanced while the topic was deleted keeps its empty
+        # assignment after the topic is created again. The partitions the metadata listed when this
+        # member's assignment came are kept; when the metadata has listed others for longer than the
+        # client takes to rejoin on its own (kafka-python does on a partition change), the member leaves
+        # and joins afresh.
+        self._joined_with: set[int] | None = None
+        self._stale_since: float | None = None
+        self._rejoin_grace_s = 3 * config.heartbeat_interval_ms / 1000
         self._cluster.add_topic(topic)
         self._subscribe()
 
     def _subscribe(self) -> bool:
+        if self._subscribed and self._assignment_outdated():
+            self._leave()
         if not self._subscribed and self._cluster.partitions_for_topic(self.topic):
             self._consumer.subscribe([self.topic], listener=self._listener)
             self._subscribed = True
         return self._subscribed
+
+    def _assignment_outdated(self) -> bool:
+        """True once the topic has existed with other partitions than at the last assignment for
+        ``_rejoin_grace_s`` (a topic missing from the metadata says nothing: it may be a moment's error)."""
+        listed = self._cluster.partitions_for_topic(self.topic)
+        if not listed or self._joined_with is None or set(listed) == self._joined_with:
+            self._stale_since = None
+            return False
+        now = time.monotonic()
+        if self._stale_since is None:
+            self._stale_since = now
+        return now - self._stale_since >= self._rejoin_grace_s
+
+    def _leave(self) -> None:
+        """Leave the group (the loop sets the partitions held aside, as on a revocation); the next
+        :meth:`_subscribe` joins with a new member id."""
+        log.warning(
+            "request topic %s lists partitions %s, this member was assigned when it listed %s and no rebalance "
+            "followed: leaving the group to join afresh", self.topic,
+            sorted(self._cluster.partitions_for_topic(self.topic) or ()), sorted(self._joined_with or ()),
+        )
+        self._marks.on_partitions_revoked(self._consumer.assignment())
+        self._consumer.unsubscribe()
+        self._cluster.add_topic(self.topic)  # unsubscribe() stopped the metadata of the topic being fetched
+        self._subscribed = False
+        self._joined_with = None
+        self._stale_since = None
 
     def _tp(self, partition: int) -> Any:
         from kafka import TopicPartition

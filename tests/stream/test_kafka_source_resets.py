@@ -25,7 +25,8 @@ ENV = {"STREAMGUARD_KAFKA_METADATA_CHECK_INTERVAL_S": "1"}
 
 
 def scrape(svc: Any) -> dict[str, Any] | None:
-    """``requests``: sum of streamguard_requests_total; ``resets``: reason -> streamguard_source_resets_total."""
+    """``requests``: sum of streamguard_requests_total; ``resets``: reason -> streamguard_source_resets_total;
+    ``ready``: streamguard_ready (0 while no partition is assigned)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
@@ -37,6 +38,8 @@ def scrape(svc: Any) -> dict[str, Any] | None:
         for sample in family.samples:
             if sample.name == "streamguard_requests_total":
                 out["requests"] += sample.value
+            elif sample.name == "streamguard_ready":
+                out["ready"] = sample.value
             elif sample.name == "streamguard_source_resets_total" and sample.value:
                 out["resets"][sample.labels["reason"]] = sample.value
     return out
@@ -63,8 +66,9 @@ def delete_topic(kit: Any, topic: str, wait_for: Any) -> None:
     wait_for(lambda: topic not in topics(kit), 30, f"{topic} to be gone")
 
 
+@pytest.mark.parametrize("rebalanced_while_missing", [False, True], ids=["as-it-comes", "rebalanced-while-missing"])
 def test_a_topic_recreated_with_another_partition_count_is_read_again_not_dropped(
-    kit: Any, traffic: Any, wait_for: Any
+    kit: Any, traffic: Any, wait_for: Any, rebalanced_while_missing: bool
 ) -> None:
     topic, group = kit.name("req"), kit.name("g")
     kit.create_topic(topic, 3)
@@ -79,11 +83,20 @@ def test_a_topic_recreated_with_another_partition_count_is_read_again_not_droppe
     # those offsets would skip every new record below them.
     delete_topic(kit, topic, wait_for)
     wait_for(lambda: (scrape(svc) or {}).get("resets"), 60, "the loss to be noticed")
+    if rebalanced_while_missing:
+        # The group rebalances while the topic is gone and this member is assigned nothing. Sometimes
+        # (1 run in 3 to 5 here before KafkaSource._leave) the broker keeps serving that empty assignment
+        # once the topic is back, until the member joins afresh; other times the next join brings the
+        # partitions. Either way every record must be processed.
+        wait_for(lambda: (scrape(svc) or {}).get("ready") == 0, 60, "the group to rebalance without the topic")
     time.sleep(2)
     kit.create_topic(topic, 2)
     kit.publish(second, topic, fmt="arrow", batch_rows=64)
     total = first.num_rows + second.num_rows
-    wait_for(lambda: (scrape(svc) or {}).get("requests") == total, 180, "every republished record to be processed")
+    try:
+        wait_for(lambda: (scrape(svc) or {}).get("requests") == total, 180, "every republished record to be processed")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}: {scrape(svc)}\n{svc.log()[-6000:]}") from exc
     time.sleep(3)  # and none twice
     metrics = scrape(svc)
     assert metrics["requests"] == total, metrics
