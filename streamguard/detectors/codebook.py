@@ -144,6 +144,30 @@ def spherical_kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator
     return centroids
 
 
+SAMPLES_PER_CELL = 4
+"""k-means is given at least this many sample rows per cell (fewer cells on a smaller sample)."""
+
+
+def sample_cap(rows_per_account: np.ndarray, floor: int, target: int) -> int:
+    """The smallest per-account cap, at least ``floor``, whose sample reaches ``target`` rows.
+
+    Each account's share of the warm-up sample is capped so that heavy accounts do not own cells;
+    a stream of few accounts gets a higher cap rather than a coarser codebook (the cap rises only
+    until the sample supports the cells asked for, or every row is kept).
+    """
+    counts = np.asarray(rows_per_account, dtype=np.int64)
+    if counts.size == 0 or np.minimum(counts, floor).sum() >= target:
+        return floor
+    lo, hi = floor, int(counts.max())  # the sample at hi is every row
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if np.minimum(counts, mid).sum() >= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 def balanced_sample(account_keys: np.ndarray, per_account: int, rng: np.random.Generator) -> np.ndarray:
     """Indices keeping at most ``per_account`` rows of each account (a random subset)."""
     order = rng.permutation(account_keys.shape[0])
@@ -264,7 +288,8 @@ def fit_codebook(
     ----------
     embeddings : (m, d) float32 unit rows
     account_keys : (m,) account of each row; caps each account's share of the
-        fit so that no product account or template owns cells
+        fit (``per_account``, raised by :func:`sample_cap` on a stream of few
+        accounts) so that no product account or template owns cells
     cells : K, reduced when the sample is too small to support it
     max_topics : upper bound on T
     min_accounts : a cell must be shared by this many accounts of the warm-up
@@ -275,10 +300,11 @@ def fit_codebook(
         raise ValueError("cannot fit a codebook on an empty warm-up sample")
     rng = np.random.default_rng(seed)
     mean = embeddings.mean(axis=0).astype(np.float32)
-    kept = balanced_sample(account_keys, per_account, rng)
+    _, rows_per_account = np.unique(account_keys, return_counts=True)
+    kept = balanced_sample(account_keys, sample_cap(rows_per_account, per_account, SAMPLES_PER_CELL * cells), rng)
     sample = embeddings[kept]
     centred = _normalise(sample - mean).astype(np.float32)
-    k = int(max(2, min(cells, centred.shape[0] // 4)))
+    k = int(max(2, min(cells, centred.shape[0] // SAMPLES_PER_CELL)))
     centroids = spherical_kmeans(centred, k, iters, rng)
     centroids = _shared_cells(centroids, centred, account_keys[kept], min_accounts)
     if wrapper_mad_k > 0:

@@ -1,6 +1,13 @@
 import numpy as np
 
-from streamguard.detectors.codebook import Codebook, balanced_sample, fit_codebook, merge_cells, spherical_kmeans
+from streamguard.detectors.codebook import (
+    Codebook,
+    balanced_sample,
+    fit_codebook,
+    merge_cells,
+    sample_cap,
+    spherical_kmeans,
+)
 from tests.reference import unit_rows
 
 
@@ -49,6 +56,27 @@ def test_balanced_sample_caps_each_account():
     keys = np.array(["big"] * 1000 + ["small"] * 5, dtype=object)
     picked = balanced_sample(keys, 16, rng)
     assert (keys[picked] == "big").sum() == 16 and (keys[picked] == "small").sum() == 5
+
+
+def test_the_cap_rises_only_as_far_as_the_cells_need():
+    many = np.full(2000, 10)  # many light accounts: the floor already gives 16,000 rows
+    assert sample_cap(many, 8, 4096) == 8
+    few = np.array([5000, 3000, 400, 40, 40, 3])  # few accounts: raised until the sample has 4,096 rows
+    cap = sample_cap(few, 8, 4096)
+    assert np.minimum(few, cap).sum() >= 4096 > np.minimum(few, cap - 1).sum()
+    assert cap < 3000  # the heavy accounts are still capped
+    assert sample_cap(np.array([10, 20]), 8, 4096) == 20  # too few rows in all: every row is kept
+
+
+def test_a_stream_of_few_accounts_gets_as_fine_a_codebook_as_one_of_many():
+    rng = np.random.default_rng(5)
+    x, truth = clustered(rng, clusters=40, per=100, dim=32, spread=0.08)
+    # 20 accounts that each ask about every cluster: at 8 rows each, 160 rows could only support 40 cells.
+    accounts = rng.integers(0, 20, len(x)).astype(str).astype(object)
+    book = fit_codebook(x, accounts, cells=80, max_topics=80, bits=64, plane_seed=0, per_account=8, min_accounts=2)
+    assert book.cells > 40  # more cells than 8 rows per account could support (some empty or shared ones are dropped)
+    topics = book.topic_of_cell[((x - book.mean) @ book.centroids.T).argmax(axis=1)]
+    assert len(np.unique(topics)) >= 30  # the 40 clusters are (nearly all) told apart
 
 
 def test_codebook_round_trips_through_a_file(tmp_path):
