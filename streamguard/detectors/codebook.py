@@ -240,6 +240,22 @@ def _explaining_cells(centroids: np.ndarray, sample: np.ndarray, mad_k: float) -
     return ~used | (per_cell <= median + mad_k * max(mad, 1e-6))
 
 
+def _natural_topics(tree: np.ndarray, cohesion: float) -> np.ndarray:
+    """Topic labels (1-based) of the cells where the tree is cut at ``cohesion`` (see :func:`merge_cells`)."""
+    from scipy.cluster.hierarchy import fcluster  # noqa: PLC0415 - only at fit time
+
+    return fcluster(tree, t=max(1.0 - cohesion, 1e-6), criterion="distance")
+
+
+def natural_topic_count(centroids: np.ndarray, cohesion: float) -> int:
+    """How many topics :func:`merge_cells` makes of ``centroids`` before any ``max_topics`` cut."""
+    from scipy.cluster.hierarchy import linkage  # noqa: PLC0415 - only at fit time
+
+    if centroids.shape[0] < 4:
+        return int(centroids.shape[0])
+    return int(_natural_topics(linkage(centroids.astype(np.float64), method="average", metric="cosine"), cohesion).max())
+
+
 def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> tuple[np.ndarray, np.ndarray]:
     """Topic of each cell, and domain of each topic, from one average-linkage tree.
 
@@ -257,7 +273,7 @@ def merge_cells(centroids: np.ndarray, cohesion: float, max_topics: int) -> tupl
     if k < 4:
         return np.arange(k, dtype=np.int32), np.zeros(k, dtype=np.int32)
     tree = linkage(centroids.astype(np.float64), method="average", metric="cosine")
-    topics = fcluster(tree, t=max(1.0 - cohesion, 1e-6), criterion="distance")
+    topics = _natural_topics(tree, cohesion)
     if topics.max() > max_topics:
         topics = fcluster(tree, t=max_topics, criterion="maxclust")
     _, topic_of_cell = np.unique(topics, return_inverse=True)
@@ -305,12 +321,22 @@ def fit_codebook(
     sample = embeddings[kept]
     centred = _normalise(sample - mean).astype(np.float32)
     k = int(max(2, min(cells, centred.shape[0] // SAMPLES_PER_CELL)))
-    centroids = spherical_kmeans(centred, k, iters, rng)
-    centroids = _shared_cells(centroids, centred, account_keys[kept], min_accounts)
-    if wrapper_mad_k > 0:
-        centroids = _wrapper_cells(centroids, centred, wrapper_mad_k)
-    own = (centred @ centroids.T).max(axis=1)
-    topic_of_cell, domain_of_topic = merge_cells(centroids, float(np.median(own)), max_topics)
+
+    def cells_of(k: int) -> tuple[np.ndarray, float]:
+        centroids = spherical_kmeans(centred, k, iters, rng)
+        centroids = _shared_cells(centroids, centred, account_keys[kept], min_accounts)
+        if wrapper_mad_k > 0:
+            centroids = _wrapper_cells(centroids, centred, wrapper_mad_k)
+        return centroids, float(np.median((centred @ centroids.T).max(axis=1)))
+
+    centroids, cohesion = cells_of(k)
+    natural = natural_topic_count(centroids, cohesion)
+    if natural > max_topics:
+        # Cutting the tree at max_topics would merge the most densely sampled cells first: a campaign
+        # that fills the warm-up would lose its distinctions and look like one common topic. Fewer
+        # cells keep k-means' allocation and the cohesion cut everywhere alike.
+        centroids, cohesion = cells_of(max(2, k * max_topics // natural))
+    topic_of_cell, domain_of_topic = merge_cells(centroids, cohesion, max_topics)
     warm_cells = ((embeddings - mean) @ centroids.T).argmax(axis=1)
     return Codebook(
         mean=mean,

@@ -5,6 +5,7 @@ from streamguard.detectors.codebook import (
     balanced_sample,
     fit_codebook,
     merge_cells,
+    natural_topic_count,
     sample_cap,
     spherical_kmeans,
 )
@@ -77,6 +78,19 @@ def test_a_stream_of_few_accounts_gets_as_fine_a_codebook_as_one_of_many():
     assert book.cells > 40  # more cells than 8 rows per account could support (some empty or shared ones are dropped)
     topics = book.topic_of_cell[((x - book.mean) @ book.centroids.T).argmax(axis=1)]
     assert len(np.unique(topics)) >= 30  # the 40 clusters are (nearly all) told apart
+
+
+def test_too_many_topics_means_fewer_cells_not_a_cut_through_the_densest_region():
+    rng = np.random.default_rng(6)
+    x, _ = clustered(rng, clusters=24, per=60, dim=32, spread=0.05)
+    accounts = rng.integers(0, 60, len(x)).astype(str).astype(object)
+    free = fit_codebook(x, accounts, cells=96, max_topics=96, bits=64, plane_seed=0, per_account=1000, min_accounts=2)
+    centred = (x - free.mean) / np.linalg.norm(x - free.mean, axis=1, keepdims=True)
+    own = (centred @ free.centroids.T).max(axis=1)
+    assert natural_topic_count(free.centroids, float(np.median(own))) == free.topics  # under the cap: the cohesion cut
+    capped = fit_codebook(x, accounts, cells=96, max_topics=free.topics // 2, bits=64, plane_seed=0, per_account=1000, min_accounts=2)
+    assert capped.cells < free.cells  # refitted with fewer cells
+    assert capped.topics <= free.topics // 2
 
 
 def test_codebook_round_trips_through_a_file(tmp_path):
