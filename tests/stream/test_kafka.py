@@ -316,6 +316,7 @@ def test_two_replicas_link_a_campaign_through_the_signatures_topic(kit: Any, tmp
         check=True, capture_output=True, timeout=300,
     )
     alone = members & {a["account_id"] for a in jsonl(oracle)}
+    alone_linked = members & {a["account_id"] for a in jsonl(oracle) if a["campaign_id"]}
 
     topic, signatures, group = kit.name("req"), kit.name("sig"), kit.name("g")
     kit.create_topic(topic, 2)
@@ -341,7 +342,10 @@ def test_two_replicas_link_a_campaign_through_the_signatures_topic(kit: Any, tmp
         assert records and re.search(r"published [1-9]\d*, received [1-9]\d*", records[-1]), records
     alerts = jsonl(a.alerts_file) + jsonl(b.alerts_file)
     in_campaign = {x["account_id"] for x in alerts if x["campaign_id"]}
-    assert len(members & in_campaign) >= 0.9 * len(members) > len(alone)
+    assert len(members & {x["account_id"] for x in alerts}) >= 0.9 * len(members) > len(alone)
+    # Linked as a campaign: most of them (a few cross alone first, as sweepers; the same world in
+    # tests/detectors/test_remote.py) and many more than without the signatures topic.
+    assert len(members & in_campaign) >= 0.75 * len(members) and len(members & in_campaign) >= 2 * len(alone_linked)
     assert not benign & in_campaign, "a benign account was pulled into a campaign"
     # The signature messages carry account keys, never raw ids.
     messages = kit.read_topic(signatures)
