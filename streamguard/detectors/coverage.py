@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.detectors.codebook import damp
 from streamguard.detectors.drift import DRIFT_FEATURES, OwnHistory
 from streamguard.detectors.features import CoverageFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch
@@ -154,6 +155,8 @@ class CoverageDetector(Stateful):
         capacity: int = 4096,
         mix_trim_mad_k: float = 3.0,
         drift_baseline_requests: int = 1000,
+        dominant: np.ndarray | None = None,
+        dominant_shrink: np.ndarray | None = None,
     ) -> None:
         self.backend = backend
         self.population_account_cap = int(population_account_cap)
@@ -161,6 +164,12 @@ class CoverageDetector(Stateful):
         self.mean = backend.asarray(mean)
         self.centroids = backend.asarray(centroids)
         self.dim = int(centroids.shape[1])
+        # The codebook's damped directions (see codebook.dominant_directions): its cells were cut
+        # in the damped space, so requests are assigned there too.
+        self._damping = (
+            None if dominant is None or dominant_shrink is None or len(dominant) == 0
+            else (backend.asarray(np.asarray(dominant, np.float32)), backend.asarray(np.asarray(dominant_shrink, np.float32)))
+        )
         self.topic_of_cell = np.asarray(topic_of_cell, dtype=np.int32)
         self.domain_of_topic = np.asarray(domain_of_topic, dtype=np.int32)
         self.domains = int(self.domain_of_topic.max()) + 1
@@ -267,8 +276,12 @@ class CoverageDetector(Stateful):
             return CoverageResult(np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0))
         weights = self._weights(batch.ts)
         slots_dev, weights_dev = backend.asarray(batch.slots), backend.asarray(weights)
+        embeddings = batch.embeddings
+        if self._damping is not None:
+            # The kernel centres and normalises rows itself: damping the centred part is enough.
+            embeddings = self.mean + damp(embeddings - self.mean, *self._damping)
         cells_dev, residual_sq = backend.destyled_cells(
-            batch.embeddings, self.mean, self.centroids, slots_dev, weights_dev, self.style_sum, self.style_weight
+            embeddings, self.mean, self.centroids, slots_dev, weights_dev, self.style_sum, self.style_weight
         )
         topics_dev = self._topic_of_cell_dev[cells_dev]
         backend.histogram_add(self.hist, slots_dev, topics_dev, weights_dev)

@@ -300,6 +300,7 @@ class Pipeline(PipelineJudging, PipelineState):
             mix_trim_mad_k=cfg.coverage.mix_trim_mad_k,
             drift_baseline_requests=cfg.coverage.drift_baseline_requests,
             capacity=capacity,
+            dominant=codebook.dominant, dominant_shrink=codebook.dominant_shrink,
         )
         camp = cfg.campaign
         self.campaigns = CampaignDetector(
@@ -379,6 +380,7 @@ class Pipeline(PipelineJudging, PipelineState):
             population_account_cap=cov.population_account_cap,
             capacity=table.capacity,
             drift_baseline_requests=0,  # a dry run: no history is judged
+            dominant=book.dominant, dominant_shrink=book.dominant_shrink,
         )
         table.on_grow(dry.resize)
         step = self.settings.batch.max_size

@@ -245,6 +245,33 @@ def test_backend_functions_equal_the_reference_on_the_emulated_device(backend: C
 
 
 @pytest.mark.emulated_gpu
+def test_requests_are_damped_on_the_device_as_on_the_host(backend: CudaBackend) -> None:
+    """A codebook with damped directions (D = 256) assigns the same cells through the cuda backend."""
+    from streamguard.detectors.codebook import fit_codebook
+    from streamguard.detectors.coverage import CoverageDetector
+    from streamguard.detectors.near_duplicate import DetectorBatch
+
+    rng = np.random.default_rng(11)
+    centres = rng.standard_normal((20, 256)).astype(np.float32)
+    x = np.repeat(centres / np.linalg.norm(centres, axis=1, keepdims=True), 30, axis=0)
+    x += 0.08 * rng.standard_normal(x.shape).astype(np.float32)
+    x += (rng.standard_normal((len(x), 1)) * 2.0).astype(np.float32) * rng.standard_normal((1, 256)).astype(np.float32) / 16.0
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    book = fit_codebook(x, rng.integers(0, 100, len(x)).astype(str).astype(object), 40, 40, 64, 0, min_accounts=2)
+    assert book.dominant is not None
+
+    def cells(b: Any) -> np.ndarray:
+        coverage = CoverageDetector(
+            b, book.mean, book.centroids, book.topic_of_cell, book.domain_of_topic, book.warmup_counts,
+            capacity=len(x), dominant=book.dominant, dominant_shrink=book.dominant_shrink,
+        )
+        slots = np.arange(len(x), dtype=np.int64)
+        return coverage.update(DetectorBatch(slots, np.full(len(x), 1_700_000_000_000, np.int64), b.asarray(x))).cells
+
+    np.testing.assert_array_equal(cells(backend), cells(NumpyBackend()))
+
+
+@pytest.mark.emulated_gpu
 def test_a_prebuilt_module_image_is_loaded_through_raw_module_path(device: EmulatedDevice, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """CupyRuntime's kernel-cache branch (``RawModule(path=...)``); the emulated image is the source text."""
     sources = kernel_sources()

@@ -1,14 +1,19 @@
 import numpy as np
 
+from streamguard.backends.numpy_backend import NumpyBackend
+from streamguard.detectors import codebook as codebook_module
 from streamguard.detectors.codebook import (
     Codebook,
     balanced_sample,
+    dominant_directions,
     fit_codebook,
     merge_cells,
     natural_topic_count,
     sample_cap,
     spherical_kmeans,
 )
+from streamguard.detectors.coverage import CoverageDetector
+from streamguard.detectors.near_duplicate import DetectorBatch
 from tests.reference import unit_rows
 
 
@@ -165,3 +170,74 @@ def test_dropping_a_wrapper_cell_is_repeated_until_every_cell_explains_its_reque
     repeated = _wrapper_cells(cells, centred, 6.0)
     assert _explaining_cells(repeated, centred, 6.0).all()
     assert len(cells) - len(repeated) < 10  # the wrappers go, the topics' cells stay
+
+
+def dominated(rng, clusters=30, per=60, dim=256, spread=0.08, loud=(2.0, 1.5)):
+    """Clustered unit rows plus a few directions that carry most of the variance and no cluster."""
+    x, truth = clustered(rng, clusters=clusters, per=per, dim=dim, spread=spread)
+    axes = np.linalg.qr(rng.standard_normal((dim, len(loud))))[0].T.astype(np.float32)  # (r, d) orthonormal
+    x = x + (rng.standard_normal((len(x), len(loud))) * np.asarray(loud)).astype(np.float32) @ axes
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), truth, axes
+
+
+def topic_purity(book, x, truth):
+    topics = book.topic_of_cell[(book.damp(x - book.mean) @ book.centroids.T).argmax(axis=1)]
+    return sum(np.bincount(truth[topics == t]).max() for t in np.unique(topics)) / len(x)
+
+
+def test_directions_that_dominate_the_variance_but_separate_no_topic_are_damped(monkeypatch):
+    rng = np.random.default_rng(7)
+    x, truth, axes = dominated(rng)
+    accounts = rng.integers(0, 200, len(x)).astype(str).astype(object)
+    fit = dict(cells=60, max_topics=60, bits=64, plane_seed=0, per_account=1000, min_accounts=2)
+    book = fit_codebook(x, accounts, **fit)
+    assert book.dominant is not None and book.dominant.shape == (2, 256)
+    # The damped directions are the planted ones (up to sign), each shrunk but not removed.
+    assert np.abs(book.dominant @ axes.T).max(axis=1).min() > 0.95
+    assert ((book.dominant_shrink > 0) & (book.dominant_shrink < 1)).all()
+    monkeypatch.setattr(codebook_module, "DIMENSIONS_PER_DOMINANT", 10**9)  # no direction considered
+    undamped = fit_codebook(x, accounts, **fit)
+    assert undamped.dominant is None
+    # k-means cut the undamped space along the loud directions and mixed the clusters in its topics.
+    assert topic_purity(book, x, truth) > 0.9 and topic_purity(undamped, x, truth) < 0.5
+
+
+def test_a_spectrum_without_dominant_directions_is_left_alone():
+    rng = np.random.default_rng(8)
+    x, _ = clustered(rng, clusters=60, per=40, dim=256, spread=0.1)
+    book = fit_codebook(x, rng.integers(0, 200, len(x)).astype(str).astype(object), 60, 60, 64, 0, min_accounts=2)
+    assert book.dominant is None
+    directions, shrink = dominant_directions(x - x.mean(axis=0))
+    assert directions.shape == (0, 256) and shrink.shape == (0,)
+
+
+def test_requests_are_assigned_in_the_damped_space_the_cells_were_cut_in():
+    rng = np.random.default_rng(9)
+    x, _, _ = dominated(rng)
+    book = fit_codebook(x, rng.integers(0, 200, len(x)).astype(str).astype(object), 60, 60, 64, 0, min_accounts=2)
+    backend = NumpyBackend()
+    coverage = CoverageDetector(
+        backend, book.mean, book.centroids, book.topic_of_cell, book.domain_of_topic, book.warmup_counts,
+        capacity=len(x), dominant=book.dominant, dominant_shrink=book.dominant_shrink,
+    )
+    # One request per fresh account: no style yet, so each request goes to its nearest cell.
+    batch = DetectorBatch(np.arange(len(x), dtype=np.int64), np.full(len(x), 1_700_000_000_000, np.int64), x)
+    cells = coverage.update(batch).cells
+    expected = (book.damp(x - book.mean) @ book.centroids.T).argmax(axis=1)
+    undamped = ((x - book.mean) @ book.centroids.T).argmax(axis=1)
+    assert (cells == expected).mean() > 0.99 and (cells != undamped).mean() > 0.05
+
+
+def test_a_codebook_written_before_damping_loads_undamped(tmp_path):
+    rng = np.random.default_rng(10)
+    x, _, _ = dominated(rng, clusters=10, per=40)
+    book = fit_codebook(x, rng.integers(0, 100, len(x)).astype(str).astype(object), 20, 20, 64, 0, min_accounts=2)
+    book.save(tmp_path / "new.npz")
+    loaded = Codebook.load(tmp_path / "new.npz")
+    np.testing.assert_array_equal(loaded.dominant, book.dominant)
+    np.testing.assert_array_equal(loaded.dominant_shrink, book.dominant_shrink)
+    old = {name: getattr(book, name) for name in ("mean", "centroids", "topic_of_cell", "domain_of_topic", "planes", "warmup_counts")}
+    np.savez(tmp_path / "old.npz", **old)
+    legacy = Codebook.load(tmp_path / "old.npz")
+    assert legacy.dominant is None and legacy.damp(x[:5] - book.mean) is not None
+    np.testing.assert_array_equal(legacy.damp(x[:5] - book.mean), x[:5] - book.mean)
