@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 from streamguard.backends.base import Backend
 from streamguard.config import Settings
 from streamguard.detectors.codebook import Codebook
-from streamguard.schema import AlertRecord, DeadLetter, RequestBatch, RequestFile, infer_dim, validate_table
+from streamguard.dead_letter import DeadLetter
+from streamguard.schema import AlertRecord, RequestBatch, RequestFile, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.batch_run import record_batch, run_batch

@@ -18,6 +18,7 @@ import pytest
 
 from streamguard.backends import create_backend
 from streamguard.config import load_settings
+from streamguard.dead_letter import arrow_stream_bytes
 from streamguard.detectors.codebook import Codebook
 from streamguard.service.loop import Service
 from streamguard.service.state import RunOptions
@@ -25,7 +26,7 @@ from streamguard.sinks.alert_file import AlertFile
 from streamguard.sinks.alerts import MemoryAlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.checkpoint import Checkpoint, CheckpointError, CheckpointStore
-from streamguard.stream.decode import Record, arrow_stream_bytes
+from streamguard.stream.decode import Record
 from streamguard.stream.kafka import KafkaConfig
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
