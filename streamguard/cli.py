@@ -340,7 +340,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamguard.schema import RecordFileError, RequestFile
-    from streamguard.sinks.alerts import JsonLinesAlertSink
+    from streamguard.sinks.alert_file import AlertFile
     from streamguard.sinks.dead_letter import DeadLetterSink
     from streamguard.stream.replay import EventTimeOrderError, replay_file
 
@@ -364,7 +364,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.alert_account_hash:
         alert_hash = metrics.account_hash if metrics is not None else account_hasher(key)
     dead_path = args.dead_letters or str(Path(args.alerts).with_suffix("")) + ".dead.jsonl"
-    alerts = JsonLinesAlertSink(args.alerts)
+    alerts = AlertFile(args.alerts, fresh=True)
     dead = DeadLetterSink(dead_path)
     try:
         if metrics is not None:
