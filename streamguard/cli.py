@@ -342,7 +342,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from streamguard.schema import RecordFileError, RequestFile
     from streamguard.sinks.alert_file import AlertFile
     from streamguard.sinks.dead_letter import DeadLetterSink
-    from streamguard.stream.replay import EventTimeOrderError, replay_file
+    from streamguard.stream.replay import EventTimeOrderError, ReplayHooks, replay_file
 
     from streamguard.pseudonyms import account_hasher, hmac_key_from_env
 
@@ -369,10 +369,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         if metrics is not None:
             metrics.ready(True)
-        result = replay_file(
-            args.file, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args),
+        hooks = ReplayHooks(
             metrics=metrics, pace=args.pace, alert_hash=alert_hash,
             kernel_timer=endpoint.kernel_timer if endpoint is not None else None,
+        )
+        result = replay_file(
+            args.file, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args), hooks=hooks
         )
         if metrics is not None:
             metrics.ready(False)
