@@ -330,18 +330,14 @@ class CudaBackend:
             cand_dist = xp.empty((n, bands), dtype=xp.int32)
             cand_slot = xp.empty((n, bands), dtype=xp.int64)
             write_bucket = xp.empty((n, bands), dtype=xp.int64)
+            # The batch's requests, as both launches take them.
+            requests = (np.int64(n), np.int64(bands), np.int64(table_bits), sigs, np.int64(words), slots, ts)
             self._run(
                 "cross_candidates",
                 grid,
                 block,
                 keys,
-                np.int64(n),
-                np.int64(bands),
-                np.int64(table_bits),
-                sigs,
-                np.int64(words),
-                slots,
-                ts,
+                *requests,
                 table_slot,
                 table_ts,
                 table_sig,
@@ -356,13 +352,7 @@ class CudaBackend:
                 "cross_best_insert",
                 grid,
                 block,
-                np.int64(n),
-                np.int64(bands),
-                np.int64(table_bits),
-                sigs,
-                np.int64(words),
-                slots,
-                ts,
+                *requests,
                 cand_dist,
                 cand_slot,
                 write_bucket,
