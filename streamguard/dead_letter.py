@@ -29,7 +29,8 @@ class DeadLetter:
     source : where it came from, for people: ``file row:N`` (a file's row), ``row:N`` (its place in
         the file's event-time order), ``kafka:TOPIC/PARTITION@OFFSET`` (``... row:R`` for one row of
         an Arrow record)
-    record : the row as JSON-able fields, where there is one (empty when only bytes are known)
+    record : the row as JSON-able fields where the driver has them: a file's rows, rows turned away
+        by event time (empty for a Kafka record rejected as it was decoded: its bytes stand for it)
     offset : the Kafka offset of the record (None for a file)
     value : the Kafka record's original bytes (whole record), or None when ``row_table`` holds the row
     key : the Kafka record's key

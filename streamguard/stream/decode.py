@@ -77,8 +77,8 @@ def turned_away_dead_letter(rows: RequestBatch, i: int, reason: str, source: str
     account = rows.account_ids[i]
     key = account.encode("utf-8", "replace") if isinstance(account, str) else None
     if row < 0:
-        value = json.dumps(record).encode()
-        return DeadLetter(reason, kafka_source(source, offset), record, offset, value, key, fmt="json")
+        where, value = kafka_source(source, offset), json.dumps(record).encode()
+        return DeadLetter(reason, where, record, offset=offset, value=value, key=key, fmt="json")
     table = pa.table(
         {
             "request_id": pa.array([rows.request_ids[i]], pa.string()),
@@ -88,7 +88,8 @@ def turned_away_dead_letter(rows: RequestBatch, i: int, reason: str, source: str
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.embeddings[i], pa.float32()), rows.dim),
         }
     )
-    return DeadLetter(reason, kafka_source(source, offset, row), record, offset, None, key, row, table, "arrow")
+    where = kafka_source(source, offset, row)
+    return DeadLetter(reason, where, record, offset=offset, key=key, row=row, row_table=table, fmt="arrow")
 
 
 @dataclass
@@ -283,12 +284,13 @@ class RecordDecoder:
 
         def whole_record(rec: Record, reason: str, fmt: str) -> None:
             """The record is dead-lettered as it came: its original bytes."""
-            dead.append(DeadLetter(reason, kafka_source(source, rec.offset), {}, rec.offset, rec.value, rec.key, fmt=fmt))
+            where = kafka_source(source, rec.offset)
+            dead.append(DeadLetter(reason, where, offset=rec.offset, value=rec.value, key=rec.key, fmt=fmt))
 
         def one_row(rec: Record, reason: str, table: pa.Table, row: int) -> None:
             """One row of an Arrow record is dead-lettered, in the record's schema."""
-            where = kafka_source(source, rec.offset, row)
-            dead.append(DeadLetter(reason, where, {}, rec.offset, None, rec.key, row, table.slice(row, 1), "arrow"))
+            where, row_table = kafka_source(source, rec.offset, row), table.slice(row, 1)
+            dead.append(DeadLetter(reason, where, offset=rec.offset, key=rec.key, row=row, row_table=row_table, fmt="arrow"))
 
         def flush_json() -> None:
             if not pending:
