@@ -340,9 +340,9 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from streamguard.schema import RecordFileError, RequestFile
-    from streamguard.sinks.alerts import JsonLinesAlertSink
+    from streamguard.sinks.alert_file import AlertFile
     from streamguard.sinks.dead_letter import DeadLetterSink
-    from streamguard.stream.replay import EventTimeOrderError, replay_file
+    from streamguard.stream.replay import EventTimeOrderError, ReplayHooks, replay_file
 
     from streamguard.pseudonyms import account_hasher, hmac_key_from_env
 
@@ -364,15 +364,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.alert_account_hash:
         alert_hash = metrics.account_hash if metrics is not None else account_hasher(key)
     dead_path = args.dead_letters or str(Path(args.alerts).with_suffix("")) + ".dead.jsonl"
-    alerts = JsonLinesAlertSink(args.alerts)
+    alerts = AlertFile(args.alerts, fresh=True)
     dead = DeadLetterSink(dead_path)
     try:
         if metrics is not None:
             metrics.ready(True)
-        result = replay_file(
-            args.file, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args),
+        hooks = ReplayHooks(
             metrics=metrics, pace=args.pace, alert_hash=alert_hash,
             kernel_timer=endpoint.kernel_timer if endpoint is not None else None,
+        )
+        result = replay_file(
+            args.file, settings, backend, alerts, dead, partitions=args.partitions, codebook=_codebook(args), hooks=hooks
         )
         if metrics is not None:
             metrics.ready(False)

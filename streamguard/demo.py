@@ -36,7 +36,7 @@ from streamguard.evaluation import evaluate, render
 from streamguard.schema import AlertRecord
 from streamguard.sinks.alerts import MemoryAlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
-from streamguard.stream.replay import ReplayResult, replay_table
+from streamguard.stream.replay import ReplayHooks, ReplayResult, replay_table
 
 if TYPE_CHECKING:
     from streamguard.endpoint import Endpoint
@@ -178,16 +178,13 @@ def _demo(
     metrics = endpoint.metrics if endpoint is not None else None
     view = LiveView(traffic.table.num_rows, accounts, metrics.account_hash if metrics is not None else short_hash, expand=live)
     sink = MemoryAlertSink()
-    hooks = {
-        "metrics": metrics,
-        "pace": pace,
-        "kernel_timer": endpoint.kernel_timer if endpoint is not None else None,
-    }
+    kernel_timer = endpoint.kernel_timer if endpoint is not None else None
     if metrics is not None:
         metrics.ready(True)
     if live:
         with Live(view, console=console, refresh_per_second=4, transient=False):
-            result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=view.update, **hooks)
+            hooks = ReplayHooks(progress=view.update, metrics=metrics, pace=pace, kernel_timer=kernel_timer)
+            result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), hooks=hooks)
     else:
         lines = ProgressLines(traffic.table.num_rows)
 
@@ -196,7 +193,8 @@ def _demo(
             lines.update(result, alerts)
 
         print(f"detecting on {backend.name} (a progress line every {lines.every:g} s) ...", file=sys.stderr, flush=True)
-        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), progress=progress, **hooks)
+        hooks = ReplayHooks(progress=progress, metrics=metrics, pace=pace, kernel_timer=kernel_timer)
+        result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), hooks=hooks)
         console.print(view)
     if metrics is not None:
         metrics.ready(False)

@@ -2,16 +2,16 @@
 
 A request row that cannot be used (no account, no time, wrong dimension,
 NaN/Inf, zero vector) never reaches a detector: :func:`validate_table` splits a
-table into a clean :class:`RequestBatch` and a list of :class:`DeadLetter`.
-A file that is not a request file at all raises :class:`RecordFileError` with
-one message a user can act on.
+table into a clean :class:`RequestBatch` and a list of dead letters
+(:class:`~streamguard.dead_letter.DeadLetter`). A file that is not a request
+file at all raises :class:`RecordFileError` with one message a user can act on.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamguard.attributes import PER_REQUEST, tokens_from_column
+from streamguard.dead_letter import DeadLetter, jsonable
 
 REQUIRED_COLUMNS = ("request_id", "ts", "account_id", "embedding")
 OPTIONAL_COLUMNS = ("org_id", "attributes")
@@ -123,19 +124,6 @@ class RequestBatch:
             np.concatenate(origins) if traced else None,  # type: ignore[arg-type]
             attributes,
         )
-
-
-@dataclass
-class DeadLetter:
-    """A record that was not fed to any detector, with the reason and enough to replay it."""
-
-    reason: str
-    source: str
-    """Where it came from: 'file:ROW', 'kafka:TOPIC/PARTITION@OFFSET', ..."""
-    record: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps({"reason": self.reason, "source": self.source, "record": self.record}, default=_json_default)
 
 
 def _json_default(value: Any) -> Any:
@@ -571,25 +559,6 @@ def _rows_for_dead_letters(
             values = [int(ts[i]) if ts_representable[i] else v for i, v in zip(index, values)]
         for row, value in zip(rows, values):
             key = name if name not in row else f"{name}#{position}"
-            row[key] = _jsonable(value)
+            row[key] = jsonable(value)
     return rows
 
-
-def _jsonable(value: Any) -> Any:
-    """A value of any Arrow type as JSON-able Python: numbers, strings, lists and dicts."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, bytes):
-        return value.hex()
-    if hasattr(value, "timestamp"):
-        try:
-            return int(value.timestamp() * 1000)
-        except (OverflowError, ValueError, OSError):
-            return str(value)
-    return str(value)

@@ -642,14 +642,14 @@ def test_replay_feeds_the_same_series_as_run(small_replay) -> None:
     """A replay with metrics: every series agrees with what the replay itself reports."""
     from streamguard.sinks.alerts import MemoryAlertSink
     from streamguard.sinks.dead_letter import DeadLetterSink
-    from streamguard.stream.replay import replay_table
+    from streamguard.stream.replay import ReplayHooks, replay_table
 
     traffic, settings, backend = small_replay
     registry = CollectorRegistry()
     m = StreamguardMetrics(registry, KEY)
     sink = MemoryAlertSink()
-    result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), partitions=2, metrics=m,
-                          alert_hash=m.account_hash)
+    hooks = ReplayHooks(metrics=m, alert_hash=m.account_hash)
+    result = replay_table(traffic.table, settings, backend, sink, DeadLetterSink(), partitions=2, hooks=hooks)
     plain = MemoryAlertSink()
     replay_table(traffic.table, settings, backend, plain, DeadLetterSink(), partitions=2)
     assert [a.account_id for a in sink.alerts] == [a.account_id for a in plain.alerts]  # hooks change no alert

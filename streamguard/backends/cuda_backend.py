@@ -127,6 +127,10 @@ class CudaBackend:
         """Grid and block of a one-thread-per-item kernel."""
         return (self._blocks(items, self.launch.threads), 1, 1), (self.launch.threads, 1, 1)
 
+    def _per_block(self, items: int, threads: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """Grid and block of a one-block-per-item kernel of ``threads`` threads."""
+        return (self._blocks(items, 1), 1, 1), (threads, 1, 1)
+
     def _state(self, array: Any, dtype: Any, ndim: int, what: str) -> Any:
         """Check a state array that kernels update in place: it cannot be converted (the update would be lost)."""
         if not isinstance(array, self.xp.ndarray):
@@ -139,6 +143,18 @@ class CudaBackend:
                 f"{'' if array.flags.c_contiguous else ' (not contiguous)'}"
             )
         return array
+
+    def _scan_window(self, sigs: Any, window_sig: Any, window_prev: Any) -> tuple[Any, Any, Any]:
+        """The signatures of a near-duplicate scan and the window it walks, on the device and checked
+        against each other (window_sig (C, W) uint64, window_prev (C,) int64)."""
+        sigs = self.runtime.as_device(sigs, np.uint64)
+        window_sig = self._state(window_sig, np.uint64, 2, "window_sig")
+        window_prev = self._state(window_prev, np.int64, 1, "window_prev")
+        if window_sig.shape[1] != sigs.shape[1] or window_prev.shape[0] != window_sig.shape[0]:
+            raise ValueError(
+                f"window_sig {window_sig.shape} / window_prev {window_prev.shape} do not match signatures {sigs.shape}"
+            )
+        return sigs, window_sig, window_prev
 
     def _slot_keys(self, slots: Any, n: int, capacity: int) -> Any:
         """Composite keys ``slot * n + i`` sorted ascending (the layout of common.cuh).
@@ -198,17 +214,11 @@ class CudaBackend:
         """
         xp = self.xp
         with self.runtime.on_stream():
-            sigs = self.runtime.as_device(sigs, np.uint64)
+            sigs, window_sig, window_prev = self._scan_window(sigs, window_sig, window_prev)
             slots = self.runtime.as_device(slots, np.int64)
-            window_sig = self._state(window_sig, np.uint64, 2, "window_sig")
-            window_prev = self._state(window_prev, np.int64, 1, "window_prev")
             head = self._state(head, np.int64, 1, "head")
             n, words = sigs.shape
             rows, capacity = window_sig.shape[0], head.shape[0]
-            if window_sig.shape[1] != words or window_prev.shape[0] != rows:
-                raise ValueError(
-                    f"window_sig {window_sig.shape} / window_prev {window_prev.shape} do not match signatures {sigs.shape}"
-                )
             check_window(n, rows, int(window))
             best = xp.empty(n, dtype=xp.int32)
             if n == 0:
@@ -232,18 +242,13 @@ class CudaBackend:
         """
         xp = self.xp
         with self.runtime.on_stream():
-            sigs = self.runtime.as_device(sigs, np.uint64)
+            sigs, window_sig, window_prev = self._scan_window(sigs, window_sig, window_prev)
             origin = self.runtime.as_device(origin, np.int64)
             stop = self.runtime.as_device(stop, np.int64)
-            window_sig = self._state(window_sig, np.uint64, 2, "window_sig")
-            window_prev = self._state(window_prev, np.int64, 1, "window_prev")
             n, words = sigs.shape
             rows = window_sig.shape[0]
-            if window_sig.shape[1] != words or window_prev.shape[0] != rows or origin.shape != (n,) or stop.shape != (n,):
-                raise ValueError(
-                    f"dup_query: window_sig {window_sig.shape}, window_prev {window_prev.shape}, origin {origin.shape} "
-                    f"and stop {stop.shape} do not match signatures {sigs.shape}"
-                )
+            if origin.shape != (n,) or stop.shape != (n,):
+                raise ValueError(f"dup_query: origin {origin.shape} and stop {stop.shape} do not match signatures {sigs.shape}")
             best = xp.empty(n, dtype=xp.int32)
             if n == 0:
                 return DupScan(self.to_host(best))
@@ -330,18 +335,14 @@ class CudaBackend:
             cand_dist = xp.empty((n, bands), dtype=xp.int32)
             cand_slot = xp.empty((n, bands), dtype=xp.int64)
             write_bucket = xp.empty((n, bands), dtype=xp.int64)
+            # The batch's requests, as both launches take them.
+            requests = (np.int64(n), np.int64(bands), np.int64(table_bits), sigs, np.int64(words), slots, ts)
             self._run(
                 "cross_candidates",
                 grid,
                 block,
                 keys,
-                np.int64(n),
-                np.int64(bands),
-                np.int64(table_bits),
-                sigs,
-                np.int64(words),
-                slots,
-                ts,
+                *requests,
                 table_slot,
                 table_ts,
                 table_sig,
@@ -356,13 +357,7 @@ class CudaBackend:
                 "cross_best_insert",
                 grid,
                 block,
-                np.int64(n),
-                np.int64(bands),
-                np.int64(table_bits),
-                sigs,
-                np.int64(words),
-                slots,
-                ts,
+                *requests,
                 cand_dist,
                 cand_slot,
                 write_bucket,
@@ -445,8 +440,7 @@ class CudaBackend:
             self._fault_pending = True
             self._run(
                 "style_prefix",
-                (self._blocks(n, 1), 1, 1),
-                (columns, 1, 1),
+                *self._per_block(n, columns),
                 keys,
                 np.int64(n),
                 np.int64(d),
@@ -514,12 +508,10 @@ class CudaBackend:
             m = slots.shape[0]
             out = xp.empty((m, 3), dtype=xp.float64)
             if m:
-                threads = self.launch.reduce_threads
                 self._fault_pending = True
                 self._run(
                     "coverage_reduce",
-                    (self._blocks(m, 1), 1, 1),
-                    (threads, 1, 1),
+                    *self._per_block(m, self.launch.reduce_threads),
                     hist,
                     np.int64(hist.shape[0]),
                     np.int64(hist.shape[1]),

@@ -100,14 +100,13 @@ def _replay(table: Any, settings: Any, backend: Any, codebook: Any) -> dict[str,
     result = replay_table(table, settings, backend, sink, DeadLetterSink(keep_in_memory=0), codebook=codebook)
     wall = time.perf_counter() - begin
     pipeline = result.pipelines[0]
-    nd = pipeline.near_duplicate
     within: dict[str, int] = {}
     cross: dict[str, int] = {}
     for account in np.unique(table.column("account_id").to_numpy(zero_copy_only=False)):
         slot = pipeline.accounts.slot(str(account))
         if slot is not None and account != ADVERSARY:
-            within[str(account)] = int(nd.dups[slot])
-            cross[str(account)] = int(nd.cross_dups[slot])
+            own, others = pipeline.near_duplicate.duplicate_counts(np.array([slot]))
+            within[str(account)], cross[str(account)] = int(own[0]), int(others[0])
     return {
         "events": int(result.valid),
         "seconds": round(float(result.seconds), 3),

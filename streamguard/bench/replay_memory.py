@@ -21,12 +21,12 @@ import sys
 from streamguard.backends import create_backend
 from streamguard.config import load_settings
 from streamguard.schema import read_request_file
-from streamguard.sinks.alerts import JsonLinesAlertSink
+from streamguard.sinks.alert_file import AlertFile
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.replay import replay_table
 settings = load_settings()
 backend = create_backend(sys.argv[3], settings.near_duplicate.bands, settings.near_duplicate.table_bits)
-sink = JsonLinesAlertSink(sys.argv[2])
+sink = AlertFile(sys.argv[2], fresh=True)
 r = replay_table(read_request_file(sys.argv[1]), settings, backend, sink, DeadLetterSink())
 sink.close()
 print(f"replayed {r.requests} requests ({r.dead_letters} dead letters) in {r.seconds:.1f} s, {r.events_per_second:,.0f} events/s")

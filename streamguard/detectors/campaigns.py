@@ -226,6 +226,10 @@ class CampaignDetector(AttributeGroups, Stateful):
         # Campaign id and org references, attribute tokens; edges are counted apart (a few per linked account).
         return 16 + self.attr_tokens.itemsize * self.attr_tokens.shape[1] + 1
 
+    def fixed_state_bytes(self) -> int:
+        """Shared-prompt edges and the other partitions' accounts they name (a few per linked account)."""
+        return 48 * len(self.edges) + 16 * len(self.foreign_nodes)
+
     # ---------------------------------------------------------------- evidence
 
     def observe(

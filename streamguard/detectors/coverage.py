@@ -245,6 +245,11 @@ class CoverageDetector(Stateful):
         # An own history (detectors/drift.py: topics * 4 + 24 bytes) is kept by heavy accounts only.
         return self.topics * 4 + self.dim * 4 + 3 * 8 + 1
 
+    def decay_epoch(self) -> int | None:
+        """Event time (epoch ms) the decay weights count from, None before the first request. It moves,
+        by whole hours, only when every histogram and style sum is rescaled at once (see ``_weights``)."""
+        return self.t0
+
     # ------------------------------------------------------------------ update
 
     def _weights(self, ts: np.ndarray) -> np.ndarray:

@@ -340,6 +340,11 @@ class NearDuplicateDetector(Stateful):
             return view
         return self.seen[slots]
 
+    def duplicate_counts(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(m,) int64 near-duplicates per account of ``slots``: of its own requests, and of other
+        accounts' (other partitions' included)."""
+        return self.dups[slots], self.cross_dups[slots]
+
     def cross_duplicates(self) -> np.ndarray:
         """(S,) int64 cross-account near-duplicates per slot (a read-only view)."""
         view = self.cross_dups.view()

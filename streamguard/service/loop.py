@@ -60,10 +60,8 @@ from streamguard.service.source_policy import SourcePolicy
 from streamguard.service.state import Chunk, Outputs, PartitionState, PendingAlert, RunOptions, ServiceError
 from streamguard.sinks.alert_file import AlertFile
 from streamguard.stream.checkpoint import CheckpointError, CheckpointStore
-from streamguard.sinks.dead_letter import DeadRecord
 from streamguard.stream.batch_run import BatchReport, record_batch, run_batch
-from streamguard.stream.decode import Record, RecordDecoder, event_time_dead_record
-from streamguard.stream.event_time import Rejected
+from streamguard.stream.decode import Record, RecordDecoder
 from streamguard.stream.kafka import Source
 from streamguard.stream.warmup import SharedWarmup
 
@@ -76,11 +74,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 def _weight(chunk: Chunk) -> int:
     """Rows a chunk counts for in the batcher: at least 1, so a chunk of dead letters only is still pending."""
     return max(len(chunk.batch), 1)
-
-
-def _turned_away(rejected: Rejected) -> list[DeadRecord]:
-    """Requests a pipeline's call turned away by event time: dead letters like decode's."""
-    return [event_time_dead_record(rejected.rows, i, reason) for i, reason in enumerate(rejected.reasons)]
 
 
 # ----------------------------------------------------------------- service
@@ -230,7 +223,7 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
             log.warning("no record for %.0f s: finishing %d partition(s)", self.options.stop_after_idle, len(self.active))
             for state in self.active.values():
                 self._add_alerts(state, state.pipeline.finish())
-                rejected = _turned_away(state.pipeline.rejected)
+                rejected = state.pipeline.rejected.dead_letters(self._source_name(state.partition))
                 state.dead.extend(rejected)
                 self.stats["dead_letters"] += len(rejected)
                 if self.metrics is not None:
@@ -286,6 +279,10 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
 
     # -------------------------------------------------------------- intake
 
+    def _source_name(self, partition: int) -> str:
+        """Where a partition's dead letters come from, before their offset: ``kafka:TOPIC/PARTITION``."""
+        return f"kafka:{self.options.topic}/{partition}"
+
     def _enqueue(self, polled: Mapping[int, list[Record]]) -> None:
         for p, records in polled.items():
             state = self.active.get(p)
@@ -316,7 +313,7 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
                 self._count_reset("offset_gap")
                 state.gap_seen = False
             started = time.perf_counter()
-            decoded = self.decoder.decode_records(records, source=f"kafka:{self.options.topic}/{p}")
+            decoded = self.decoder.decode_records(records, source=self._source_name(p))
             self.seconds["decode"] += time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.stage("decode", time.perf_counter() - started)
@@ -357,7 +354,7 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
         pipeline = state.pipeline
         report = run_batch(pipeline, batch) if len(batch) else BatchReport.nothing()
         alerts = report.alerts
-        rejected = _turned_away(report.rejected)
+        rejected = report.rejected.dead_letters(self._source_name(state.partition))
         self.seconds["process"] += report.seconds
         if self.signatures is not None:
             t0 = time.perf_counter()

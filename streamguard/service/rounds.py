@@ -155,10 +155,7 @@ class CheckpointRounds:
                 if pending.kafka == "sent":
                     pending.kafka = "acked"
         if self.alert_file is not None:
-            for state in targets:
-                for pending in state.alerts:
-                    if not pending.counted:
-                        self.alert_file.write(pending.alert)
+            self.alert_file.write(pending.alert for state in targets for pending in state.alerts if not pending.counted)
             self.alert_file.sync()
         exported: list[AlertRecord] = []
         for state in targets:

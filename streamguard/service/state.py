@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from streamguard.dead_letter import DeadLetter
 from streamguard.schema import AlertRecord, RequestBatch
 from streamguard.stream.batcher import MicroBatcher
-from streamguard.sinks.dead_letter import DeadRecord
 from streamguard.stream.kafka import KafkaConfig
 
 
@@ -48,7 +48,7 @@ class Chunk:
     """Decoded records of one poll of one partition."""
 
     batch: RequestBatch
-    dead: list[DeadRecord]
+    dead: list[DeadLetter]
     end_offset: int
 
 
@@ -73,7 +73,7 @@ class PartitionState:
     checkpoint_id: str | None = None
     scan_from: dict[int, int] = field(default_factory=dict)
     alerts: list[PendingAlert] = field(default_factory=list)
-    dead: list[DeadRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
     present: set[int] = field(default_factory=set)
     needs_scan: bool = False
     dirty: bool = False
@@ -99,7 +99,7 @@ class Outputs(Protocol):
 
     def send_alert(self, alert: AlertRecord, partition: int, seq: int) -> None: ...
 
-    def send_dead_letter(self, dead: DeadRecord, partition: int) -> None: ...
+    def send_dead_letter(self, dead: DeadLetter, partition: int) -> None: ...
 
     def flush(self, timeout_s: float) -> Any: ...
 

@@ -1,9 +1,13 @@
-"""Alert sinks. The JSON Lines file is the contract's alert record, one per line."""
+"""Alert sinks: the protocol, the one in memory, and reading a JSON Lines alert file back.
+
+The JSON Lines file itself (the contract's alert record, one per line) is
+:class:`streamguard.sinks.alert_file.AlertFile`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Iterable, Protocol
+from typing import Iterable, Protocol
 
 from streamguard.schema import AlertRecord
 
@@ -14,27 +18,6 @@ class AlertSink(Protocol):
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
-
-
-class JsonLinesAlertSink:
-    """Appends alerts to a JSON Lines file (flushed at every checkpoint)."""
-
-    def __init__(self, path: str | Path, append: bool = False) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[str] = self.path.open("a" if append else "w", encoding="utf-8")
-        self.written = 0
-
-    def write(self, alerts: Iterable[AlertRecord]) -> None:
-        for alert in alerts:
-            self._fh.write(alert.to_json() + "\n")
-            self.written += 1
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def close(self) -> None:
-        self._fh.close()
 
 
 class MemoryAlertSink:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable
 
-import pyarrow as pa
-import pyarrow.ipc as ipc
-
-from streamguard.schema import DeadLetter
+from streamguard.dead_letter import DeadLetter
 
 
 class DeadLetterSink:
@@ -46,40 +42,3 @@ class DeadLetterSink:
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
-
-
-def arrow_stream_bytes(table: pa.Table) -> bytes:
-    """One Arrow IPC stream holding ``table``."""
-    sink = pa.BufferOutputStream()
-    with ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-@dataclass
-class DeadRecord:
-    """A record (or one row of an Arrow record) that is not fed to any detector.
-
-    Attributes
-    ----------
-    offset : the Kafka offset of the record
-    reason : why, e.g. ``"wrong dimension: 12 (stream dimension is 384)"``
-    value : the original bytes (whole record), or None when ``row_table`` holds the row
-    row : row index inside an Arrow record, None for a whole record
-    row_table : the offending row (one-row table in the record's schema)
-    fmt : ``"json"``, ``"arrow"`` or ``"unknown"``
-    """
-
-    offset: int
-    reason: str
-    value: bytes | None
-    key: bytes | None = None
-    row: int | None = None
-    row_table: pa.Table | None = None
-    fmt: str = "unknown"
-
-    def original_bytes(self) -> bytes:
-        """The bytes to dead-letter: the record's value, or the row as a one-row Arrow IPC stream."""
-        if self.row_table is None:
-            return self.value if self.value is not None else b""
-        return arrow_stream_bytes(self.row_table)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from streamguard.schema import AlertRecord
 from streamguard.config import KafkaConfig
-from streamguard.sinks.dead_letter import DeadRecord
+from streamguard.dead_letter import DeadLetter
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def alert_headers(source_topic: str, partition: int, group: str, seq: int) -> li
     ]
 
 
-def dead_letter_headers(dead: DeadRecord, source_topic: str, partition: int) -> list[tuple[str, bytes]]:
+def dead_letter_headers(dead: DeadLetter, source_topic: str, partition: int) -> list[tuple[str, bytes]]:
     headers = [
         (H_REASON, dead.reason.encode("utf-8", "replace")),
         (H_SRC_TOPIC, source_topic.encode()),
@@ -127,7 +127,7 @@ class KafkaOutputs:
         )
         self._inflight.append((future, "alert", partition, None))
 
-    def send_dead_letter(self, dead: DeadRecord, partition: int) -> None:
+    def send_dead_letter(self, dead: DeadLetter, partition: int) -> None:
         if self.dead_letter_topic is None:
             return
         topic = self.dead_letter_topic

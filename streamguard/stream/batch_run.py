@@ -20,7 +20,8 @@ class BatchReport:
     Attributes
     ----------
     alerts : the alerts it raised
-    rejected : its requests turned away by event time (each driver dead-letters them in its sink's form)
+    rejected : its requests turned away by event time (each driver dead-letters them with
+        ``rejected.dead_letters(source)``, one :class:`~streamguard.dead_letter.DeadLetter` a row, and writes them to its sink)
     requests : requests fed
     seconds : wall time in the pipeline
     stage_seconds : wall time per detector stage spent on this batch

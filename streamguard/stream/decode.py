@@ -10,7 +10,7 @@ apart per record, never per topic:
   ``embedding_b64`` as base64 of little-endian float32.
 
 Whatever the bytes, :func:`decode_records` never raises on a value: every
-record either yields rows or a :class:`DeadRecord` with a reason (any
+record either yields rows or a dead letter with a reason (any
 exception while decoding or validating a record is that record's dead letter,
 never the service's end), and rows go through the same
 :func:`streamguard.schema.validate_table` as ``replay`` (wrong dimension,
@@ -22,7 +22,7 @@ record's schema) for one bad row of an Arrow batch.
 Valid rows carry their source in ``RequestBatch.origin``: ``(offset, row)``
 per row, row -1 for a JSON record. A row the partition later turns away by
 its event time (stream/event_time.py) is dead-lettered from that:
-:func:`event_time_dead_record` (the validated row, its embedding unit-norm;
+:func:`turned_away_dead_letter` (the validated row, its embedding unit-norm;
 the original bytes stay at that offset of the source topic).
 """
 
@@ -39,8 +39,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from streamguard.dead_letter import DeadLetter
 from streamguard.schema import RecordFileError, RequestBatch, check_columns, infer_dim, validate_table
-from streamguard.sinks.dead_letter import DeadRecord, arrow_stream_bytes  # noqa: F401 - arrow_stream_bytes: re-exported
 
 ARROW_MARKER = b"\xff\xff\xff\xff"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -60,26 +60,25 @@ class Record:
     key: bytes | None = None
 
 
-def event_time_dead_record(rows: RequestBatch, i: int, reason: str) -> DeadRecord:
-    """Dead record of row ``i`` of ``rows`` (validated rows whose ``origin`` is ``(offset, row)``).
+def kafka_source(source: str, offset: int, row: int | None = None) -> str:
+    """A dead letter's source: ``SOURCE@OFFSET`` (``SOURCE`` is ``kafka:TOPIC/PARTITION``), `` row:R`` added
+    for one row of an Arrow record."""
+    return f"{source}@{offset}" if row is None else f"{source}@{offset} row:{row}"
 
-    A JSON request comes back as a JSON object of the contract's fields, a row of an Arrow
-    record as a one-row Arrow IPC stream; both hold the validated row (embedding unit-norm).
+
+def turned_away_dead_letter(rows: RequestBatch, i: int, reason: str, source: str, record: dict[str, Any]) -> DeadLetter:
+    """Dead letter of row ``i`` of decoded rows (``origin`` ``(offset, row)``) turned away after decoding.
+
+    ``record`` is the row's contract fields (embedding unit-norm). What the dead-letter topic gets is the
+    validated row in its record's format: a JSON request as the JSON object ``record``, a row of an Arrow
+    record as a one-row Arrow IPC stream.
     """
-    offset, row = (int(v) for v in rows.origin[i]) if rows.origin is not None else (-1, -1)
+    offset, row = (int(v) for v in rows.origin[i])
     account = rows.account_ids[i]
     key = account.encode("utf-8", "replace") if isinstance(account, str) else None
     if row < 0:
-        value = json.dumps(
-            {
-                "request_id": rows.request_ids[i],
-                "ts": int(rows.ts[i]),
-                "account_id": account,
-                "org_id": rows.org_ids[i],
-                "embedding": [float(v) for v in rows.embeddings[i]],
-            }
-        ).encode()
-        return DeadRecord(offset, reason, value, key, fmt="json")
+        where, value = kafka_source(source, offset), json.dumps(record).encode()
+        return DeadLetter(reason, where, record, offset=offset, value=value, key=key, fmt="json")
     table = pa.table(
         {
             "request_id": pa.array([rows.request_ids[i]], pa.string()),
@@ -89,7 +88,8 @@ def event_time_dead_record(rows: RequestBatch, i: int, reason: str) -> DeadRecor
             "embedding": pa.FixedSizeListArray.from_arrays(pa.array(rows.embeddings[i], pa.float32()), rows.dim),
         }
     )
-    return DeadRecord(offset, reason, None, key, row=row, row_table=table, fmt="arrow")
+    where = kafka_source(source, offset, row)
+    return DeadLetter(reason, where, record, offset=offset, key=key, row=row, row_table=table, fmt="arrow")
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Decoded:
     """
 
     batch: RequestBatch
-    dead: list[DeadRecord] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
     rows: int = 0
 
 
@@ -278,9 +278,19 @@ class RecordDecoder:
         source : prefix of dead-letter sources (``kafka:TOPIC/PARTITION``)
         """
         batches: list[RequestBatch] = []
-        dead: list[DeadRecord] = []
+        dead: list[DeadLetter] = []
         rows = 0
         pending: list[tuple[Record, JsonRow]] = []
+
+        def whole_record(rec: Record, reason: str, fmt: str) -> None:
+            """The record is dead-lettered as it came: its original bytes."""
+            where = kafka_source(source, rec.offset)
+            dead.append(DeadLetter(reason, where, offset=rec.offset, value=rec.value, key=rec.key, fmt=fmt))
+
+        def one_row(rec: Record, reason: str, table: pa.Table, row: int) -> None:
+            """One row of an Arrow record is dead-lettered, in the record's schema."""
+            where, row_table = kafka_source(source, rec.offset, row), table.slice(row, 1)
+            dead.append(DeadLetter(reason, where, offset=rec.offset, key=rec.key, row=row, row_table=row_table, fmt="arrow"))
 
         def flush_json() -> None:
             if not pending:
@@ -295,14 +305,14 @@ class RecordDecoder:
                     batch, bad = self._validate_json([row for _, row in group], f"{source}@json")
                 if batch is None:  # the dimension cannot be told yet and no row has one, or the record is unusable
                     for rec, _ in group:
-                        dead.append(DeadRecord(rec.offset, bad, rec.value, rec.key, fmt="json"))
+                        whole_record(rec, bad, "json")
                     continue
                 offsets = np.array([rec.offset for rec, _ in group], dtype=np.int64)
                 batch.origin = np.stack([offsets[batch.origin], np.full(len(batch), -1, np.int64)], axis=1)
                 batches.append(batch)
                 for index, reason in bad:
                     rec = group[index][0]
-                    dead.append(DeadRecord(rec.offset, reason, rec.value, rec.key, fmt="json"))
+                    whole_record(rec, reason, "json")
             pending.clear()
 
         arrows: list[tuple[Record, pa.Table]] = []
@@ -327,18 +337,18 @@ class RecordDecoder:
                         k = int(np.searchsorted(starts, index, side="right")) - 1
                         rec, table = arrows[k]
                         row = index - int(starts[k])
-                        dead.append(DeadRecord(rec.offset, reason, None, rec.key, row=row, row_table=table.slice(row, 1), fmt="arrow"))
+                        one_row(rec, reason, table, row)
                     arrows.clear()
                     return
             for rec, table in arrows:  # one record, or a group that failed as a whole: record by record
                 batch, bad = self._validate(table, f"{source}@{rec.offset}")
                 if batch is None:
-                    dead.append(DeadRecord(rec.offset, bad, rec.value, rec.key, fmt="arrow"))
+                    whole_record(rec, bad, "arrow")
                     continue
                 batch.origin = np.stack([np.full(len(batch), rec.offset, np.int64), batch.origin], axis=1)
                 batches.append(batch)
                 for index, reason in bad:
-                    dead.append(DeadRecord(rec.offset, reason, None, rec.key, row=index, row_table=table.slice(index, 1), fmt="arrow"))
+                    one_row(rec, reason, table, index)
             arrows.clear()
 
         for rec in records:
@@ -351,20 +361,20 @@ class RecordDecoder:
                     pending.append((rec, decode_json(rec.value or b"")))
                 except Exception as exc:  # DecodeError, or anything else: the record's dead letter either way
                     flush_json()
-                    dead.append(DeadRecord(rec.offset, _reason(exc), rec.value, rec.key, fmt="json"))
+                    whole_record(rec, _reason(exc), "json")
                 continue
             flush_json()
             if kind == "unknown":
                 rows += 1
                 reason = f"{_UNDECODABLE}: empty value" if not rec.value else f"{_UNDECODABLE}: neither a JSON object nor an Arrow IPC stream"
-                dead.append(DeadRecord(rec.offset, reason, rec.value, rec.key))
+                whole_record(rec, reason, "unknown")
                 continue
             try:
                 table = decode_arrow(rec.value or b"")
             except Exception as exc:
                 rows += 1
                 flush_arrow()
-                dead.append(DeadRecord(rec.offset, _reason(exc), rec.value, rec.key, fmt="arrow"))
+                whole_record(rec, _reason(exc), "arrow")
                 continue
             rows += table.num_rows
             if arrows and not table.schema.equals(arrows[0][1].schema):

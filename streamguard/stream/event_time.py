@@ -52,7 +52,9 @@ from typing import Any
 import numpy as np
 
 from streamguard.config import EventTimeConfig
-from streamguard.schema import TS_RANGE_REASON, DeadLetter, RequestBatch
+from streamguard.dead_letter import DeadLetter
+from streamguard.schema import TS_RANGE_REASON, RequestBatch
+from streamguard.stream.decode import turned_away_dead_letter
 
 REASON_RANGE = TS_RANGE_REASON
 REASON_BEHIND = "event time too far behind"
@@ -84,10 +86,14 @@ class Rejected:
         return cls(RequestBatch.empty(0), [])
 
     def dead_letters(self, source: str) -> list[DeadLetter]:
-        """As :class:`DeadLetter` records, sourced ``SOURCE:ORIGIN`` (``SOURCE:?`` without an origin)."""
+        """The rows as dead letters, the same for every driver, each with the row as its record.
+
+        A row of a file (``origin`` its row number) is sourced ``SOURCE:ROW``, a row without an origin
+        ``SOURCE:?``; a row decoded from Kafka (``origin`` ``(offset, row)``, ``SOURCE`` ``kafka:TOPIC/PARTITION``)
+        also carries what the dead-letter topic gets (:func:`~streamguard.stream.decode.turned_away_dead_letter`).
+        """
         rows, out = self.rows, []
         for i, reason in enumerate(self.reasons):
-            where = "?" if rows.origin is None else "/".join(str(int(v)) for v in np.atleast_1d(rows.origin[i]))
             record = {
                 "request_id": rows.request_ids[i],
                 "ts": int(rows.ts[i]),
@@ -95,7 +101,11 @@ class Rejected:
                 "org_id": rows.org_ids[i],
                 "embedding": rows.embeddings[i].tolist(),
             }
-            out.append(DeadLetter(reason, f"{source}:{where}", record))
+            if rows.origin is not None and rows.origin.ndim == 2:
+                out.append(turned_away_dead_letter(rows, i, reason, source, record))
+            else:
+                where = "?" if rows.origin is None else str(int(rows.origin[i]))
+                out.append(DeadLetter(reason, f"{source}:{where}", record))
         return out
 
 

@@ -39,7 +39,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamguard.config import KafkaConfig
-from streamguard.stream.decode import Record, arrow_stream_bytes
+from streamguard.dead_letter import arrow_stream_bytes
+from streamguard.stream.decode import Record
 from streamguard.stream.partitioner import partition_for
 
 log = logging.getLogger(__name__)

@@ -65,7 +65,7 @@ class PipelineJudging:
 
     def _colleagues(self, members: np.ndarray) -> bool:
         """Whether most of ``members`` belong to one org (the org named on their requests)."""
-        orgs = [o for o in self.campaigns.org_of[members].tolist() if o]
+        orgs = [o for o in self.campaigns.orgs_of(members).tolist() if o]
         if not orgs:
             return False
         _, counts = np.unique(np.asarray(orgs, dtype=object), return_counts=True)
@@ -117,7 +117,7 @@ class PipelineJudging:
                     core_z = self.coverage.group_stats(core)["sweep_z"]
                 if core_z < line:
                     continue
-            if campaign.stats["sweep_z"] >= self.scorer.config.hysteresis * line and self._colleagues(campaign.members):
+            if campaign.stats["sweep_z"] >= self.settings.scoring.hysteresis * line and self._colleagues(campaign.members):
                 # Accounts of one org are colleagues, and colleagues ask about their own field together:
                 # as a group they are a campaign only if they cover more of the space than as many
                 # accounts of the stream drawn at random (a campaign splits the space; an enterprise

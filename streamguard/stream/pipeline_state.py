@@ -112,7 +112,7 @@ class PipelineState:
 
     def _epoch(self) -> Any:
         # The coverage clock's rebase scales every histogram and style sum at once.
-        return self.coverage.t0 if self.coverage is not None else None
+        return self.coverage.decay_epoch() if self.coverage is not None else None
 
     def restore(self, state: dict[str, Any]) -> None:
         """Load a :meth:`snapshot` into this (freshly built) pipeline."""
@@ -173,7 +173,7 @@ class PipelineState:
             return 0
         total = sum(self.near_duplicate.fixed_state_bytes().values())
         if self.campaigns is not None:
-            total += 48 * len(self.campaigns.edges) + 16 * len(self.campaigns.foreign_nodes)
+            total += self.campaigns.fixed_state_bytes()
         if self.remote is not None:
             total += self.remote.nbytes()
         if self.foreign is not None:

@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 from streamguard.backends.base import Backend
 from streamguard.config import Settings
 from streamguard.detectors.codebook import Codebook
-from streamguard.schema import AlertRecord, DeadLetter, RequestBatch, RequestFile, infer_dim, validate_table
+from streamguard.dead_letter import DeadLetter
+from streamguard.schema import AlertRecord, RequestBatch, RequestFile, infer_dim, validate_table
 from streamguard.sinks.alerts import AlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.batch_run import record_batch, run_batch
@@ -57,6 +58,27 @@ class ReplayResult:
     @property
     def events_per_second(self) -> float:
         return self.valid / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class ReplayHooks:
+    """Operations hooks of a replay (all optional; none changes which alerts are raised).
+
+    progress : called after each source batch with the result so far and the alerts it raised
+    metrics : a :class:`streamguard.metrics.StreamguardMetrics`, fed the same series as ``run``
+        feeds it (partition label ``none`` with one partition); the alert delay runs from the wall
+        time the triggering row was read, since a replay does not run at the pace of its event times
+    pace : read at most this many rows per second of wall time (a live-looking stream for
+        dashboards and demos); None reads as fast as possible
+    alert_hash : keyed hash put into each alert's ``evidence["account_hash"]``
+    kernel_timer : a :class:`streamguard.backends.kernel_timer.KernelTimer`, drained after each batch
+    """
+
+    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None = None
+    metrics: Any = None
+    pace: float | None = None
+    alert_hash: Callable[[str], str] | None = None
+    kernel_timer: Any = None
 
 
 def event_time_order(table: pa.Table) -> pa.Table:
@@ -287,18 +309,8 @@ def event_time_chunks(
 
 
 def replay_file(
-    path: str | Path,
-    settings: Settings,
-    backend: Backend,
-    alert_sink: AlertSink,
-    dead_letters: DeadLetterSink,
-    partitions: int = 1,
-    codebook: Codebook | None = None,
-    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None = None,
-    metrics: Any = None,
-    pace: float | None = None,
-    alert_hash: Callable[[str], str] | None = None,
-    kernel_timer: Any = None,
+    path: str | Path, settings: Settings, backend: Backend, alert_sink: AlertSink, dead_letters: DeadLetterSink,
+    partitions: int = 1, codebook: Codebook | None = None, hooks: ReplayHooks = ReplayHooks(),
 ) -> ReplayResult:
     """:func:`replay_table` over a Parquet or Arrow IPC file, read in record batches.
 
@@ -320,32 +332,19 @@ def replay_file(
         If the file is more out of event-time order than ``replay.reorder_rows``
         can repair; found from the ``ts`` column alone, before any alert is written.
     """
-    _check_arguments(partitions, pace)
+    _check_arguments(partitions, hooks.pace)
     started = time.perf_counter()
     source = RequestFile(path)
     read_rows, reorder_rows = settings.replay.read_rows, settings.replay.reorder_rows
     dim = source.dim(read_rows)
     check_event_time_order(source, reorder_rows, read_rows)
     chunks = event_time_chunks(source, dim, settings.batch.max_size, reorder_rows, read_rows)
-    return _replay(
-        chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, progress, metrics, pace,
-        alert_hash, kernel_timer, started,
-    )
+    return _replay(chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, hooks, started)
 
 
 def replay_table(
-    table: pa.Table,
-    settings: Settings,
-    backend: Backend,
-    alert_sink: AlertSink,
-    dead_letters: DeadLetterSink,
-    partitions: int = 1,
-    codebook: Codebook | None = None,
-    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None = None,
-    metrics: Any = None,
-    pace: float | None = None,
-    alert_hash: Callable[[str], str] | None = None,
-    kernel_timer: Any = None,
+    table: pa.Table, settings: Settings, backend: Backend, alert_sink: AlertSink, dead_letters: DeadLetterSink,
+    partitions: int = 1, codebook: Codebook | None = None, hooks: ReplayHooks = ReplayHooks(),
 ) -> ReplayResult:
     """Run the detector over ``table`` (request records); alerts go to ``alert_sink``.
 
@@ -353,28 +352,15 @@ def replay_table(
     pool (:class:`~streamguard.stream.warmup.SharedWarmup`, the rule ``run``
     follows on a topic of ``partitions`` partitions) and shared by every
     partition, as a deployment shares one codebook artifact between replicas.
-
-    Operations hooks (all optional; none changes which alerts are raised):
-
-    metrics : a :class:`streamguard.metrics.StreamguardMetrics`, fed the same
-        series as ``run`` feeds it (partition label ``none`` with one
-        partition); the alert delay runs from the wall time the triggering
-        row was read, since a replay does not run at the pace of its event times
-    pace : read at most this many rows per second of wall time (a live-looking
-        stream for dashboards and demos); None reads as fast as possible
-    alert_hash : keyed hash put into each alert's ``evidence["account_hash"]``
-    kernel_timer : a :class:`streamguard.backends.kernel_timer.KernelTimer`, drained after each batch
+    ``hooks`` (:class:`ReplayHooks`) serve operations and change no alert.
     """
-    _check_arguments(partitions, pace)
+    _check_arguments(partitions, hooks.pace)
     started = time.perf_counter()
     dim = infer_dim(table)
     table = event_time_order(table)
     rows = settings.batch.max_size
     chunks = ((table.slice(start, rows), start) for start in range(0, table.num_rows, rows))
-    return _replay(
-        chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, progress, metrics, pace,
-        alert_hash, kernel_timer, started,
-    )
+    return _replay(chunks, dim, settings, backend, alert_sink, dead_letters, partitions, codebook, hooks, started)
 
 
 def _check_arguments(partitions: int, pace: float | None) -> None:
@@ -393,15 +379,13 @@ def _replay(
     dead_letters: DeadLetterSink,
     partitions: int,
     codebook: Codebook | None,
-    progress: Callable[[ReplayResult, list[AlertRecord]], None] | None,
-    metrics: Any,
-    pace: float | None,
-    alert_hash: Callable[[str], str] | None,
-    kernel_timer: Any,
+    hooks: ReplayHooks,
     started: float,
 ) -> ReplayResult:
     """The per-batch runner of every replay: ``chunks`` are source batches in event-time order,
     each with its position in that order, or dead letters of rows that have no place in it."""
+    progress, metrics, pace = hooks.progress, hooks.metrics, hooks.pace
+    alert_hash, kernel_timer = hooks.alert_hash, hooks.kernel_timer
     result = ReplayResult()
     route = PartitionRouter(partitions)
     pipelines = [Pipeline(settings, backend, codebook) for _ in range(partitions)]

@@ -17,8 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamguard.dead_letter import arrow_stream_bytes
 from streamguard.schema import request_schema, validate_table
-from streamguard.stream.decode import Record, RecordDecoder, arrow_stream_bytes, sniff
+from streamguard.stream.decode import Record, RecordDecoder, sniff
+from streamguard.stream.event_time import Rejected
 
 D = 8
 
@@ -117,6 +119,18 @@ def test_wrong_dimension_arrow_record_is_dead_lettered_row_by_row() -> None:
     out = decode(arrow_value(3, dim=D + 1))
     assert len(out.batch) == 0 and len(out.dead) == 3
     assert all(d.reason.startswith("wrong dimension: 9") for d in out.dead)
+
+
+def test_a_row_turned_away_after_decoding_is_dead_lettered_in_its_record_format() -> None:
+    out = decode(json_value(0), arrow_value(3))
+    turned_away = Rejected(out.batch.take(np.array([0, 2])), ["event time too far ahead", "event time too far behind"])
+    json_letter, arrow_letter = turned_away.dead_letters("kafka:t/0")
+    assert (json_letter.source, json_letter.offset, json_letter.row, json_letter.fmt) == ("kafka:t/0@0", 0, None, "json")
+    assert json.loads(json_letter.original_bytes()) == json_letter.record
+    assert json_letter.record["request_id"] == "j0" and json_letter.key == b"acct-j"
+    assert (arrow_letter.source, arrow_letter.offset, arrow_letter.row, arrow_letter.fmt) == ("kafka:t/0@1 row:1", 1, 1, "arrow")
+    row = pa.ipc.open_stream(arrow_letter.original_bytes()).read_all()
+    assert row.column("request_id").to_pylist() == ["r0-1"] == [arrow_letter.record["request_id"]]
 
 
 def test_dimension_comes_from_the_first_usable_record_when_not_given() -> None:

@@ -208,7 +208,7 @@ def test_two_replicas_split_partitions_and_hand_over_when_one_dies(kit: Any, tra
 
 
 def test_poison_records_are_dead_lettered_while_good_ones_flow(kit: Any, traffic: Any, jsonl: Any) -> None:
-    from streamguard.stream.decode import arrow_stream_bytes
+    from streamguard.dead_letter import arrow_stream_bytes
 
     topic, alerts_topic, dlq = kit.name("req"), kit.name("alerts"), kit.name("dlq")
     kit.create_topic(topic, 3)

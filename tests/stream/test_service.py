@@ -18,6 +18,7 @@ import pytest
 
 from streamguard.backends import create_backend
 from streamguard.config import load_settings
+from streamguard.dead_letter import arrow_stream_bytes
 from streamguard.detectors.codebook import Codebook
 from streamguard.service.loop import Service
 from streamguard.service.state import RunOptions
@@ -25,7 +26,7 @@ from streamguard.sinks.alert_file import AlertFile
 from streamguard.sinks.alerts import MemoryAlertSink
 from streamguard.sinks.dead_letter import DeadLetterSink
 from streamguard.stream.checkpoint import Checkpoint, CheckpointError, CheckpointStore
-from streamguard.stream.decode import Record, arrow_stream_bytes
+from streamguard.stream.decode import Record
 from streamguard.stream.kafka import KafkaConfig
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
@@ -240,10 +241,25 @@ def test_alert_file_cuts_a_partial_line_and_skips_lines_already_written(tmp_path
     path = tmp_path / "alerts.jsonl"
     path.write_text(alerts[0].to_json() + "\n" + alerts[1].to_json() + "\n" + alerts[2].to_json()[:10])
     sink = AlertFile(path, dedup_from=0)
-    for alert in alerts:
-        sink.write(alert)
+    sink.write(alerts)
     sink.sync()
     assert [json.loads(line)["account_id"] for line in path.read_text().splitlines()] == ["a0", "a1", "a2"]
+
+
+def test_a_fresh_alert_file_replaces_what_was_there_and_shows_alerts_before_it_is_closed(tmp_path: Path) -> None:
+    """``replay --alerts``: the file is rewritten, and alerts written so far can be read while the replay goes on."""
+    from streamguard.schema import AlertRecord
+
+    alerts = [AlertRecord(f"a{i}", i, 0.5, "near_duplicate", None, {}, 200 + i) for i in range(3)]
+    path = tmp_path / "alerts.jsonl"
+    path.write_text("an older replay's output\n")
+    sink = AlertFile(path, fresh=True)
+    sink.write(alerts[:2])
+    sink.flush()
+    assert path.read_text() == "".join(alert.to_json() + "\n" for alert in alerts[:2])
+    sink.write(alerts[2:])
+    sink.close()
+    assert path.read_text() == "".join(alert.to_json() + "\n" for alert in alerts)
 
 
 def test_a_checkpoint_of_a_partition_revoked_meanwhile_is_dropped(tmp_path: Path) -> None:

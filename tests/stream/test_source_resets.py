@@ -23,12 +23,13 @@ from prometheus_client import CollectorRegistry
 
 from streamguard.backends import create_backend
 from streamguard.config import load_settings
+from streamguard.dead_letter import arrow_stream_bytes
 from streamguard.detectors.codebook import Codebook
 from streamguard.metrics import SOURCE_RESET_REASONS, StreamguardMetrics
 from streamguard.service.loop import Service
 from streamguard.service.state import RunOptions
 from streamguard.stream.checkpoint import CheckpointStore
-from streamguard.stream.decode import Record, arrow_stream_bytes
+from streamguard.stream.decode import Record
 from streamguard.stream.kafka import KafkaConfig
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
