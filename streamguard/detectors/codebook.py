@@ -86,18 +86,9 @@ class Codebook:
         return (self.mean @ self.planes).astype(np.float32)
 
     def save(self, path: str | Path) -> None:
-        dominant, shrink = self.damping()
-        np.savez(
-            Path(path),
-            mean=self.mean,
-            centroids=self.centroids,
-            topic_of_cell=self.topic_of_cell,
-            domain_of_topic=self.domain_of_topic,
-            planes=self.planes,
-            warmup_counts=self.warmup_counts,
-            dominant=dominant,
-            dominant_shrink=shrink,
-        )
+        arrays = {name: getattr(self, name) for name in _FILE_DTYPES}
+        arrays["dominant"], arrays["dominant_shrink"] = self.damping()
+        np.savez(Path(path), **arrays)
 
     def damping(self) -> tuple[np.ndarray, np.ndarray]:
         """``(dominant (r, d), dominant_shrink (r,))``, empty (r = 0) for an undamped codebook."""
@@ -113,22 +104,23 @@ class Codebook:
     def load(cls, path: str | Path) -> "Codebook":
         try:
             with np.load(Path(path)) as data:
-                book = cls(
-                    mean=data["mean"].astype(np.float32),
-                    centroids=data["centroids"].astype(np.float32),
-                    topic_of_cell=data["topic_of_cell"].astype(np.int32),
-                    domain_of_topic=data["domain_of_topic"].astype(np.int32),
-                    planes=data["planes"].astype(np.float32),
-                    warmup_counts=data["warmup_counts"].astype(np.float64),
-                    dominant=data["dominant"].astype(np.float32) if "dominant" in data.files else None,
-                    dominant_shrink=data["dominant_shrink"].astype(np.float32) if "dominant_shrink" in data.files else None,
-                )
-        except (OSError, KeyError, ValueError) as exc:
+                # Files written before damping existed have no dominant directions: undamped.
+                arrays = {name: data[name].astype(dtype) for name, dtype in _FILE_DTYPES.items() if name in data.files}
+                if arrays.get("dominant") is not None and arrays["dominant"].shape[0] == 0:
+                    arrays.pop("dominant"), arrays.pop("dominant_shrink", None)
+                book = cls(**arrays)
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: not a streamguard codebook ({exc})") from None
         if book.centroids.shape[1] != book.dim or book.planes.shape[0] != book.dim:
             raise ValueError(f"{path}: inconsistent codebook shapes")
         return book
 
+
+_FILE_DTYPES = {
+    "mean": np.float32, "centroids": np.float32, "topic_of_cell": np.int32, "domain_of_topic": np.int32,
+    "planes": np.float32, "warmup_counts": np.float64, "dominant": np.float32, "dominant_shrink": np.float32,
+}
+"""Every array of a codebook file, with the dtype it is loaded as."""
 
 DIMENSIONS_PER_DOMINANT = 100
 """At most one direction in this many is damped: d // 100, the number of dominating directions
