@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "streamguard"
 
+SCORE_SAMPLED_PIPELINES = 64
+"""Pipelines whose last score sample is remembered before stale ones are dropped (see observe_scores)."""
+
 #: Alert kinds counted by ``streamguard_alerts_total{kind}``; a combined alert
 #: (``"near_duplicate+campaign"``) counts once for each of its kinds.
 ALERT_KINDS = ("near_duplicate", "coverage_sweep", "campaign")
@@ -520,6 +523,10 @@ class StreamguardMetrics:
         key = id(pipeline)
         if now - self._score_sampled_at.get(key, -math.inf) < min_interval_s:
             return 0
+        if len(self._score_sampled_at) >= SCORE_SAMPLED_PIPELINES:
+            # Keyed by id(pipeline), and every restore makes a new pipeline: drop entries that no longer
+            # throttle anything (older than the interval), so revoked partitions' pipelines do not pile up.
+            self._score_sampled_at = {k: t for k, t in self._score_sampled_at.items() if now - t < min_interval_s}
         self._score_sampled_at[key] = now
         accounts = np.unique(np.asarray(account_ids, dtype=object))[:max_accounts]
         slots_arr, features = pipeline.established_features(accounts)

@@ -693,3 +693,18 @@ def test_observed_scores_are_the_scorers_margins(registry, small_replay) -> None
     crossed = value(registry, "streamguard_score_count", kind="coverage_sweep") - value(
         registry, "streamguard_score_bucket", kind="coverage_sweep", le="0.45")
     assert crossed >= 1, "a planted sweeper is past the line (score >= 0.5)"
+
+
+def test_score_sampling_forgets_pipelines_it_no_longer_throttles(metrics: StreamguardMetrics) -> None:
+    """Issue 13: one entry per pipeline ever sampled (a restore makes a new one) must not pile up over days."""
+    from types import SimpleNamespace
+
+    from streamguard.metrics import SCORE_SAMPLED_PIPELINES
+
+    pipelines = [SimpleNamespace(ready=True, established_features=lambda a: (np.empty(0, np.int64), None)) for _ in range(1000)]
+    for pipeline in pipelines:  # every restore of a partition: a new pipeline, sampled once
+        metrics.observe_scores(pipeline, np.array(["a"], dtype=object), min_interval_s=0.0)
+    assert len(metrics._score_sampled_at) <= SCORE_SAMPLED_PIPELINES
+    live = pipelines[-1]
+    metrics.observe_scores(live, np.array(["a"], dtype=object), min_interval_s=60.0)
+    assert id(live) in metrics._score_sampled_at  # still throttled within its interval

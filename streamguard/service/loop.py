@@ -190,8 +190,8 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
             t0 = time.perf_counter()
             polled = self.source.poll(self._poll_timeout())
             self.seconds["poll"] += time.perf_counter() - t0
-            if any(polled.values()):
-                self.idle_s = 0.0
+            if any(polled.values()) or any(s.paused for s in self.active.values()):
+                self.idle_s = 0.0  # a paused partition has records waiting: not idle
             elif self.active or self.clock() - self.unassigned_since > 2 * self.options.kafka.session_timeout_ms / 1000:
                 # Idle time is time spent listening without a record: processing and checkpoints do not
                 # count, nor does waiting for a (re)join, unless no partition comes for two session timeouts.
@@ -332,6 +332,10 @@ class Service(Assignment, SourcePolicy, CheckpointRounds):
         worked = False
         for state in list(self.active.values()):
             if not state.batcher.pending_rows or not state.batcher.due():
+                continue
+            if self._backoff > 1.0 and len(state.dead) + len(state.alerts) >= self.queue_max_rows:
+                # The last round's exports failed: hold processing (the full queue pauses the partition) so
+                # unexported dead letters and alerts stop at about queue_max_rows; a round that succeeds clears them.
                 continue
             chunks = list(state.batcher.take())
             # One batch of about max_size rows per partition per turn; the rest waits its turn.

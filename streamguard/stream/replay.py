@@ -94,6 +94,11 @@ def event_time_order(table: pa.Table) -> pa.Table:
     return table.take(pa.array(order))
 
 
+ROUTER_CACHE_ACCOUNTS = 1 << 20
+"""Accounts whose partition :class:`PartitionRouter` remembers before it starts afresh (a file may hold
+far more distinct accounts than the pipelines keep)."""
+
+
 class PartitionRouter:
     """Account -> partition, cached (the hash is Python and accounts repeat)."""
 
@@ -109,6 +114,8 @@ class PartitionRouter:
         for i, account in enumerate(account_ids):
             p = cache.get(account)
             if p is None:
+                if len(cache) >= ROUTER_CACHE_ACCOUNTS:
+                    cache.clear()  # a cache only (partition_for is pure): clearing it changes no route
                 p = cache[account] = partition_for(account, self.partitions)
             out[i] = p
         return out

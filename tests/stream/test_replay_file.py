@@ -237,3 +237,16 @@ def test_the_command_says_which_setting_to_raise_in_one_line(tmp_path, capsys, m
     assert len(err.splitlines()) == 1 and "replay.reorder_rows=100" in err and "sort the file by ts" in err
     monkeypatch.setenv("STREAMGUARD_REPLAY_REORDER_ROWS", "2500")
     assert main(["replay", str(path), "--alerts", str(tmp_path / "a.jsonl"), "--backend", "numpy"]) == 0
+
+
+def test_partition_router_cache_stays_bounded_and_routes_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: the account -> partition cache must not hold every distinct account of a long file."""
+    from streamguard.stream import replay
+    from streamguard.stream.partitioner import partition_for
+
+    monkeypatch.setattr(replay, "ROUTER_CACHE_ACCOUNTS", 100)
+    route = replay.PartitionRouter(4)
+    accounts = np.array([f"acct-{i}" for i in range(1000)], dtype=object)
+    parts = np.concatenate([route(accounts[i : i + 50]) for i in range(0, 1000, 50)])
+    assert len(route._cache) <= 100
+    assert parts.tolist() == [partition_for(a, 4) for a in accounts]

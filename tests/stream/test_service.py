@@ -197,6 +197,33 @@ def test_failed_acknowledgement_holds_the_checkpoint_and_does_not_resend(world: 
     assert exported(outputs) == world.oracle
 
 
+def test_an_export_outage_bounds_the_unexported_backlog(world: Any, fakes: Any, tmp_path: Path) -> None:
+    """Issue 13: while exports fail the loop must not keep piling dead letters (and alerts) up in memory."""
+
+    class Outage(fakes.Outputs):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down, self.most = 8, 0
+
+        def flush(self, timeout_s: float) -> Any:
+            from streamguard.sinks.kafka import FlushResult
+
+            self.most = max(self.most, max((len(s.dead) + len(s.alerts) for s in svc.active.values()), default=0))
+            if self.down:
+                self.down -= 1
+                return FlushResult(False, set())
+            return super().flush(timeout_s)
+
+    clock, outputs = fakes.Clock(), Outage()
+    logs = {0: [Record(i, b"not a record") for i in range(2000)]}
+    svc = build(world, fakes, tmp_path, source=fakes.Source(logs, clock), outputs=outputs, clock=clock, queue_max_rows=50)
+    svc.source.assign({0})
+    assert svc.run() == 0
+    assert outputs.most <= 50 + 2 * 50  # the cap, plus the queue a last batch takes (2 records a chunk)
+    assert svc.stats["failed_rounds"] >= 5 and svc.stats["pauses"] > 0
+    assert sorted(d.offset for _, d in outputs.dead) == list(range(2000))  # each exported once, nothing lost
+
+
 def test_sigterm_runs_a_last_round_and_leaves(world: Any, fakes: Any, tmp_path: Path) -> None:
     svc = build(world, fakes, tmp_path, checkpoint_interval_s=1e9)
     svc.source.assign({0, 1, 2})
