@@ -28,7 +28,7 @@ _DOMAINS: dict[str, dict[str, str]] = {
         "mix_trim_mad_k": _NON_NEGATIVE, "drift_baseline_requests": _NON_NEGATIVE,
     },
     "scoring": {
-        "min_requests": _NON_NEGATIVE, "min_span_ms": _NON_NEGATIVE, "confirm_ms": _NON_NEGATIVE,
+        "min_requests": _NON_NEGATIVE, "rate_min_requests": _NON_NEGATIVE, "min_span_ms": _NON_NEGATIVE, "confirm_ms": _NON_NEGATIVE,
         "min_growth": _NON_NEGATIVE, "burst_growth": _NON_NEGATIVE, "population_min_accounts": _NON_NEGATIVE,
         "population_mad_k": _NON_NEGATIVE, "cross_dup_floor": _SHARE, "hysteresis": _SHARE,
         "realert_growth": _NON_NEGATIVE, "tick_ms": _AT_LEAST_ONE, "refresh_every_ticks": _AT_LEAST_ONE,

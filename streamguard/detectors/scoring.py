@@ -274,6 +274,9 @@ class Scorer(Stateful):
             # template: cross-account evidence counts once the account shares prompts with
             # particular accounts beyond what their topics explain (campaigns.py, link pass).
             cross_margin = np.where(features.partnered, cross_margin, 0.0)
+        # A duplicate rate is a share with a line from the population, blind to how few requests
+        # it is a share of (the sweep statistic is not): it waits for more of them.
+        cross_margin = np.where(seen >= cfg.rate_min_requests, cross_margin, 0.0)
         sweep = sweep_margin >= 1.0
         cross = cross_margin >= 1.0
         dup = features.dup_rate >= max(thr["dup_rate"], 1e-9)
