@@ -166,15 +166,17 @@ def dominant_directions(centred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vectors[:, damped].T.astype(np.float32), shrink.astype(np.float32)
 
 
-def damp(centred: Any, directions: Any, shrink: Any) -> Any:
-    """``centred`` rows minus ``shrink`` of their components along ``directions``.
+def damp(rows: Any, directions: Any, shrink: Any, offset: Any = 0.0) -> Any:
+    """``rows`` minus ``shrink`` of their centred components along ``directions``.
 
-    Array-module agnostic (NumPy or a backend's device arrays): only matrix products and
-    broadcasting. A no-op when there is no direction.
+    ``offset``: ``mean @ directions.T`` for rows that are not centred, so that damping them needs
+    no centred copy of every row (the kernel that assigns cells centres and normalises rows itself);
+    0 for rows already centred. Array-module agnostic (NumPy or a backend's device arrays): only
+    matrix products and broadcasting. A no-op when there is no direction.
     """
     if directions.shape[0] == 0:
-        return centred
-    return centred - ((centred @ directions.T) * shrink) @ directions
+        return rows
+    return rows - ((rows @ directions.T - offset) * shrink) @ directions
 
 
 def make_planes(dim: int, bits: int, seed: int) -> np.ndarray:

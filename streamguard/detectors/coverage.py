@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from streamguard.backends.base import Backend
+from streamguard.detectors.codebook import damp
 from streamguard.detectors.drift import DRIFT_FEATURES, OwnHistory
 from streamguard.detectors.features import CoverageFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch
@@ -166,14 +167,13 @@ class CoverageDetector(Stateful):
         self.dim = int(centroids.shape[1])
         # The codebook's damped directions (see codebook.dominant_directions): its cells were cut
         # in the damped space, so requests are assigned there too.
-        self._damping: tuple[Any, Any, Any, Any] | None = None
+        self._damping: tuple[Any, Any, Any] | None = None
         if dominant is not None and dominant_shrink is not None and len(dominant) > 0:
             directions = np.asarray(dominant, np.float32)
             self._damping = (
-                backend.asarray(np.ascontiguousarray(directions.T)),
-                backend.asarray((np.asarray(mean, np.float32) @ directions.T).astype(np.float32)),
-                backend.asarray(np.asarray(dominant_shrink, np.float32)),
                 backend.asarray(directions),
+                backend.asarray(np.asarray(dominant_shrink, np.float32)),
+                backend.asarray((np.asarray(mean, np.float32) @ directions.T).astype(np.float32)),
             )
         self.topic_of_cell = np.asarray(topic_of_cell, dtype=np.int32)
         self.domain_of_topic = np.asarray(domain_of_topic, dtype=np.int32)
@@ -288,10 +288,7 @@ class CoverageDetector(Stateful):
         slots_dev, weights_dev = backend.asarray(batch.slots), backend.asarray(weights)
         embeddings = batch.embeddings
         if self._damping is not None:
-            # codebook.damp on the centred rows, rearranged so that no (n, d) array is centred and
-            # un-centred on the way (3x faster at D = 1024): the kernel centres and normalises itself.
-            directions_t, mean_projection, shrink, directions = self._damping
-            embeddings = embeddings - ((embeddings @ directions_t - mean_projection) * shrink) @ directions
+            embeddings = damp(embeddings, *self._damping)
         cells_dev, residual_sq = backend.destyled_cells(
             embeddings, self.mean, self.centroids, slots_dev, weights_dev, self.style_sum, self.style_weight
         )
