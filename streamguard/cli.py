@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--traps",
         action="store_true",
         help="add benign traps that look like campaigns (enterprise orgs, joint benchmarks, time-zone cohorts, "
-        "resellers) and write the request 'attributes' column (net, pay, client)",
+        "resellers, agent-framework users) and write the request 'attributes' column (net, pay, client)",
     )
     sim.add_argument(
         "--real-text",

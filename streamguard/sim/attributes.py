@@ -47,7 +47,7 @@ _HUMAN = {"casual", "power_user", "timezone_casual", "enterprise_employee"}
 # Share of each kind behind a carrier NAT (humans) or a cloud range (servers)
 # when not at the office; the rest have a prefix of their own.
 _CARRIER = {"casual": 0.65, "timezone_casual": 0.65, "power_user": 0.4, "enterprise_employee": 0.5}
-_CLOUD = {"product": 0.85, "reseller": 0.85, "batch_job": 0.7, "benchmark": 0.5, "joint_benchmark": 0.5}
+_CLOUD = {"product": 0.85, "reseller": 0.85, "batch_job": 0.7, "benchmark": 0.5, "joint_benchmark": 0.5, "agent_framework": 0.5}
 # Share of a company org's accounts of each kind that send from the office prefix.
 _OFFICE = {"casual": 0.5, "power_user": 0.6, "batch_job": 0.7, "benchmark": 0.7, "enterprise_employee": 1.0, "joint_benchmark": 1.0}
 

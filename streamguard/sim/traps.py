@@ -18,6 +18,10 @@ detector links accounts by, and none is a campaign:
 - ``reseller``: an app reselling the API: thousands of requests a day from
   many end users, each on a few popular topics, so the account as a whole
   follows the population's mix.
+- ``agent_framework``: developers of unrelated orgs running one open-source
+  agent framework: its long system prompt on every request and its client
+  fingerprint, machine-paced chains of calls (one task's transcript shared
+  by its steps), each developer on a few topics of their own.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from streamguard.sim.draw import (
 
 __all__ = ["TRAP_KINDS", "plant_traps", "reseller_rows"]
 
-TRAP_KINDS: tuple[str, ...] = ("enterprise_employee", "joint_benchmark", "timezone_casual", "reseller")
+TRAP_KINDS: tuple[str, ...] = ("enterprise_employee", "joint_benchmark", "timezone_casual", "reseller", "agent_framework")
 
 N_CARRIERS = 10
 """Large carrier NAT prefixes (``attributes.py``): ``net`` symbols ``carrier:0`` ... ``carrier:9``."""
@@ -190,6 +194,40 @@ def reseller(b: TrafficBuilder) -> None:
     b.emit(Account("reseller", org_id=b.new_org()), *rows)
 
 
+def agent_framework(b: TrafficBuilder, size: int, name: str) -> None:
+    """``size`` developers of different orgs running one agent framework.
+
+    Every request carries the framework's system prompt (a shared template across accounts
+    that share nothing else) and its client fingerprint. A developer starts 5-40 tasks over the
+    stream at their own hours; a task is a chain of 4-30 calls 1-8 s apart on one of the
+    developer's 1-4 topics, every call carrying the task's transcript so far (a context the
+    chain shares) and a new step.
+    """
+    rng = b.rng
+    framework = int(b.new_styles(rng.uniform(0.25, 0.45), "agent_framework_prompt")[0])
+    for _ in range(size):
+        subs, pw = _popular_subset(b, int(rng.integers(1, 5)), 1.0)
+        peak, amp = _human_clock(rng)
+        tasks = int(rng.integers(5, 41))
+        starts = np.sort(diurnal_times(rng, tasks, b.t0, b.t1, peak, amp))
+        steps = rng.integers(4, 31, size=tasks)
+        transcripts = b.catalog.new_contexts(rng.uniform(0.15, 0.35, size=tasks))
+        n = int(steps.sum())
+        task = np.repeat(np.arange(tasks), steps)
+        step_of = np.arange(n) - np.repeat(np.cumsum(steps) - steps, steps)
+        gaps = rng.uniform(1, 8, size=n) * MS_PER_S
+        gaps[step_of == 0] = 0.0
+        offset = np.cumsum(gaps) - np.repeat((np.cumsum(gaps) - gaps)[np.cumsum(steps) - steps], steps)
+        ts = np.minimum(starts[task] + offset.astype(np.int64), b.t1 - 1)
+        sub = subs[rng.choice(subs.shape[0], size=tasks, p=pw)][task]
+        order = np.argsort(ts, kind="stable")
+        ts, sub, context = ts[order], sub[order], transcripts[task][order].astype(np.int32)
+        sub, content, text = _fresh(b, sub, p_famous=0.0, p_para=0.2)
+        style = np.full(n, framework, np.int32)
+        b.emit(Account("agent_framework", org_id=b.new_org(), attrs={"client": f"agent-framework:{name}"}),
+               ts, sub, style, context, content, text)
+
+
 def plant_traps(b: TrafficBuilder, seed: int) -> None:
     """Add every trap kind to ``b`` from a stream of its own; sizes follow ``b.scale``."""
     ordinary_rng = b.rng
@@ -205,5 +243,7 @@ def plant_traps(b: TrafficBuilder, seed: int) -> None:
             timezone_group(b, max(10, int(round(rng.integers(60, 151) * scale))))
         for _ in range(_count(rng, 2, 3, scale, 1)):
             reseller(b)
+        for i in range(_count(rng, 1, 2, scale, 1)):
+            agent_framework(b, max(5, int(round(rng.integers(10, 41) * shrink))), str(i))
     finally:
         b.rng = ordinary_rng

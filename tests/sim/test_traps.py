@@ -182,6 +182,28 @@ def test_resellers_follow_the_population_at_product_volume(trapped):
         assert 0.5 * np.abs(mix - pop).sum() < 0.6 * 0.5 * np.abs(1.0 / pop.size - pop).sum()
 
 
+def test_agent_framework_users_share_its_prompt_and_client_and_run_chains(trapped):
+    lat = trapped.latent
+    users = of_kind(trapped, "agent_framework")
+    assert len(users) >= 5
+    # Developers of different orgs, each on a few topics of their own.
+    assert len({lat.accounts[i].org_id for i in users}) == len(users)
+    rows = np.isin(lat.account, users)
+    assert np.unique(lat.style[rows]).size == 1  # the framework's system prompt on every call
+    clients = accounts_per_value(trapped, "client", set(users))
+    assert max(len(a) for a in clients.values()) == len(users)  # and its client fingerprint
+    ts_all = trapped.table.column("ts").cast(pa.int64()).to_numpy()
+    for i in users:
+        mine = lat.account == i
+        assert np.unique(lat.subtopic[mine]).size <= 4
+        # Chains: calls of one task carry its transcript and follow each other within seconds.
+        contexts, sizes = np.unique(lat.context[mine], return_counts=True)
+        assert (contexts >= 0).all() and 4 <= sizes.min() and sizes.max() <= 30
+        for c in contexts[:3]:
+            gaps = np.diff(np.sort(ts_all[mine & (lat.context == c)]))
+            assert gaps.max() <= 8_000
+
+
 # ---------------------------------------------------------------------------
 # evasion scenarios
 
