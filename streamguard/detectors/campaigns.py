@@ -207,9 +207,20 @@ class CampaignDetector(AttributeGroups, Stateful):
         self.partnered[slots] = False
         self.attr_tokens[slots] = 0
         self.attr_next[slots] = 0
-        gone = set(np.asarray(slots, dtype=np.int64).tolist())
-        if gone and self.edges:
-            self.edges = {k: v for k, v in self.edges.items() if (k >> 32) not in gone and (k & 0xFFFFFFFF) not in gone}
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size and self.edges:
+            # Vectorised over the edges, deleting only those that name a reset slot: rebuilding the
+            # dict in Python for every eviction cost 51 ms a batch with ~10^5 edges (scripts/state_scale.py).
+            gone = np.zeros(self.capacity, dtype=bool)
+            gone[slots] = True
+            keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
+            hit = np.zeros(keys.size, dtype=bool)
+            for node in (keys >> 32, keys & 0xFFFFFFFF):
+                # A node may be another partition's account (FOREIGN_BASE + n), never a slot reset here.
+                local = node < self.capacity
+                hit |= local & gone[np.where(local, node, 0)]
+            for key in keys[hit].tolist():
+                del self.edges[key]
 
     def load_state_dict(self, state: dict) -> None:
         # A snapshot from before partner links has none: the next link pass finds them.

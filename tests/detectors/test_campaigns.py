@@ -1,7 +1,7 @@
 import numpy as np
 
 from streamguard.backends.numpy_backend import NumpyBackend
-from streamguard.detectors.campaigns import CampaignDetector, make_style_projection
+from streamguard.detectors.campaigns import FOREIGN_BASE, CampaignDetector, make_style_projection
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.near_duplicate import DetectorBatch
 from tests.reference import unit_rows
@@ -141,6 +141,19 @@ def test_allowlisted_and_evicted_accounts_are_not_linked():
     assert [c.members.tolist() for c in campaigns] == [[0, 1, 3, 4, 5, 6, 7]]
     camp.reset(np.array([5]))
     assert all(5 not in (k >> 32, k & 0xFFFFFFFF) for k in camp.edges)
+
+
+def test_resetting_slots_drops_exactly_their_edges_and_keeps_the_rest_in_order():
+    camp = build(np.random.default_rng(3))[2]
+    foreign = FOREIGN_BASE + 7  # an account of another partition, known by key only
+    a = np.array([1, 2, 2, 4, 6, 1], dtype=np.int64)
+    b = np.array([2, 3, 5, foreign, 9, 9], dtype=np.int64)
+    camp._add_edges(a, b, np.arange(a.size, dtype=np.int64) * 1000 + NOW)
+    before = list(camp.edges.items())
+    camp.reset(np.array([2, 9]))
+    kept = [(k, v) for k, v in before if not {k >> 32, k & 0xFFFFFFFF} & {2, 9}]
+    assert list(camp.edges.items()) == kept
+    assert [(k >> 32, k & 0xFFFFFFFF) for k, _ in kept] == [(4, foreign)]
 
 
 def test_heavy_accounts_meeting_by_chance_are_not_linked():
