@@ -141,6 +141,10 @@ class PipelineState:
         self._last_dup_request = state["last_dup_request"].copy()
         self.stats.requests = int(state["requests"])
         self.accounts.load_state_dict(state["accounts"])
+        # Not in the snapshot: sized to the restored table (which grew without calling on_grow), and
+        # every account's record is published again, as by a fresh pipeline. At the initial size, the
+        # first eviction past it after a restart raised IndexError, on every restart.
+        self._sent_seen = np.zeros(self.accounts.capacity, dtype=np.int64)
         self.scorer.load_state_dict(state["scorer"])
         if self.ready:
             assert self.near_duplicate and self.coverage and self.campaigns

@@ -27,11 +27,13 @@ def batch(small_traffic: Any) -> Any:
     return valid.take(np.arange(9000))
 
 
-def bounded(settings: Any, max_accounts: int) -> Any:
+def bounded(settings: Any, max_accounts: int, initial_accounts: int = 64) -> Any:
     """Settings whose table holds few accounts and evicts idle ones often: every kind of slot change."""
     return dataclasses.replace(
         settings,
-        state=dataclasses.replace(settings.state, initial_accounts=64, max_accounts=max_accounts, idle_evict_hours=1.0),
+        state=dataclasses.replace(
+            settings.state, initial_accounts=initial_accounts, max_accounts=max_accounts, idle_evict_hours=1.0
+        ),
         scoring=dataclasses.replace(settings.scoring, evict_every_ticks=1),
     )
 
@@ -70,8 +72,13 @@ def test_a_full_record_and_its_changes_equal_the_snapshot_after_each_checkpoint(
     assert max(changed) < pipeline.accounts.capacity  # a change record holds the changed slots only
 
 
-def test_a_pipeline_restored_from_a_record_chain_continues_exactly(small_settings: Any, batch: Any) -> None:
-    settings = bounded(small_settings, 40)
+@pytest.mark.parametrize("initial_accounts", [64, 8])
+def test_a_pipeline_restored_from_a_record_chain_continues_exactly(
+    small_settings: Any, batch: Any, initial_accounts: int
+) -> None:
+    """With 8 initial slots the table has grown past them before the kill: the restored pipeline's
+    per-slot arrays must follow the restored table, or the first eviction after it fails."""
+    settings = bounded(small_settings, 40, initial_accounts)
     cuts = (1600, 3000, 4500, 6000, len(batch))
     key = lambda a: (a.account_id, a.kind, a.ts, a.events_seen, a.score, a.campaign_id)  # noqa: E731
 
