@@ -63,8 +63,6 @@ def start_broker(log_path: Path) -> tuple[subprocess.Popen, str]:
 
 def run_service(args: argparse.Namespace, bootstrap: str, topic: str, alerts_topic: str, state: Path, codebook: Path) -> tuple[float | None, list[str]]:
     """``streamguard run`` over the topic until idle; its events/s and the alerts it exported."""
-    from kafka import KafkaConsumer, TopicPartition
-
     command = [sys.executable, "-m", "streamguard.service", "--log-level", "INFO", "run", "--bootstrap-servers", bootstrap,
                "--topic", topic, "--group-id", f"throughput-{state.name}-{os.getpid()}", "--alerts-topic", alerts_topic,
                "--state-dir", str(state), "--codebook", str(codebook), "--backend", args.backend, "--stop-after-idle", "3"]
@@ -80,19 +78,26 @@ def run_service(args: argparse.Namespace, bootstrap: str, topic: str, alerts_top
     spent = re.search(r"time spent: (.*)", done.stderr)
     if spent:
         print(f"        run time spent: {spent.group(1)}")
+    return float(match.group(2)), alerts_of_topic(bootstrap, alerts_topic)
+
+
+def alerts_of_topic(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list[str]:
+    """Every alert on ``topic`` from its beginning, each as sorted-key JSON."""
+    from kafka import KafkaConsumer, TopicPartition
+
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tps = [TopicPartition(alerts_topic, p) for p in sorted(consumer.partitions_for_topic(alerts_topic) or [])]
+    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
     consumer.assign(tps)
     consumer.seek_to_beginning(*tps)
     got: list[str] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for messages in consumer.poll(timeout_ms=200).values():
             got.extend(json.dumps(json.loads(m.value), sort_keys=True) for m in messages)
         if all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps):
             break
     consumer.close()
-    return float(match.group(2)), got
+    return got
 
 
 def main() -> int:

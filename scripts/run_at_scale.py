@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kafka_throughput import REPO, start_broker  # noqa: E402
+from kafka_throughput import REPO, alerts_of_topic, start_broker  # noqa: E402
 from state_scale import traffic as filler_batches  # noqa: E402
 
 
@@ -57,24 +57,6 @@ def filler_table(schema: pa.Schema, accounts: int, dim: int, t0: int, t1: int) -
             "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
         }
     ).cast(schema)
-
-
-def alerts_of_topic(bootstrap: str, topic: str) -> list[str]:
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-    consumer.assign(tps)
-    consumer.seek_to_beginning(*tps)
-    got: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for messages in consumer.poll(timeout_ms=200).values():
-            got.extend(json.dumps(json.loads(m.value), sort_keys=True) for m in messages)
-        if all(consumer.highwater(tp) is not None and consumer.position(tp) >= consumer.highwater(tp) for tp in tps):
-            break
-    consumer.close()
-    return got
 
 
 class Service:
