@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -73,8 +74,8 @@ class Service:
                 for line in fh:
                     if line.startswith("VmHWM:"):
                         self.peak_mb = max(self.peak_mb, int(line.split()[1]) / 1024)
-        except OSError:
-            pass
+        except OSError:  # the process has just exited: its last sample stands
+            return
 
     def wait(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -197,6 +198,7 @@ def main() -> int:
     finally:
         broker.kill()
         broker.wait()
+        shutil.rmtree(work, ignore_errors=True)  # the broker's log and two partitions' checkpoints
     print(json.dumps(report, indent=1))
     return 0 if report.get("run_alerts_identical_to_replay") and report.get("killed_alerts_identical_to_replay") else 1
 

@@ -214,10 +214,11 @@ def agent_framework(b: TrafficBuilder, size: int, name: str) -> None:
         transcripts = b.catalog.new_contexts(rng.uniform(0.15, 0.35, size=tasks))
         n = int(steps.sum())
         task = np.repeat(np.arange(tasks), steps)
-        step_of = np.arange(n) - np.repeat(np.cumsum(steps) - steps, steps)
+        first = np.cumsum(steps) - steps  # each task's first call
         gaps = rng.uniform(1, 8, size=n) * MS_PER_S
-        gaps[step_of == 0] = 0.0
-        offset = np.cumsum(gaps) - np.repeat((np.cumsum(gaps) - gaps)[np.cumsum(steps) - steps], steps)
+        gaps[first] = 0.0
+        elapsed = np.cumsum(gaps)
+        offset = elapsed - np.repeat(elapsed[first], steps)  # time since the task's first call
         ts = np.minimum(starts[task] + offset.astype(np.int64), b.t1 - 1)
         sub = subs[rng.choice(subs.shape[0], size=tasks, p=pw)][task]
         order = np.argsort(ts, kind="stable")
