@@ -57,6 +57,7 @@ from streamguard.backends.base import Backend
 from streamguard.detectors.attribute_groups import HEAVIER_THAN_PEERS, AttributeGroups  # noqa: F401 - HEAVIER_THAN_PEERS: importable here too
 from streamguard.detectors.coverage import CoverageDetector
 from streamguard.detectors.remote import ForeignView
+from streamguard.detectors.shared_prompt_edges import SharedPromptEdges
 from streamguard.detectors.state import Stateful
 from streamguard.detectors.timing import NO_BOUNDARY, SessionTiming
 
@@ -168,9 +169,9 @@ class CampaignDetector(AttributeGroups, Stateful):
         self.dims = int(projection.shape[1])
         self.campaign_of = np.full(capacity, "", dtype=object)
         self.org_of = np.full(capacity, "", dtype=object)
-        # Shared-prompt evidence per pair of nodes (lo << 32 | hi) -> [weight, event time of the weight].
-        # Nodes are slots, or FOREIGN_BASE + n for accounts of other partitions (known by key only).
-        self.edges: dict[int, list[float]] = {}
+        # Shared-prompt evidence per pair of nodes. Nodes are slots, or FOREIGN_BASE + n for
+        # accounts of other partitions (known by key only).
+        self.edges = SharedPromptEdges(self.edge_rate)
         self.foreign_nodes: dict[int, int] = {}
         self.next_foreign = 0
         # Accounts with a shared-prompt link beyond chance at the last link pass: their
@@ -208,19 +209,17 @@ class CampaignDetector(AttributeGroups, Stateful):
         self.attr_tokens[slots] = 0
         self.attr_next[slots] = 0
         slots = np.asarray(slots, dtype=np.int64)
-        if slots.size and self.edges:
-            # Vectorised over the edges, deleting only those that name a reset slot: rebuilding the
-            # dict in Python for every eviction cost 51 ms a batch with ~10^5 edges (scripts/state_scale.py).
+        if slots.size and len(self.edges):
+            # Only slots are reset here: a node of another partition (FOREIGN_BASE + n) is beyond the mask.
             gone = np.zeros(self.capacity, dtype=bool)
             gone[slots] = True
-            keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
-            hit = np.zeros(keys.size, dtype=bool)
-            for node in (keys >> 32, keys & 0xFFFFFFFF):
-                # A node may be another partition's account (FOREIGN_BASE + n), never a slot reset here.
-                local = node < self.capacity
-                hit |= local & gone[np.where(local, node, 0)]
-            for key in keys[hit].tolist():
-                del self.edges[key]
+            self.edges.drop_nodes(gone)
+
+    def state_dict(self, exclude: tuple[str, ...] = ()) -> dict:
+        state = super().state_dict(exclude=exclude + ("edges",))
+        if "edges" not in exclude:
+            state["edges"] = self.edges.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         # A snapshot from before partner links has none: the next link pass finds them.
@@ -231,7 +230,9 @@ class CampaignDetector(AttributeGroups, Stateful):
             "attr_next": np.zeros(capacity, dtype=np.uint8),
             "key_names": {},
         }
-        super().load_state_dict({**defaults, **state})
+        super().load_state_dict({**defaults, **state, "edges": {}})
+        # Sorted arrays; a snapshot of an older version holds a {key: [weight, at]} dict.
+        self.edges = SharedPromptEdges.from_state(self.edge_rate, state["edges"])
 
     def state_bytes_per_account(self) -> int:
         # Campaign id and org references, attribute tokens; edges are counted apart (a few per linked account).
@@ -239,7 +240,7 @@ class CampaignDetector(AttributeGroups, Stateful):
 
     def fixed_state_bytes(self) -> int:
         """Shared-prompt edges and the other partitions' accounts they name (a few per linked account)."""
-        return 48 * len(self.edges) + 16 * len(self.foreign_nodes)
+        return 24 * len(self.edges) + 16 * len(self.foreign_nodes)
 
     # ---------------------------------------------------------------- evidence
 
@@ -289,41 +290,27 @@ class CampaignDetector(AttributeGroups, Stateful):
         return node
 
     def _add_edges(self, a: np.ndarray, b: np.ndarray, ts: np.ndarray) -> None:
-        if a.size == 0:
-            return
-        keys = (np.minimum(a, b) << 32) | np.maximum(a, b)
-        for key, t in zip(keys.tolist(), ts.tolist()):
-            edge = self.edges.get(key)
-            if edge is None:
-                self.edges[key] = [1.0, float(t)]
-            else:
-                # Kept as of the latest time seen (the stream is only mostly ordered): a late hit adds less.
-                if t >= edge[1]:
-                    edge[0] = edge[0] * math.exp(-self.edge_rate * (t - edge[1])) + 1.0
-                    edge[1] = float(t)
-                else:
-                    edge[0] += math.exp(-self.edge_rate * (edge[1] - t))
+        # Kept as of the latest time seen (the stream is only mostly ordered): a late hit adds less.
+        self.edges.add(a, b, ts)
 
     def edge_weights(self, now_ts: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pairs (lo, hi) of slots and their shared-prompt weight decayed to ``now_ts``; drops spent edges."""
-        if not self.edges:
+        if not len(self.edges):
             empty = np.empty(0, np.int64)
             return empty, empty, np.empty(0)
-        keys = np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges))
-        raw = np.array(list(self.edges.values()), dtype=np.float64)
-        weight = raw[:, 0] * np.exp(-self.edge_rate * np.maximum(now_ts - raw[:, 1], 0.0))
+        weight = self.edges.decayed(now_ts)
         spent = weight < 0.05
-        if keys.size - spent.sum() > self.max_edges:
+        if weight.size - spent.sum() > self.max_edges:
             # Memory stays bounded: the weakest evidence goes first.
-            spent |= weight < np.partition(weight, keys.size - self.max_edges)[keys.size - self.max_edges]
+            spent |= weight < np.partition(weight, weight.size - self.max_edges)[weight.size - self.max_edges]
         if spent.any():
-            for key in keys[spent].tolist():
-                del self.edges[key]
-            keys, weight = keys[~spent], weight[~spent]
+            self.edges.keep(~spent)
+            weight = weight[~spent]
             if self.foreign_nodes:
-                referenced = set((keys & 0xFFFFFFFF).tolist())
+                referenced = set(self.edges.ends()[1].tolist())
                 self.foreign_nodes = {k: n for k, n in self.foreign_nodes.items() if n in referenced}
-        return keys >> 32, keys & 0xFFFFFFFF, weight
+        lo, hi = self.edges.ends()
+        return lo, hi, weight
 
     # ----------------------------------------------------------------- linking
 
@@ -358,7 +345,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         if foreign is not None and self.foreign_nodes:
             # Keys named for timing links: kept while an edge refers to them or they are live (bounded
             # by the edges and the foreign table, and a live account keeps its node id).
-            referenced = set((np.fromiter(self.edges.keys(), dtype=np.int64, count=len(self.edges)) & 0xFFFFFFFF).tolist())
+            referenced = set(self.edges.ends()[1].tolist())
             live = set(foreign.keys.tolist())
             self.foreign_nodes = {k: n for k, n in self.foreign_nodes.items() if n in referenced or k in live}
         return campaigns
