@@ -61,7 +61,7 @@ from streamguard.detectors.codebook import damp
 from streamguard.detectors.drift import DRIFT_FEATURES, OwnHistory
 from streamguard.detectors.features import CoverageFeatures
 from streamguard.detectors.near_duplicate import DetectorBatch
-from streamguard.detectors.state import Stateful
+from streamguard.detectors.state import Stateful, grown_rows
 
 _REBASE_EXPONENT = 10.0
 _POPULATION_FLOOR = 0.01
@@ -214,11 +214,11 @@ class CoverageDetector(Stateful):
         extra = capacity - self.capacity
         if extra <= 0:
             return
-        self.hist = xp.concatenate([self.hist, xp.zeros((extra, self.topics), dtype=xp.float32)])
+        self.hist = grown_rows(xp, self.hist, capacity)
         self.w_sum = np.concatenate([self.w_sum, np.zeros(extra)])
         self.w2_sum = np.concatenate([self.w2_sum, np.zeros(extra)])
         self.requests = np.concatenate([self.requests, np.zeros(extra, np.int64)])
-        self.style_sum = xp.concatenate([self.style_sum, xp.zeros((extra, self.dim), dtype=xp.float32)])
+        self.style_sum = grown_rows(xp, self.style_sum, capacity)
         self.style_weight = xp.concatenate([self.style_weight, xp.zeros(extra, dtype=xp.float64)])
         self.mix_member = np.concatenate([self.mix_member, np.zeros(extra, dtype=bool)])
         self.capacity = capacity
@@ -464,10 +464,23 @@ class CoverageDetector(Stateful):
         """
         if a.size == 0:
             return np.zeros(a.size)
-        mass = self.backend.to_host(self.hist[self.backend.asarray(population)]).astype(np.float64).sum(axis=0)
+        mass = self._summed_rows(np.asarray(population, dtype=np.int64))
         ha = self.backend.to_host(self.hist[self.backend.asarray(a)]).astype(np.float64)
         hb = self.backend.to_host(self.hist[self.backend.asarray(b)]).astype(np.float64)
         return (ha * hb / np.maximum(mass, 1e-300)).sum(axis=1)
+
+    def _summed_rows(self, slots: np.ndarray, chunk: int = 16_384) -> np.ndarray:
+        """(T,) float64: the sum of the slots' histograms, gathered a bounded piece at a time.
+
+        Every live account at once was a float64 copy of 0.8 GB at the default memory bound (the
+        peak of a run over a million accounts). Each piece is added on after the running total,
+        row by row, so the sum is the one a single gather gives, to the bit.
+        """
+        total = np.zeros(self.topics)
+        for start in range(0, slots.size, chunk):
+            piece = self.backend.to_host(self.hist[self.backend.asarray(slots[start : start + chunk])]).astype(np.float64)
+            total = piece.sum(axis=0) if start == 0 else np.add.reduce(np.concatenate([total[None], piece]), axis=0)
+        return total
 
     def group_stats(self, slots: np.ndarray, balanced: bool = False) -> dict[str, float]:
         """The statistics of :meth:`account_stats` for several accounts taken as one actor.

@@ -245,3 +245,15 @@ def test_an_accounts_history_is_the_same_however_the_stream_is_cut_into_batches(
     for a, b in zip(one, many):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert (one[1] > 0).all() and np.abs(one[2]).max() > 0  # every account has a history and a drift
+
+
+def test_topic_overlap_gathers_the_population_in_pieces_and_gets_the_same_sums(world):
+    rng, _, popularity = world
+    det = run(world, [rng.choice(TOPICS, int(rng.integers(1, 80)), p=popularity) for _ in range(300)])
+    population = rng.permutation(300)[:257]
+    whole = det.hist[population].astype(np.float64).sum(axis=0)
+    for chunk in (1, 7, 64, 4096):
+        assert np.array_equal(det._summed_rows(population, chunk=chunk), whole)
+    a, b = np.array([0, 5, 9]), np.array([1, 6, 299])
+    expected = (det.hist[a].astype(np.float64) * det.hist[b] / np.maximum(whole, 1e-300)).sum(axis=1)
+    assert np.array_equal(det.topic_overlap(a, b, population), expected)
