@@ -1,5 +1,7 @@
 """Coverage statistics tell a sweep from a mirror of the population and from a narrow user."""
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -257,3 +259,27 @@ def test_topic_overlap_gathers_the_population_in_pieces_and_gets_the_same_sums(w
     a, b = np.array([0, 5, 9]), np.array([1, 6, 299])
     expected = (det.hist[a].astype(np.float64) * det.hist[b] / np.maximum(whole, 1e-300)).sum(axis=1)
     assert np.array_equal(det.topic_overlap(a, b, population), expected)
+
+
+@pytest.mark.parametrize("with_group", [False, True])
+def test_the_mix_refresh_keeps_the_same_accounts_with_its_rows_sparse_or_dense(world, monkeypatch, with_group):
+    """Many small accounts (1-3 requests) and a few heavy ones, a linked group among them: the
+    sparse rows give the mix of the dense ones (up to the order of float additions)."""
+    import streamguard.detectors.coverage as coverage
+
+    rng, _, popularity = world
+    small = [rng.choice(TOPICS, int(rng.integers(1, 4)), p=popularity) for _ in range(3000)]
+    heavy = [rng.integers(0, TOPICS, 400) for _ in range(20)] + [rng.choice(TOPICS, 900, p=popularity) for _ in range(20)]
+    everyone = np.arange(len(small) + len(heavy))
+    seen = run(world, small + heavy, prior_weight=10.0)
+    fitted = {}
+    for name, density in (("dense", 0.0), ("sparse", 1.01)):
+        monkeypatch.setattr(coverage, "SPARSE_ROWS_DENSITY", density)
+        det = copy.deepcopy(seen)
+        if with_group:
+            det.mix_groups = [np.arange(3000, 3010)]
+        det.refresh_mix(everyone)
+        fitted[name] = (det.mix_counts.copy(), det.mix_member.copy())
+    np.testing.assert_allclose(fitted["sparse"][0], fitted["dense"][0], rtol=1e-10)
+    assert np.array_equal(fitted["sparse"][1], fitted["dense"][1])
+    assert 0 < fitted["dense"][1].sum() < everyone.size  # some left out, most kept
