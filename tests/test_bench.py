@@ -73,6 +73,9 @@ def test_quick_run_writes_every_section(tmp_path: Path, capsys: pytest.CaptureFi
     assert e2e["detector_events_per_second"] == rows[e2e["backend"]]["events_per_second"]
     assert 0 < e2e["events_per_second"] and e2e["wall_seconds"] >= e2e["command_seconds"] > 0
     assert e2e["peak_rss_bytes"] > 0
+    # Issue 14's baseline over the same file, in its own process: a plain faiss near-duplicate job.
+    assert e2e["faiss_job_events_per_second"] > 0 and 0 < e2e["faiss_job_near_duplicates"] < e2e["events"]
+    assert e2e["replay_over_faiss_job"] == pytest.approx(e2e["events_per_second"] / e2e["faiss_job_events_per_second"])
     top = e2e["profile"]["top"]
     assert 0 < len(top) <= bench.PROFILE_TOP
     assert any(p["function"].startswith("streamguard/") for p in top)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -104,9 +105,31 @@ def end_to_end(
     }
     if detector:
         row["share_of_detector"] = row["events_per_second"] / detector["events_per_second"]
+    row.update(faiss_job_row(path))
+    if "faiss_job_events_per_second" in row:
+        row["replay_over_faiss_job"] = row["events_per_second"] / row["faiss_job_events_per_second"]
     if profile:
         row["profile"] = profile_replay(path, work / f"e2e-{label}.profiled.jsonl", backend)
     return row
+
+
+def faiss_job_row(path: Path) -> dict[str, Any]:
+    """Issue 14's baseline, a plain faiss near-duplicate job over the same file (``bench/faiss_job.py``), in
+    its own process right after ``replay``: its events/s by wall time and replay's multiple of it."""
+    import importlib.util  # noqa: PLC0415
+
+    if importlib.util.find_spec("faiss") is None:
+        return {"faiss_job": "faiss is not installed (the bench extra)"}
+    run = run_measured([sys.executable, "-m", "streamguard.bench.faiss_job", str(path)])
+    if run["returncode"] != 0:
+        return {"faiss_job": f"failed ({run['returncode']}): {run['stderr'][-400:]}"}
+    job = json.loads(run["stdout"].strip().splitlines()[-1])
+    rate = job["requests"] / run["seconds"]
+    return {
+        "faiss_job_events_per_second": rate,
+        "faiss_job_near_duplicates": job["near_duplicates"],
+        "faiss_job_peak_rss_bytes": run["peak_rss_bytes"],
+    }
 
 
 def write_request_file(table: Any, path: Path) -> Path:

@@ -138,7 +138,7 @@ def _render_end_to_end(console: Any, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     table = Table(title="`streamguard replay` end to end (own process: start-up, read, validate, order, codebook fit, detect, link, write)")
-    for col in ("traffic", "backend", "events", "file", "wall", "start-up", "end-to-end ev/s", "detector ev/s", "share", "peak RSS", "alerts"):
+    for col in ("traffic", "backend", "events", "file", "wall", "start-up", "end-to-end ev/s", "detector ev/s", "share", "faiss job ev/s", "x faiss", "peak RSS", "alerts"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
@@ -151,13 +151,17 @@ def _render_end_to_end(console: Any, rows: list[dict[str, Any]]) -> None:
             f"{r['events_per_second']:,.0f}",
             f"{r['detector_events_per_second']:,.0f}" if r.get("detector_events_per_second") else "",
             f"{r['share_of_detector']:.0%}" if r.get("share_of_detector") else "",
+            f"{r['faiss_job_events_per_second']:,.0f}" if r.get("faiss_job_events_per_second") else "",
+            f"{r['replay_over_faiss_job']:.2f}x" if r.get("replay_over_faiss_job") else "",
             f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB",
             str(r["alerts"]),
         )
     console.print(table)
     console.print(
         "  end-to-end ev/s = valid requests / wall time of the whole command; detector ev/s = the detector alone over "
-        "the same requests in memory, codebook given (the throughput table); share = end-to-end / detector."
+        "the same requests in memory, codebook given (the throughput table); share = end-to-end / detector; faiss job = "
+        "a plain faiss IndexBinaryFlat near-duplicate job over the same file in its own process (bench/faiss_job.py: "
+        "128-bit SimHash, window 65,536, batches of 4,096); x faiss = end-to-end / faiss job (issue 14: >= 3x)."
     )
     for r in rows:
         profile = r.get("profile")
