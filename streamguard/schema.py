@@ -480,7 +480,9 @@ def validate_table(
     embeddings = np.zeros((n, dim), dtype=np.float32)
     if good_len.any():
         idx = np.flatnonzero(good_len)
-        picked = emb_col.take(pa.array(idx))
+        # Every row of the right length (the usual batch): no gather, no zero-filled copy.
+        whole = idx.size == n
+        picked = emb_col if whole else emb_col.take(pa.array(idx))
         flat = picked.flatten() if hasattr(picked, "flatten") else pc.list_flatten(picked)
         values = flat.to_numpy(zero_copy_only=False)
         if values.dtype.kind != "f" or values.size != idx.size * dim:
@@ -491,6 +493,8 @@ def validate_table(
             values = values.reshape(idx.size, dim)
         if values is None:
             good_len[:] = False
+        elif whole:
+            embeddings = values.astype(np.float32, copy=False)
         else:
             embeddings[idx] = values.astype(np.float32, copy=False)
 
@@ -499,8 +503,9 @@ def validate_table(
         hit = mask & (reasons == None)  # noqa: E711 - elementwise on object array
         reasons[hit] = reason
 
-    mark(np.array([not isinstance(r, str) or not r for r in request_ids], dtype=bool), "missing request_id")
-    mark(np.array([not isinstance(a, str) or not a for a in account_ids], dtype=bool), "missing account_id")
+    # _strings gives str or None: missing is None or empty (elementwise on the object arrays).
+    mark((request_ids == None) | (request_ids == ""), "missing request_id")  # noqa: E711
+    mark((account_ids == None) | (account_ids == ""), "missing account_id")  # noqa: E711
     mark(~ts_valid, "missing ts")
     mark(~ts_representable, f"{TS_RANGE_REASON}: ts is not representable as int64 epoch milliseconds")
     mark(~emb_valid, "missing embedding")
@@ -510,12 +515,17 @@ def validate_table(
     finite = np.isfinite(embeddings).all(axis=1)
     mark(good_len & ~finite, "embedding has NaN or Inf")
     # float64: a finite float32 row above ~1e19 would overflow a float32 norm to inf.
-    norms = np.linalg.norm(np.where(np.isfinite(embeddings), embeddings, 0.0).astype(np.float64), axis=1)
+    finite64 = (embeddings if finite.all() else np.where(np.isfinite(embeddings), embeddings, 0.0)).astype(np.float64)
+    norms = np.sqrt(np.add.reduce(finite64 * finite64, axis=1))  # np.linalg.norm's own expression
     mark(good_len & finite & (norms <= 1e-12), "zero vector")
 
     ok = reasons == None  # noqa: E711
     ok_idx = np.flatnonzero(ok)
-    clean = (embeddings[ok_idx].astype(np.float64) / norms[ok_idx, None]).astype(np.float32)
+    # The rows that pass are finite, so finite64 holds them exactly; one float64 copy serves both.
+    if ok_idx.size == n:
+        clean = (finite64 / norms[:, None]).astype(np.float32)
+    else:
+        clean = (finite64[ok_idx] / norms[ok_idx, None]).astype(np.float32)
     batch = RequestBatch(
         request_ids[ok_idx],
         ts[ok_idx],
