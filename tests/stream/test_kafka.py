@@ -227,8 +227,17 @@ def test_poison_records_are_dead_lettered_while_good_ones_flow(kit: Any, traffic
         (json.dumps({**good, "embedding": [0.0] * 32}).encode(), "zero vector"),
         (b"", "undecodable: empty value"),
     ]
+    # Issue 15's probes: a column twice (it crashed the service on every restart) is that record's dead
+    # letter; times no partition should trust (one stamped 2**62 blinded its partition) are turned away.
+    head = traffic.table.slice(0, 2)
+    doubled = pa.Table.from_arrays(head.columns + [head.column("account_id")], names=head.schema.names + ["account_id"])
+    poison.append((arrow_stream_bytes(doubled), "undecodable"))
+    untrusted_times = {"poison-future": 2**62, "poison-zero": 0, "poison-negative": -1}
+    timed = [json.dumps({**good, "request_id": rid, "account_id": "fresh-account", "ts": ts}).encode() for rid, ts in untrusted_times.items()]
     kit.produce_raw(topic, [(i % 3, None, value) for i, (value, _) in enumerate(poison)])
-    kit.produce_raw(topic, [(1, None, arrow_stream_bytes(bad_arrow))])
+    kit.produce_raw(topic, [(1, None, value) for value in timed])
+    # An extra column makes no record undecodable: its rows are judged one by one (here all NaN).
+    kit.produce_raw(topic, [(1, None, arrow_stream_bytes(bad_arrow)), (2, None, arrow_stream_bytes(bad_arrow.append_column("note", pa.array(["x", "y", "z"]))))])
     kit.publish(second, topic, fmt="arrow")
     svc = kit.start_service(topic, kit.name("g"), kit.tmp / "state", alerts_topic=alerts_topic, dead_letter_topic=dlq,
                             codebook=traffic.codebook, config=traffic.config)
@@ -244,17 +253,22 @@ def test_poison_records_are_dead_lettered_while_good_ones_flow(kit: Any, traffic
             rows.append((m, headers))
         else:
             by_value[m.value or b""] = headers
+    assert "account_id appear more than once" in by_value[poison[-1][0]]["streamguard.reason"].decode()
     for i, (value, reason) in enumerate(poison):
-        headers = by_value[value]
+        headers = by_value.pop(value)
         assert headers["streamguard.reason"].decode().startswith(reason)
         assert int(headers["streamguard.source.partition"]) == i % 3
-    assert len(rows) == 3
+    # What is left are the turned-away times, as the validated JSON request.
+    assert {json.loads(v)["request_id"]: h["streamguard.reason"].decode().split(":")[0] for v, h in by_value.items()} == {
+        rid: "event time outside the sane range" for rid in untrusted_times
+    }
+    assert len(rows) == 6
     for m, headers in rows:
         assert headers["streamguard.reason"].decode() == "embedding has NaN or Inf"
         row = pa.ipc.open_stream(m.value).read_all()
         assert row.num_rows == 1 and row.column("request_id")[0].as_py() in bad_arrow.column("request_id").to_pylist()
-    assert len(dead) == len(poison) + 3
-    assert "9 dead letters" in svc.log()
+    assert len(dead) == len(poison) + len(timed) + 6
+    assert f"{len(poison) + len(timed) + 6} dead letters" in svc.log()
 
 
 def kit_json_row(table: pa.Table) -> bytes:
