@@ -2,11 +2,12 @@
 
 What ``streamguard replay`` must beat by 3x end to end. Over the file's records in file order,
 batches of ``--batch`` requests: a 128-bit SimHash of each embedding (random hyperplanes through
-the first batch's mean, as streamguard's own signature), a range search within streamguard's
-Hamming radius (``Settings.hamming_radius``) in a faiss ``IndexBinaryFlat`` holding the last
-``--window`` requests of every account, then the batch joins the window. A request is a
-near-duplicate when a hit belongs to its own account. No campaign, coverage or alert: the plain
-job, which is why it is the floor.
+the first batch's mean; streamguard centres on its codebook's mean instead), a range search
+within streamguard's Hamming radius (``Settings.hamming_radius``) in a faiss ``IndexBinaryFlat``
+holding the last ``--window`` requests of every account, then the batch joins the window (so a
+request is not compared with the earlier ones of its own batch). A request is a near-duplicate
+when a hit belongs to its own account. No campaign, coverage or alert: the plain job, which is
+why it is the floor.
 
     python -m streamguard.bench.faiss_job FILE [--window 65536] [--batch 4096]
 
