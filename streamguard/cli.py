@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--traps",
         action="store_true",
         help="add benign traps that look like campaigns (enterprise orgs, joint benchmarks, time-zone cohorts, "
-        "resellers, agent-framework users) and write the request 'attributes' column (net, pay, client)",
+        "resellers, agent-framework users) and write the request 'attributes' column (net, pay, client); with "
+        "--real-text the traps are written as prompts, without the attributes column",
     )
     sim.add_argument(
         "--real-text",
@@ -283,7 +284,7 @@ def _simulate_real_text(args: argparse.Namespace):
     if args.embed_threads is not None and args.embed_threads < 1:
         raise UsageError(f"--embed-threads must be >= 1, got {args.embed_threads}")
     try:
-        config = RealTextConfig(seed=args.seed, scale=args.scale, days=args.days)
+        config = RealTextConfig(seed=args.seed, scale=args.scale, days=args.days, traps=args.traps)
         embedder = CachedEmbedder(cache_dir=args.embed_cache, threads=args.embed_threads)
         traffic = simulate_realtext(config, embedder)
     except ModelUnavailable as exc:

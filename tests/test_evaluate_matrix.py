@@ -303,6 +303,11 @@ def test_world_names_read_back_and_the_presets_cover_the_matrix():
         em.WorldSpec("realtext", 1, 0.1, 768)
     with pytest.raises(ValueError, match="unknown world source"):
         em.WorldSpec.parse("nowhere-s1-x0.1-d384")
+    # The traps of issue 12, in latent and written worlds; the independent generator has none.
+    assert {s.source for s in full if s.traps} == {"sim", "realtext"}
+    assert em.WorldSpec.parse("sampled-s3-x0.2-d768-evasion-traps") == em.WorldSpec("sampled", 3, 0.2, 768, True, True)
+    with pytest.raises(ValueError, match="no benign traps"):
+        em.WorldSpec.parse("independent-s7001-x0.1-d384-traps")
 
 
 def test_delay_counts_the_accounts_own_requests_up_to_its_first_alert():

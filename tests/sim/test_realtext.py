@@ -238,6 +238,42 @@ def test_benchmarks_run_broad_suites_in_short_bursts(prompts):
         assert np.unique(prompts.domain[idx]).size == len(cat.domains)
 
 
+def test_traps_come_after_the_ordinary_accounts_and_share_what_a_campaign_would():
+    from streamguard.sim.realtext_traps import REALTEXT_TRAP_KINDS
+
+    plain = write_prompts(SMALL)
+    trapped = write_prompts(RealTextConfig(seed=SMALL.seed, scale=SMALL.scale, traps=True))
+    n = len(plain.text)
+    # The ordinary accounts do not change (nor, so, their cached embeddings); the traps come after.
+    assert trapped.text[:n] == plain.text and np.array_equal(trapped.ts[:n], plain.ts)
+    assert {a.kind for a in trapped.accounts[len(plain.accounts):]} == set(REALTEXT_TRAP_KINDS)
+    assert all(a.label == "benign" for a in trapped.accounts[len(plain.accounts):])
+    rows = _rows_by_account(trapped)
+    by_kind = defaultdict(list)
+    for a, idx in rows.items():
+        by_kind[trapped.accounts[a].kind].append((trapped.accounts[a], idx))
+    # Employees: five or more per org, one org id, most requests in the org's one system prompt.
+    orgs = Counter(acct.org_id for acct, _ in by_kind["enterprise_employee"])
+    assert min(orgs.values()) >= 5
+    for org in orgs:
+        templates = np.concatenate([trapped.template[idx] for acct, idx in by_kind["enterprise_employee"] if acct.org_id == org])
+        kinds = {trapped.templates[t].kind for t in templates[templates >= 0]}
+        assert kinds == {"enterprise_system_prompt"} and (templates >= 0).mean() >= 0.6
+    # A joint run: accounts of one org sending items of one suite within one burst.
+    for org in {acct.org_id for acct, _ in by_kind["joint_benchmark"]}:
+        idx = np.concatenate([idx for acct, idx in by_kind["joint_benchmark"] if acct.org_id == org])
+        assert set(trapped.intent[idx]) == {"benchmark"} and np.ptp(trapped.ts[idx]) <= 110 * 60_000 + 60_000
+    # Agent-framework developers: unrelated orgs, one preamble, chains of calls seconds apart.
+    agents = by_kind["agent_framework"]
+    assert len({acct.org_id for acct, _ in agents}) == len(agents) >= 5
+    preambles = {trapped.templates[int(trapped.template[idx[0]])].text for _, idx in agents}
+    assert len(preambles) == 1
+    gaps = np.concatenate([np.diff(np.sort(trapped.ts[idx])) for _, idx in agents])
+    assert np.median(gaps) <= 8_000
+    head = next(iter(preambles)).split("{q}")[0]
+    assert all(trapped.text[i].startswith(head) and "Task: " in trapped.text[i] for _, idx in agents for i in idx)
+
+
 def test_paraphrases_ask_the_same_question_in_other_words(prompts):
     by_content = defaultdict(set)
     for c, text in zip(prompts.content, prompts.text):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from streamguard.sim.realtext_catalogue.questions import AUDIENCES, CLAUSES, INTENTS, INTENTS_BY_KIND, SLOTS
 from streamguard.sim.realtext_catalogue.subjects import DOMAINS
-from streamguard.sim.realtext_catalogue.templates import DOC_FRAMES, DOC_TASKS, FAMOUS, TEMPLATE_PARTS
+from streamguard.sim.realtext_catalogue.templates import AGENT_FRAMEWORKS, AGENT_STEPS, DOC_FRAMES, DOC_TASKS, FAMOUS, TEMPLATE_PARTS
 
 __all__ = [
+    "AGENT_FRAMEWORKS",
+    "AGENT_STEPS",
     "AUDIENCES",
     "CLAUSES",
     "DOMAINS",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DOC_FRAMES", "DOC_TASKS", "FAMOUS", "TEMPLATE_PARTS"]
+__all__ = ["AGENT_FRAMEWORKS", "AGENT_STEPS", "DOC_FRAMES", "DOC_TASKS", "FAMOUS", "TEMPLATE_PARTS"]
 
 # Templates: the pieces that distillers', products', power users' and batch
 # jobs' fixed wrappers are assembled from. {q} is the question.
@@ -164,4 +164,31 @@ FAMOUS: tuple[tuple[str, str, str], ...] = (
     ("history", "modern history", "What caused World War I?"),
     ("health and fitness", "sleep", "How can I fall asleep faster?"),
     ("languages", "spanish", "How do you say hello in Spanish?"),
+)
+
+
+# Agent frameworks: the preamble every call of a framework starts with, and the steps of a task.
+# {c} and {c2} are the task's concepts, {s} its subject.
+AGENT_FRAMEWORKS: tuple[str, ...] = (
+    "You are an autonomous agent. You can use these tools: web_search(query), python(code), read_file(path), "
+    "write_file(path, text). At each step, think about what to do next, then reply with exactly one JSON object "
+    '{"thought": ..., "action": ..., "input": ...}. When the task is complete, use the action "finish".',
+    "SYSTEM: You are a task-solving assistant running inside an agent loop. Available tools: search, browse, "
+    "calculator, code_interpreter. Follow the ReAct format: Thought, Action, Action Input, Observation. Never "
+    "invent observations; wait for the tool result. Stop when you can give the final answer.",
+    "# Agent instructions\nYou plan and execute multi-step tasks for the user. Break the task into steps, call "
+    "one tool per step (shell, http_get, python, notes), record what you learned, and keep going until the task "
+    "is done. Output format: PLAN / ACTION / RESULT.",
+)
+AGENT_STEPS: tuple[str, ...] = (
+    "search the web for an overview of {c}.",
+    "read the first result and note what it says about {c}.",
+    "run a small python experiment on {c} and check the output.",
+    "compare {c} with {c2} and write down the differences.",
+    "summarise what we know so far about {c} in three bullet points.",
+    "look for a counterexample involving {c2}.",
+    "write the notes file with our findings on {s}.",
+    "check the result against a second source on {c2}.",
+    "fix the error from the last step and try again.",
+    "draft the final answer about {c} for the user.",
 )
