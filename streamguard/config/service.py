@@ -38,6 +38,9 @@ class ReplayConfig:
     more when they fall within one read); a file more out of order than the buffer can repair
     stops the replay with an error naming this setting (raise it, or sort the file by ts
     first), never a silent reordering or drop. 0: only disorder within one read is repaired."""
+    prefetch_batches: int = 2
+    """Batches read, ordered and validated ahead of the detector, on a thread of their own
+    (stream/prefetch.py): reading overlaps detection, the alerts are the same. 0: one thread."""
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ _DOMAINS: dict[str, dict[str, str]] = {
         "max_timing_pairs": _NON_NEGATIVE,
     },
     "batch": {"max_delay_s": _NON_NEGATIVE},
+    "replay": {"prefetch_batches": _NON_NEGATIVE},
     "state": {"idle_evict_hours": _POSITIVE},
     "kafka": {"max_poll_records": _AT_LEAST_ONE, "reconnect_backoff_max_ms": _NON_NEGATIVE},
     "service": {"partitions_hint": _NON_NEGATIVE, "stop_after_idle": _NON_NEGATIVE, "dim": _AT_LEAST_ONE},

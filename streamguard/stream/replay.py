@@ -43,6 +43,7 @@ from streamguard.stream.batch_run import record_batch, run_batch
 from streamguard.stream.event_time import Rejected
 from streamguard.stream.partitioner import partition_for
 from streamguard.stream.pipeline import Pipeline
+from streamguard.stream.prefetch import prefetched
 from streamguard.stream.warmup import SharedWarmup
 
 
@@ -473,19 +474,31 @@ def _replay(
             for record in letters:
                 metrics.bad_records(record.reason)
 
-    for item in chunks:
+    def decoded(
+        chunks: Iterable[tuple[pa.Table, int] | list[DeadLetter]],
+    ) -> Iterator[tuple[int, RequestBatch, list[DeadLetter], float] | list[DeadLetter]]:
+        """Each chunk validated: (rows, the valid batch, its dead letters, seconds spent)."""
+        for item in chunks:
+            if isinstance(item, list):
+                yield item
+                continue
+            chunk, start = item
+            t0 = time.perf_counter()
+            batch, dead = validate_table(chunk, dim, source="row", row_offset=start)
+            yield chunk.num_rows, batch, dead, time.perf_counter() - t0
+
+    # Reading, ordering and validating the next batches overlap the detector's work on this one.
+    for item in prefetched(decoded(chunks), settings.replay.prefetch_batches):
         if isinstance(item, list):
             dead_letter(item)
             continue
-        chunk, start = item
+        rows, batch, dead, decode_seconds = item
         if pace is not None:
             ahead = started + result.requests / pace - time.perf_counter()
             if ahead > 0:
                 time.sleep(ahead)
-        t0 = time.perf_counter()
-        batch, dead = validate_table(chunk, dim, source="row", row_offset=start)
         if metrics is not None:
-            metrics.stage("decode", time.perf_counter() - t0)
+            metrics.stage("decode", decode_seconds)
             for record in dead:
                 metrics.bad_records(record.reason)
             if len(batch):
@@ -493,7 +506,7 @@ def _replay(
                 if not arrival_ts or latest > arrival_ts[-1]:
                     arrival_ts.append(latest)
                     arrival_wall.append(time.time() * 1000.0)
-        result.requests += chunk.num_rows
+        result.requests += rows
         result.valid += len(batch)
         if dead:
             dead_letters.write(dead)

@@ -8,6 +8,8 @@ than ``replay.reorder_rows`` is an error before any alert, never a reordering.
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -165,11 +167,13 @@ def test_a_file_more_out_of_order_than_the_buffer_is_an_error_before_any_alert(t
 
 
 def test_replayed_file_raises_the_alerts_of_the_whole_table(tmp_path, small_settings, small_traffic):
-    """Simulator traffic in its arrival order (mostly ordered), two partitions, tiny reads and buffer."""
+    """Simulator traffic in its arrival order (mostly ordered), two partitions, tiny reads and buffer;
+    the whole table on one thread, the file read ahead on another (replay.prefetch_batches)."""
     table = small_traffic.table.slice(0, 6_000)
     path = _write(table, tmp_path / "sim.arrow", "arrow-file", rows=2048)
     whole, whole_dead = MemoryAlertSink(), DeadLetterSink()
-    expected = replay_table(table, small_settings, NumpyBackend(), whole, whole_dead, partitions=2)
+    one_thread = dataclasses.replace(small_settings, replay=dataclasses.replace(small_settings.replay, prefetch_batches=0))
+    expected = replay_table(table, one_thread, NumpyBackend(), whole, whole_dead, partitions=2)
     assert expected.alerts > 0, "no alert: the comparison would prove nothing"
     settings = load_settings(
         environ={},
@@ -177,7 +181,7 @@ def test_replayed_file_raises_the_alerts_of_the_whole_table(tmp_path, small_sett
             "coverage": {"warmup": small_settings.coverage.warmup, "cells": small_settings.coverage.cells},
             "scoring": {"false_alerts_per_10k": small_settings.scoring.false_alerts_per_10k},
             "campaign": {"group_false_alerts_per_10k": small_settings.campaign.group_false_alerts_per_10k},
-            "replay": {"read_rows": 999, "reorder_rows": 200},
+            "replay": {"read_rows": 999, "reorder_rows": 200, "prefetch_batches": 1},
         },
     )
     streamed, streamed_dead = MemoryAlertSink(), DeadLetterSink()
