@@ -95,6 +95,38 @@ def _window(rng: np.random.Generator, t0: int, t1: int, duration_ms: float) -> t
     return a, a + dur
 
 
+def worker_shards(rng: np.random.Generator, items: int, workers: int, lo: int, hi: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """How ``workers`` accounts run one suite of ``items`` in the burst ``[lo, hi)``: (item indices, times) each.
+
+    Most runs split the suite into one shard per worker, the others run all of it on every worker;
+    each worker starts with the burst, within a minute, and paces its share over the rest of it.
+    Workers left without an item are left out.
+    """
+    sharded = rng.random() < 0.6
+    shards = np.array_split(np.arange(items), workers) if sharded else [np.arange(items)] * workers
+    runs = []
+    for idx in shards:
+        k = idx.shape[0]
+        if k == 0:
+            continue
+        start = lo + int(rng.uniform(0, 60) * MS_PER_S)
+        step = max(1.0, (hi - start) / k)
+        runs.append((idx, (start + np.arange(k) * step + rng.random(k) * step).astype(np.int64)))
+    return runs
+
+
+def daily_starts(rng: np.random.Generator, days: np.ndarray, t0: int, t1: int) -> np.ndarray:
+    """Session starts of one user online at the same hour each day (``days``: that hour, day by day):
+    25 minutes of jitter, three days in four, at least one."""
+    starts = days + rng.normal(0, 25 * MS_PER_MIN, size=days.shape[0]).astype(np.int64)
+    starts = starts[(starts >= t0) & (starts < t1)]
+    if starts.shape[0] == 0:
+        starts = np.array([t0], np.int64)
+    active = rng.random(starts.shape[0]) < 0.75
+    active[rng.integers(starts.shape[0])] = True
+    return starts[active]
+
+
 # ---------------------------------------------------------------------------
 # content helpers
 

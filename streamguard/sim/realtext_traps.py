@@ -38,7 +38,9 @@ from streamguard.sim.draw import (
     _log_skewed,
     _sessions,
     _window,
+    daily_starts,
     diurnal_times,
+    worker_shards,
 )
 from streamguard.sim.realtext_accounts import (
     VOICES,
@@ -101,18 +103,10 @@ def joint_benchmark(b: _Builder, size: int) -> None:
     suite = benchmark_suite(b)
     m = suite.subject.shape[0]
     lo, hi = _window(rng, b.t0, b.t1, rng.uniform(15, 110) * MS_PER_MIN)
-    sharded = rng.random() < 0.6
-    shards = np.array_split(np.arange(m), size) if sharded else [np.arange(m)] * size
-    for idx in shards:
-        if idx.shape[0] == 0:
-            continue
+    for idx, ts in worker_shards(rng, m, size, lo, hi):
         a = b.account(Account("joint_benchmark", org_id=org))
-        # Every worker starts with the burst and paces its own share over it.
-        start = lo + int(rng.uniform(0, 60) * MS_PER_S)
-        step = max(1.0, (hi - start) / idx.shape[0])
-        for j, i in enumerate(idx.tolist()):
-            ts = int(start + (j + rng.random()) * step)
-            b.emit(a, ts, int(suite.subject[i]), "benchmark", suite.template, int(suite.content[i]), suite.text[i])
+        for i, t in zip(idx.tolist(), ts.tolist()):
+            b.emit(a, t, int(suite.subject[i]), "benchmark", suite.template, int(suite.content[i]), suite.text[i])
 
 
 def timezone_group(b: _Builder, size: int) -> None:
@@ -124,13 +118,7 @@ def timezone_group(b: _Builder, size: int) -> None:
     for _ in range(size):
         n = int(np.clip(round(rng.lognormal(np.log(10.0), 0.7)), 3, 60))
         subs, pw = b.popular(int(rng.integers(1, 4)), 1.0)
-        starts = days + rng.normal(0, 25 * MS_PER_MIN, size=days.shape[0]).astype(np.int64)
-        starts = starts[(starts >= b.t0) & (starts < b.t1)]
-        if starts.shape[0] == 0:
-            starts = np.array([b.t0], np.int64)
-        active = rng.random(starts.shape[0]) < 0.75
-        active[rng.integers(starts.shape[0])] = True
-        ts = _sessions(rng, n, starts[active], rng.uniform(20, 150) * MS_PER_S, b.t1)
+        ts = _sessions(rng, n, daily_starts(rng, days, b.t0, b.t1), rng.uniform(20, 150) * MS_PER_S, b.t1)
         a = b.account(Account("timezone_casual"))
         _human_requests(
             b, a, ts, subs[rng.choice(subs.shape[0], size=n, p=pw)], _voice_mix(rng, n, (3, 3, 1.5, 1)),

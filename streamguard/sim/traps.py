@@ -44,7 +44,9 @@ from streamguard.sim.draw import (
     _sessions,
     _window,
     _with_retries,
+    daily_starts,
     diurnal_times,
+    worker_shards,
 )
 
 __all__ = ["TRAP_KINDS", "plant_traps", "reseller_rows"]
@@ -102,16 +104,8 @@ def joint_benchmark(b: TrafficBuilder, size: int) -> None:
     m = suite.subtopic.shape[0]
     a, z = _window(rng, b.t0, b.t1, rng.uniform(15, 110) * MS_PER_MIN)
     harness = {"client": f"{org}/eval-harness"} if rng.random() < 0.5 else {}
-    sharded = rng.random() < 0.6
-    shards = np.array_split(np.arange(m), size) if sharded else [np.arange(m)] * size
-    for idx in shards:
+    for idx, ts in worker_shards(rng, m, size, a, z):
         k = idx.shape[0]
-        if k == 0:
-            continue
-        # Every worker starts with the burst and paces its own share over it.
-        start = a + int(rng.uniform(0, 60) * MS_PER_S)
-        step = max(1.0, (z - start) / k)
-        ts = (start + np.arange(k) * step + rng.random(k) * step).astype(np.int64)
         b.emit(
             Account("joint_benchmark", org_id=org, attrs=dict(harness)),
             ts,
@@ -137,13 +131,7 @@ def timezone_group(b: TrafficBuilder, size: int) -> None:
         n = int(np.clip(round(rng.lognormal(np.log(12.0), 0.7)), 4, 80))
         subs, pw = _popular_subset(b, int(rng.integers(1, 4)), 1.0)
         sub = subs[rng.choice(subs.shape[0], size=n, p=pw)]
-        starts = days + rng.normal(0, 25 * MS_PER_MIN, size=days.shape[0]).astype(np.int64)
-        starts = starts[(starts >= b.t0) & (starts < b.t1)]
-        if starts.shape[0] == 0:
-            starts = np.array([b.t0], np.int64)
-        active = rng.random(starts.shape[0]) < 0.75
-        active[rng.integers(starts.shape[0])] = True
-        ts = _sessions(rng, n, starts[active], rng.uniform(20, 150) * MS_PER_S, b.t1)
+        ts = _sessions(rng, n, daily_starts(rng, days, b.t0, b.t1), rng.uniform(20, 150) * MS_PER_S, b.t1)
         sub, content, text = _fresh(b, sub, p_famous=float(rng.beta(1.0, 15.0)), p_para=0.06)
         b.emit(Account("timezone_casual", attrs={"net": carrier}), ts, sub, _none(n), _none(n), content, text)
 
