@@ -174,7 +174,7 @@ GENERATORS: dict[str, Generator] = {
 # One line per world; adding a world, or a source's first world, is one line.
 # Sampled worlds draw their own population (0.15-12x) and volumes from the
 # seed, so their scales here keep the big draws small enough for 2 cores.
-# Measured: short 56 s; full 4.7 min with its 23 worlds already written (2026-12-07); writing a
+# Measured: short 56 s; full 4.7 min with 23 of its 24 worlds already written (2026-12-07); writing a
 # real-text world embeds its prompts the first time, 2.2-2.6 min each on 2 cores.
 MATRICES: dict[str, tuple[WorldSpec, ...]] = {
     "short": (
@@ -206,6 +206,9 @@ MATRICES: dict[str, tuple[WorldSpec, ...]] = {
         # campaign wraps its prompts in a long template that the sentence model sees before the topic.
         WorldSpec("realtext", seed=2, scale=1.0, dim=384),
         WorldSpec("realtext", seed=3, scale=1.0, dim=384),
+        # Drawn after the detector's last change and never used to tune it: both campaigns' wrappers
+        # outweigh their questions (README, "What still fails").
+        WorldSpec("realtext", seed=6, scale=1.0, dim=384),
         # The benign traps of issue 12 (enterprise orgs, joint benchmarks, agent frameworks, ...),
         # as latent embeddings and as written prompts.
         WorldSpec("sim", seed=21, scale=1.0, dim=384, traps=True),
