@@ -174,8 +174,8 @@ GENERATORS: dict[str, Generator] = {
 # One line per world; adding a world, or a source's first world, is one line.
 # Sampled worlds draw their own population (0.15-12x) and volumes from the
 # seed, so their scales here keep the big draws small enough for 2 cores.
-# Measured: short 56 s; full 4.7 min with 23 of its 24 worlds already written (2026-12-07); writing a
-# real-text world embeds its prompts the first time, 2.2-2.6 min each on 2 cores.
+# Measured: short 56 s; full 4 min 43-50 s with its worlds already written (23 and 24 of them,
+# 2026-12-07); writing a real-text world embeds its prompts the first time, 2.2-2.6 min each on 2 cores.
 MATRICES: dict[str, tuple[WorldSpec, ...]] = {
     "short": (
         WorldSpec("sampled", seed=101, scale=0.15, dim=384),

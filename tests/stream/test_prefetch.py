@@ -28,7 +28,7 @@ def test_the_producer_runs_ahead_on_another_thread_by_at_most_depth_items():
     items = prefetched(source(), depth=2)
     assert next(items) == 0
     # The producer fills the queue (2 items) and holds a third, waiting to hand it over: never more.
-    for _ in range(100):
+    for _ in range(500):  # up to 5 s for the thread to be scheduled on a loaded machine
         if len(produced) >= 4:
             break
         time.sleep(0.01)
