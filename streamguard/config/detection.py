@@ -53,8 +53,14 @@ class NearDuplicateConfig:
 class CoverageConfig:
     cells: int = 1024
     """Fine cells of the codebook (K): spherical k-means centroids of the warm-up."""
-    max_topics: int = 512
-    """Fine cells are merged into at most this many topics (see detectors/codebook.py)."""
+    max_topics: int = 1024
+    """Fine cells are merged into at most this many topics (see detectors/codebook.py). As many
+    as ``cells``: the merge's own cohesion cut decides how many topics the stream's geometry has,
+    and this only bounds memory (4 B per topic per account). A lower cap refits the codebook with
+    fewer, coarser cells, and a campaign's long shared wrapper then absorbs the topics its members
+    ask about (measured at 512: written prompts embedded by all-MiniLM-L6-v2 make ~665 natural
+    topics, a simulated D = 64 stream 555, and both lost half their distillers; README, "Detection
+    on traffic it was not tuned on")."""
     warmup: int = 20_000
     """Valid requests buffered to fit the codebook when none is loaded, pooled over the topic's
     partitions (see stream/warmup.py): a partition needs no such number of its own."""

@@ -57,7 +57,8 @@ class StateConfig:
     a tick that brings more new accounts than the free slots evicts them as it goes."""
     memory_mb: float = 512.0
     """Per partition, when max_accounts is 0: the accounts that fit at the measured bytes per
-    account (Pipeline.memory_bytes_per_account: about 2.8 KB at 512 topics and D=64, so ~190k)."""
+    account (Pipeline.memory_bytes_per_account: about 3.2 KB at D=64 on a simulated stream of 555
+    topics, so ~170k; 4 B more per topic, ~5 KB at the most, 1,024 topics)."""
     compact_every: int = 30
     """A checkpoint writes what changed since the one before; every this many checkpoints (or when
     the changes written since outweigh the last full one) it writes the whole state instead."""

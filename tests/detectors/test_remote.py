@@ -108,7 +108,9 @@ def test_sharing_links_a_campaign_split_over_partitions():
     shared, pipes = shard_and_run(traffic, 2, share=True)
     found_alone = members & {a.account_id for a in alone}
     found_shared = members & {a.account_id for a in shared}
-    assert len(found_shared) >= 0.9 * len(members) > len(found_alone)
+    # Found: nearly all, and no fewer than alone (at D = 32 the default codebook's ~830 topics find
+    # most of them alone too, as sweepers: 28 of 30 measured). What sharing adds is the link.
+    assert len(found_shared) >= 0.9 * len(members) and len(found_shared) >= len(found_alone)
     # Linked as a campaign: most of them (a few cross alone first, as sweepers) and many more than without sharing.
     linked_alone = members & {a.account_id for a in alone if a.campaign_id}
     linked_shared = members & {a.account_id for a in shared if a.campaign_id}
@@ -242,13 +244,17 @@ def test_sharing_forms_an_attribute_group_across_partitions():
     labels = traffic.labels["accounts"]
     members = {a for a, i in labels.items() if i["kind"] == "evade_attribute_only"}
     benign = {a for a, i in labels.items() if i["label"] == "benign"}
-    # Alone, neither partition holds the 21 holders a group needs (measured: 3 of 30 alerted in a
+    # Alone, neither partition holds the 21 holders a group needs (measured at 512 topics: 2 of 30 alerted in a
     # campaign without sharing, 30 with it).
     from streamguard.stream.replay import PartitionRouter
 
     side = PartitionRouter(2)(np.array(sorted(members), dtype=object))
     assert max(np.bincount(side, minlength=2)) < 21
-    shared, pipes = shard_and_run(traffic, 2, share=True, campaign_attribute_min_group=21)
+    # The coarser codebook of 512 topics: with the default's ~830 topics at D = 32 most members sweep
+    # alone, and a value group whose members sweep alone is judged on the others
+    # (stream/pipeline_judging.py), which fall short of the line here (measured: 28 of 30 alerted,
+    # none as a campaign). This test is about sharing's count of holders, not that rule.
+    shared, pipes = shard_and_run(traffic, 2, share=True, campaign_attribute_min_group=21, coverage_max_topics=512)
     in_campaign = {a.account_id for a in shared if a.campaign_id}
     assert len(members & in_campaign) >= 0.9 * len(members)
     assert not benign & in_campaign, "no benign account in a campaign"

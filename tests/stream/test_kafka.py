@@ -356,7 +356,10 @@ def test_two_replicas_link_a_campaign_through_the_signatures_topic(kit: Any, tmp
         assert records and re.search(r"published [1-9]\d*, received [1-9]\d*", records[-1]), records
     alerts = jsonl(a.alerts_file) + jsonl(b.alerts_file)
     in_campaign = {x["account_id"] for x in alerts if x["campaign_id"]}
-    assert len(members & {x["account_id"] for x in alerts}) >= 0.9 * len(members) > len(alone)
+    # Found: nearly all, and no fewer than alone (which finds most of them too, as sweepers, at
+    # the default's ~830 topics at D = 32). What the signatures topic adds is the link.
+    found = members & {x["account_id"] for x in alerts}
+    assert len(found) >= 0.9 * len(members) and len(found) >= len(alone)
     # Linked as a campaign: most of them (a few cross alone first, as sweepers; the same world in
     # tests/detectors/test_remote.py) and many more than without the signatures topic.
     assert len(members & in_campaign) >= 0.75 * len(members) and len(members & in_campaign) >= 2 * len(alone_linked)
