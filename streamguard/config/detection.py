@@ -181,10 +181,12 @@ class CampaignConfig:
     and ordinary users linked because they ask about the same topics, judged against the rest
     of the stream, sit above the null (up to z = 2.9 on the independent world, seed 7001)."""
     link_min_requests: int = 50
-    """Accounts with fewer requests are not linked. Lower catches more of a slow campaign's small
-    accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 8-13 at 50), but
-    then casual accounts of 20-50 requests, whose few topics look like a style, can be pulled
-    into a group (2 on seed 11 with the mixed_into_product scenario): see README, evasion."""
+    """Accounts with fewer requests neither make nor bridge a group. Lower catches more of a slow
+    campaign's small accounts (20 caught 19-29 of 30 slow_10x members on seeds 10-14, against 8-13
+    at 50), but then casual accounts of 20-50 requests, whose few topics look like a style, can be
+    pulled into a group (2 on seed 11 with the mixed_into_product scenario): see README, evasion.
+    A smaller account still joins a group that exists without it when its style links it to at
+    least half of the group's members (CampaignDetector._attach_small)."""
     max_link_accounts: int = 5000
     link_every_ticks: int = 3
     """Link accounts every this many scoring ticks."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -68,11 +68,19 @@ class Campaign:
 
     members : (m,) int64 slots; campaign_id : stable while the group persists
     stats : the group's coverage statistics as one actor (floats)
+    joined : the members under ``link_min_requests`` that joined by style alone (see
+        :meth:`CampaignDetector._attach_small`); judged and alerted with the group, but the mix
+        every account is judged against leaves out only the accounts the links made the group of
     """
 
     campaign_id: str
     members: np.ndarray
     stats: dict[str, float]
+    joined: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def linked(self) -> np.ndarray:
+        """The members the links made the group of (``members`` without ``joined``)."""
+        return self.members if self.joined.size == 0 else np.setdiff1d(self.members, self.joined)
 
 
 FOREIGN_BASE = 1 << 31
@@ -397,11 +405,17 @@ class CampaignDetector(AttributeGroups, Stateful):
         lo_v, hi_v = np.minimum(pi, pj), np.maximum(pi, pj)
         distinct = np.unique(lo_v * vertices.size + hi_v)
         degree = np.bincount(np.r_[distinct // vertices.size, distinct % vertices.size], minlength=vertices.size)
-        for label in np.flatnonzero(sizes >= self.min_group):
-            in_group = (labels == label) & local
-            members = vertices[in_group & (degree >= self.min_links)]
-            if members.size < self.min_group:
-                continue
+        cores = []
+        for label in np.flatnonzero(sizes >= self.min_group).tolist():
+            members = vertices[(labels == label) & local & (degree >= self.min_links)]
+            if members.size >= self.min_group:
+                cores.append((label, members))
+        small = active[seen[active] < self.link_min_requests]
+        if excluded is not None:
+            small = small[~excluded[small]]
+        attached = self._attach_small(coverage, small, [members for _, members in cores])
+        for (label, core), joined in zip(cores, attached):
+            members = np.union1d(core, joined)
             stats = self.group_stats(coverage, members)
             if stats["complementarity"] < self.complementarity:
                 continue
@@ -413,6 +427,7 @@ class CampaignDetector(AttributeGroups, Stateful):
                 # How far beyond chance the group's timing links are (log10 of the Poisson tail, median link).
                 stats["timing_log10_chance"] = float(np.median(timed[2][timed_inside]))
             stats["links_other_partitions"] = float(np.count_nonzero((labels == label) & ~local))
+            stats["links_small_members"] = float(joined.size)
             orgs = self.org_of[members]
             same_org = (i < FOREIGN_BASE) & (j < FOREIGN_BASE)
             same_org[same_org] = self._same_org(i[same_org], j[same_org])
@@ -420,7 +435,7 @@ class CampaignDetector(AttributeGroups, Stateful):
             stats["orgs"] = float(len(set(orgs[orgs != ""].tolist())))
             if cross_dups is not None:
                 stats["cross_rate"] = float(cross_dups[members].sum() / max(seen[members].sum(), 1))
-            campaigns.append(Campaign(self._campaign_id(members), members, stats))
+            campaigns.append(Campaign(self._campaign_id(members), members, stats, joined))
         return campaigns
 
     def _foreign_timing(self, foreign: ForeignView | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -434,10 +449,11 @@ class CampaignDetector(AttributeGroups, Stateful):
         ids = np.array([self._foreign_node(int(k)) for k in foreign.keys[rows].tolist()], dtype=np.int64)
         return ids, foreign.bounds[rows]
 
-    def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs of slots whose styles stand out of their noise and point the same way."""
-        empty = (np.empty(0, np.int64), np.empty(0, np.int64))
-        if coverage.residual_count == 0:
+    def _strong_styles(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The slots of ``nodes`` whose styles stand out of their noise over more than one topic, and
+        their unit style directions (the strongest ``max_link_accounts`` at most)."""
+        empty = (np.empty(0, np.int64), np.empty((0, self.dims), np.float32))
+        if coverage.residual_count == 0 or nodes.size == 0:
             return empty
         w = coverage.w_sum[nodes]
         w2 = coverage.w2_sum[nodes]
@@ -448,7 +464,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
         strong = np.flatnonzero(snr >= self.style_snr)
-        if strong.size < 2:
+        if strong.size == 0:
             return empty
         # A template shapes requests whatever their topic: over about one topic a "style" is just
         # where that topic sits, and would link everyone asking about it.
@@ -459,15 +475,54 @@ class CampaignDetector(AttributeGroups, Stateful):
             keep = np.argsort(-snr, kind="stable")[: self.max_link_accounts]
             keep.sort()
             candidates, means = candidates[keep], means[keep]
-        if candidates.size < 2:
-            return empty
         unit = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return candidates, unit
+
+    def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of slots whose styles stand out of their noise and point the same way."""
+        candidates, unit = self._strong_styles(coverage, nodes)
+        if candidates.size < 2:
+            return np.empty(0, np.int64), np.empty(0, np.int64)
         cosine = unit @ unit.T
         i, j = np.nonzero(cosine >= min(self.link_z, self.org_link_z) / math.sqrt(self.dims))
         upper = i < j
         i, j = candidates[i[upper]], candidates[j[upper]]
         strong = cosine[np.searchsorted(candidates, i), np.searchsorted(candidates, j)] >= self.link_z / math.sqrt(self.dims)
         return i[strong | self._same_org(i, j)], j[strong | self._same_org(i, j)]
+
+    def _attach_small(
+        self, coverage: CoverageDetector, small: np.ndarray, groups: list[np.ndarray]
+    ) -> list[np.ndarray]:
+        """The accounts of ``small`` (too few requests to link on their own) that join each group.
+
+        An account under ``link_min_requests`` never makes or bridges a group: a casual user's few
+        requests over a few topics can look like a style, and one chance link would pull it in.
+        It joins a group that exists without it when its style is as strong as a node's and points
+        the way of at least half of the group's members (``min_links`` at least): the members of one
+        campaign share its template, so a small member links to most of them, where an account
+        near one or two of them by chance does not. A slow campaign's members send 20-115
+        requests each; without this only those over ``link_min_requests`` were ever linked.
+        """
+        joined = [np.empty(0, np.int64) for _ in groups]
+        if not groups or small.size == 0:
+            return joined
+        found, small_unit = self._strong_styles(coverage, small)
+        if found.size == 0:
+            return joined
+        line = self.link_z / math.sqrt(self.dims)
+        best = np.full(found.size, -1, dtype=np.int64)
+        best_links = np.zeros(found.size, dtype=np.int64)
+        for g, members in enumerate(groups):
+            slots, unit = self._strong_styles(coverage, members)
+            if slots.size == 0:
+                continue
+            links = np.count_nonzero(small_unit @ unit.T >= line, axis=1)
+            need = max(self.min_links, -(-members.size // 2))
+            better = (links >= need) & (links > best_links)
+            best[better], best_links[better] = g, links[better]
+        for g in range(len(groups)):
+            joined[g] = found[best == g]
+        return joined
 
     def _same_org(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         if not self.link_orgs:

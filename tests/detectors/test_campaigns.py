@@ -47,6 +47,30 @@ def test_members_sharing_a_template_are_linked_and_divide_the_work():
     assert again[0].campaign_id == campaigns[0].campaign_id
 
 
+def test_small_accounts_join_a_group_whose_template_they_share_and_never_make_one():
+    """A slow campaign's members send too few requests to be linked on their own (under
+    ``link_min_requests``, 20 here): one that shares the template of an existing group joins it;
+    small accounts never form a group of their own, and small ordinary users join nothing."""
+    rng = np.random.default_rng(12)
+    centroids, cov, camp = build(rng)
+    template, other = unit_rows(rng, 2, DIM)
+    for member in range(8):  # the campaign's larger members, each on its own slice of 6 topics
+        send(rng, cov, centroids, member, rng.integers(member * 6, member * 6 + 6, 120), template, strength=2.0)
+    for member in range(8, 14):  # its small members: 16 requests each, same template
+        slice_ = (member - 8) * 6
+        send(rng, cov, centroids, member, rng.integers(slice_, slice_ + 6, 16), template, strength=2.0)
+    for user in range(14, 34):  # small ordinary users, no template
+        send(rng, cov, centroids, user, rng.integers(0, TOPICS, 16))
+    for account in range(34, 40):  # small accounts sharing a template of their own, and no group
+        send(rng, cov, centroids, account, rng.integers(0, TOPICS, 16), other, strength=2.0)
+    seen = np.r_[np.full(8, 120), np.full(32, 16), np.zeros(24)].astype(np.int64)
+    campaigns = camp.link(cov, seen, np.arange(40), NOW)
+    assert [sorted(c.members.tolist()) for c in campaigns] == [list(range(14))]
+    assert campaigns[0].stats["links_small_members"] == 6
+    # Without the larger members there is no group to join.
+    assert camp.link(cov, seen, np.arange(8, 40), NOW) == []
+
+
 def test_accounts_repeating_the_same_work_are_not_a_campaign():
     rng = np.random.default_rng(1)
     centroids, cov, camp = build(rng)
