@@ -84,6 +84,9 @@ class Campaign:
 
 
 FOREIGN_BASE = 1 << 31
+
+STYLE_CHUNK = 16_384
+"""Rows of account styles gathered at once when many small accounts are screened (bounded memory)."""
 """Node ids at and above this stand for accounts of other partitions (see remote.py)."""
 
 
@@ -410,9 +413,12 @@ class CampaignDetector(AttributeGroups, Stateful):
             members = vertices[(labels == label) & local & (degree >= self.min_links)]
             if members.size >= self.min_group:
                 cores.append((label, members))
-        small = active[seen[active] < self.link_min_requests]
-        if excluded is not None:
-            small = small[~excluded[small]]
+        small = np.empty(0, np.int64)
+        if cores:
+            # One request is one topic, never a style spread over several (style_min_topics).
+            small = active[(seen[active] < self.link_min_requests) & (seen[active] >= 2)]
+            if excluded is not None:
+                small = small[~excluded[small]]
         attached = self._attach_small(coverage, small, [members for _, members in cores])
         for (label, core), joined in zip(cores, attached):
             members = np.union1d(core, joined)
@@ -490,6 +496,25 @@ class CampaignDetector(AttributeGroups, Stateful):
         strong = cosine[np.searchsorted(candidates, i), np.searchsorted(candidates, j)] >= self.link_z / math.sqrt(self.dims)
         return i[strong | self._same_org(i, j)], j[strong | self._same_org(i, j)]
 
+    def _style_energy_floor(self, coverage: CoverageDetector, slots: np.ndarray) -> np.ndarray:
+        """The slots whose unprojected style energy reaches half of ``style_snr``: a pass over many
+        small accounts (a stream of a million one-off accounts) in bounded chunks, before the
+        projection. The projection keeps a style's energy on average (see :meth:`_strong_styles`),
+        so an account under half the line is under the line itself but for a projection that halves
+        its energy, which at ``style_dims`` of 128 does not happen in practice."""
+        if slots.size == 0 or coverage.residual_count == 0:
+            return slots
+        mean_energy = coverage.residual_sq_sum / coverage.residual_count
+        kept = []
+        for start in range(0, slots.size, STYLE_CHUNK):
+            part = slots[start : start + STYLE_CHUNK]
+            w, w2 = coverage.w_sum[part], coverage.w2_sum[part]
+            n_eff = np.where(w2 > 0, w * w / np.where(w2 > 0, w2, 1.0), 0.0)
+            rows = self.backend.to_host(coverage.style_sum[self.backend.asarray(part)]).astype(np.float64)
+            energy = (rows * rows).sum(axis=1) / np.maximum(w, 1e-300) ** 2
+            kept.append(part[energy * np.maximum(n_eff, 1.0) / mean_energy >= self.style_snr / 2])
+        return np.concatenate(kept)
+
     def _attach_small(
         self, coverage: CoverageDetector, small: np.ndarray, groups: list[np.ndarray]
     ) -> list[np.ndarray]:
@@ -506,7 +531,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         joined = [np.empty(0, np.int64) for _ in groups]
         if not groups or small.size == 0:
             return joined
-        found, small_unit = self._strong_styles(coverage, small)
+        found, small_unit = self._strong_styles(coverage, self._style_energy_floor(coverage, small))
         if found.size == 0:
             return joined
         line = self.link_z / math.sqrt(self.dims)

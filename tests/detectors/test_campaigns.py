@@ -67,6 +67,12 @@ def test_small_accounts_join_a_group_whose_template_they_share_and_never_make_on
     campaigns = camp.link(cov, seen, np.arange(40), NOW)
     assert [sorted(c.members.tolist()) for c in campaigns] == [list(range(14))]
     assert campaigns[0].stats["links_small_members"] == 6
+    # The cheap screen of many small accounts keeps every style the exact test finds, and drops
+    # the ordinary users' (no template: their styles are noise).
+    screened = camp._style_energy_floor(cov, np.arange(8, 40))
+    strong, _ = camp._strong_styles(cov, np.arange(8, 40))
+    assert set(strong.tolist()) <= set(screened.tolist())
+    assert not set(range(14, 34)) & set(screened.tolist())
     # Without the larger members there is no group to join.
     assert camp.link(cov, seen, np.arange(8, 40), NOW) == []
 
