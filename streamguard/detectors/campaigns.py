@@ -84,10 +84,10 @@ class Campaign:
 
 
 FOREIGN_BASE = 1 << 31
+"""Node ids at and above this stand for accounts of other partitions (see remote.py)."""
 
 STYLE_CHUNK = 16_384
 """Rows of account styles gathered at once when many small accounts are screened (bounded memory)."""
-"""Node ids at and above this stand for accounts of other partitions (see remote.py)."""
 
 
 def make_style_projection(dim: int, dims: int, seed: int) -> np.ndarray:
