@@ -89,6 +89,20 @@ FOREIGN_BASE = 1 << 31
 STYLE_CHUNK = 16_384
 """Rows of account styles gathered at once when many small accounts are screened (bounded memory)."""
 
+WEAK_STYLE_SHARE = 0.5
+"""A small account joins a group on a style of at least this share of ``style_snr``, if it links to
+``WEAK_STYLE_LINKS`` of the group's members (see ``CampaignDetector._attach_small``). Both are ratios
+(of the noise line, of the group's size), not values of any one world's geometry."""
+
+WEAK_STYLE_LINKS = 0.75
+"""The share of a group's members a small account under ``style_snr`` must link to (half above it)."""
+
+WEAK_STYLE_MIN_REQUESTS = 10
+"""... and the requests it must have sent. The noise line is the stream's mean residual energy, and a
+handful of requests stands far from any mean: a weak style of so few says little, and screening every
+account of 2-9 requests at the weak line took a stream of a million one-off accounts from 34,407 to
+20,874 events/s (``scripts/run_at_scale.py``, 2026-12-07). A slow campaign's members send 20 or more."""
+
 
 def make_style_projection(dim: int, dims: int, seed: int) -> np.ndarray:
     """(dim, dims) float32 Gaussian projection scaled to preserve norms."""
@@ -455,10 +469,13 @@ class CampaignDetector(AttributeGroups, Stateful):
         ids = np.array([self._foreign_node(int(k)) for k in foreign.keys[rows].tolist()], dtype=np.int64)
         return ids, foreign.bounds[rows]
 
-    def _strong_styles(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The slots of ``nodes`` whose styles stand out of their noise over more than one topic, and
-        their unit style directions (the strongest ``max_link_accounts`` at most)."""
-        empty = (np.empty(0, np.int64), np.empty((0, self.dims), np.float32))
+    def _strong_styles(
+        self, coverage: CoverageDetector, nodes: np.ndarray, snr_line: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The slots of ``nodes`` whose styles stand out of their noise (``snr_line`` times it; default
+        ``style_snr``) over more than one topic, their unit style directions and their signal-to-noise
+        ratios (the strongest ``max_link_accounts`` at most)."""
+        empty = (np.empty(0, np.int64), np.empty((0, self.dims), np.float32), np.empty(0))
         if coverage.residual_count == 0 or nodes.size == 0:
             return empty
         w = coverage.w_sum[nodes]
@@ -469,7 +486,7 @@ class CampaignDetector(AttributeGroups, Stateful):
         # A random projection keeps |r|^2 on average, so the noise floor is the mean residual energy / n.
         noise = (coverage.residual_sq_sum / coverage.residual_count) / np.maximum(n_eff, 1.0)
         snr = (means.astype(np.float64) ** 2).sum(axis=1) / noise
-        strong = np.flatnonzero(snr >= self.style_snr)
+        strong = np.flatnonzero(snr >= (self.style_snr if snr_line is None else snr_line))
         if strong.size == 0:
             return empty
         # A template shapes requests whatever their topic: over about one topic a "style" is just
@@ -480,13 +497,13 @@ class CampaignDetector(AttributeGroups, Stateful):
         if candidates.size > self.max_link_accounts:
             keep = np.argsort(-snr, kind="stable")[: self.max_link_accounts]
             keep.sort()
-            candidates, means = candidates[keep], means[keep]
+            candidates, means, snr = candidates[keep], means[keep], snr[keep]
         unit = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        return candidates, unit
+        return candidates, unit, snr
 
     def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pairs of slots whose styles stand out of their noise and point the same way."""
-        candidates, unit = self._strong_styles(coverage, nodes)
+        candidates, unit, _ = self._strong_styles(coverage, nodes)
         if candidates.size < 2:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         cosine = unit @ unit.T
@@ -496,12 +513,14 @@ class CampaignDetector(AttributeGroups, Stateful):
         strong = cosine[np.searchsorted(candidates, i), np.searchsorted(candidates, j)] >= self.link_z / math.sqrt(self.dims)
         return i[strong | self._same_org(i, j)], j[strong | self._same_org(i, j)]
 
-    def _style_energy_floor(self, coverage: CoverageDetector, slots: np.ndarray) -> np.ndarray:
-        """The slots whose unprojected style energy reaches half of ``style_snr``: a pass over many
-        small accounts (a stream of a million one-off accounts) in bounded chunks, before the
-        projection. The projection keeps a style's energy on average (see :meth:`_strong_styles`),
-        so an account under half the line is under the line itself but for a projection that halves
-        its energy, which at ``style_dims`` of 128 does not happen in practice."""
+    def _style_energy_floor(self, coverage: CoverageDetector, slots: np.ndarray, snr_line: float) -> np.ndarray:
+        """The slots whose unprojected style energy reaches two thirds of ``snr_line``: a pass over
+        many small accounts (a stream of a million one-off accounts) in bounded chunks, before the
+        projection. The Gaussian projection keeps a style's energy on average (see
+        :meth:`_strong_styles`), give or take sqrt(2 / style_dims) of it (12.5% at 128 dimensions),
+        so an account under two thirds of the line reaches the line itself only where the projection
+        adds half to its energy: 4 of those deviations. Pure noise stands at 1 (its energy is the
+        noise line): the screen keeps it out at any line of 2 or more, which is what makes it cheap."""
         if slots.size == 0 or coverage.residual_count == 0:
             return slots
         mean_energy = coverage.residual_sq_sum / coverage.residual_count
@@ -512,7 +531,7 @@ class CampaignDetector(AttributeGroups, Stateful):
             n_eff = np.where(w2 > 0, w * w / np.where(w2 > 0, w2, 1.0), 0.0)
             rows = self.backend.to_host(coverage.style_sum[self.backend.asarray(part)]).astype(np.float64)
             energy = (rows * rows).sum(axis=1) / np.maximum(w, 1e-300) ** 2
-            kept.append(part[energy * np.maximum(n_eff, 1.0) / mean_energy >= self.style_snr / 2])
+            kept.append(part[energy * np.maximum(n_eff, 1.0) / mean_energy >= snr_line * 2 / 3])
         return np.concatenate(kept)
 
     def _attach_small(
@@ -527,22 +546,42 @@ class CampaignDetector(AttributeGroups, Stateful):
         campaign share its template, so a small member links to most of them, where an account
         near one or two of them by chance does not. A slow campaign's members send 20-115
         requests each; without this only those over ``link_min_requests`` were ever linked.
+
+        A style from a few dozen requests is noisy: a slow campaign's smallest members stand at 2.5-4
+        times their noise, under the node line. They join at ``WEAK_STYLE_SHARE`` of it when they
+        link to ``WEAK_STYLE_LINKS`` of the members: a member shares the template with all of them
+        (its least cosine to a member 0.58-0.79 on a simulated slow campaign), where a casual user
+        whose few topics lean the group's way links to half of them at most (measured: median
+        cosine 0.51 against a line of 0.53, on written prompts).
         """
         joined = [np.empty(0, np.int64) for _ in groups]
         if not groups or small.size == 0:
             return joined
-        found, small_unit = self._strong_styles(coverage, self._style_energy_floor(coverage, small))
+        weak_line = self.style_snr * WEAK_STYLE_SHARE
+        enough = coverage.requests[small] >= WEAK_STYLE_MIN_REQUESTS
+        screened = np.concatenate([
+            self._style_energy_floor(coverage, small[enough], weak_line),
+            self._style_energy_floor(coverage, small[~enough], self.style_snr),
+        ])
+        found, small_unit, small_snr = self._strong_styles(coverage, np.sort(screened), weak_line)
+        strong = small_snr >= self.style_snr
+        keep = strong | (coverage.requests[found] >= WEAK_STYLE_MIN_REQUESTS)
+        found, small_unit, strong = found[keep], small_unit[keep], strong[keep]
         if found.size == 0:
             return joined
         line = self.link_z / math.sqrt(self.dims)
         best = np.full(found.size, -1, dtype=np.int64)
         best_links = np.zeros(found.size, dtype=np.int64)
         for g, members in enumerate(groups):
-            slots, unit = self._strong_styles(coverage, members)
+            slots, unit, _ = self._strong_styles(coverage, members)
             if slots.size == 0:
                 continue
             links = np.count_nonzero(small_unit @ unit.T >= line, axis=1)
-            need = max(self.min_links, -(-members.size // 2))
+            need = np.where(
+                strong,
+                max(self.min_links, -(-members.size // 2)),
+                max(self.min_links, math.ceil(WEAK_STYLE_LINKS * members.size)),
+            )
             better = (links >= need) & (links > best_links)
             best[better], best_links[better] = g, links[better]
         for g in range(len(groups)):
