@@ -68,9 +68,10 @@ class Campaign:
 
     members : (m,) int64 slots; campaign_id : stable while the group persists
     stats : the group's coverage statistics as one actor (floats)
-    joined : the members under ``link_min_requests`` that joined by style alone (see
-        :meth:`CampaignDetector._attach_small`); judged and alerted with the group, but the mix
-        every account is judged against leaves out only the accounts the links made the group of
+    joined : the members that joined by style alone, under ``link_min_requests`` or with a style
+        under ``style_snr`` (see :meth:`CampaignDetector._attach_unlinked`); judged and alerted with
+        the group, but the mix every account is judged against leaves out only the accounts the
+        links made the group of
     """
 
     campaign_id: str
@@ -90,12 +91,13 @@ STYLE_CHUNK = 16_384
 """Rows of account styles gathered at once when many small accounts are screened (bounded memory)."""
 
 WEAK_STYLE_SHARE = 0.5
-"""A small account joins a group on a style of at least this share of ``style_snr``, if it links to
-``WEAK_STYLE_LINKS`` of the group's members (see ``CampaignDetector._attach_small``). Both are ratios
+"""An account the links left out (a small one, or one whose style is under ``style_snr``) joins a group
+on a style of at least this share of ``style_snr``, if it links to ``WEAK_STYLE_LINKS`` of the group's
+members (see ``CampaignDetector._attach_unlinked``). Both are ratios
 (of the noise line, of the group's size), not values of any one world's geometry."""
 
 WEAK_STYLE_LINKS = 0.75
-"""The share of a group's members a small account under ``style_snr`` must link to (half above it)."""
+"""The share of a group's members an account under ``style_snr`` must link to (a small one over it: half)."""
 
 WEAK_STYLE_MIN_REQUESTS = 10
 """... and the requests it must have sent. The noise line is the stream's mean residual energy, and a
@@ -427,13 +429,14 @@ class CampaignDetector(AttributeGroups, Stateful):
             members = vertices[(labels == label) & local & (degree >= self.min_links)]
             if members.size >= self.min_group:
                 cores.append((label, members))
-        small = np.empty(0, np.int64)
+        unlinked = np.empty(0, np.int64)
         if cores:
-            # One request is one topic, never a style spread over several (style_min_topics).
-            small = active[(seen[active] < self.link_min_requests) & (seen[active] >= 2)]
+            # Every account the links left out: the small ones, and those whose style is too weak to
+            # link on its own. One request is one topic, never a style spread over several.
+            unlinked = np.setdiff1d(active[seen[active] >= 2], np.concatenate([members for _, members in cores]))
             if excluded is not None:
-                small = small[~excluded[small]]
-        attached = self._attach_small(coverage, small, [members for _, members in cores])
+                unlinked = unlinked[~excluded[unlinked]]
+        attached = self._attach_unlinked(coverage, unlinked, [members for _, members in cores])
         for (label, core), joined in zip(cores, attached):
             members = np.union1d(core, joined)
             stats = self.group_stats(coverage, members)
@@ -447,7 +450,9 @@ class CampaignDetector(AttributeGroups, Stateful):
                 # How far beyond chance the group's timing links are (log10 of the Poisson tail, median link).
                 stats["timing_log10_chance"] = float(np.median(timed[2][timed_inside]))
             stats["links_other_partitions"] = float(np.count_nonzero((labels == label) & ~local))
-            stats["links_small_members"] = float(joined.size)
+            small = seen[joined] < self.link_min_requests
+            stats["links_small_members"] = float(np.count_nonzero(small))
+            stats["links_weak_members"] = float(np.count_nonzero(~small))
             orgs = self.org_of[members]
             same_org = (i < FOREIGN_BASE) & (j < FOREIGN_BASE)
             same_org[same_org] = self._same_org(i[same_org], j[same_org])
@@ -534,10 +539,11 @@ class CampaignDetector(AttributeGroups, Stateful):
             kept.append(part[energy * np.maximum(n_eff, 1.0) / mean_energy >= snr_line * 2 / 3])
         return np.concatenate(kept)
 
-    def _attach_small(
-        self, coverage: CoverageDetector, small: np.ndarray, groups: list[np.ndarray]
+    def _attach_unlinked(
+        self, coverage: CoverageDetector, unlinked: np.ndarray, groups: list[np.ndarray]
     ) -> list[np.ndarray]:
-        """The accounts of ``small`` (too few requests to link on their own) that join each group.
+        """The accounts of ``unlinked`` (no group's members: too few requests, or too weak a style, to
+        link on their own) that join each group.
 
         An account under ``link_min_requests`` never makes or bridges a group: a casual user's few
         requests over a few topics can look like a style, and one chance link would pull it in.
@@ -552,21 +558,25 @@ class CampaignDetector(AttributeGroups, Stateful):
         link to ``WEAK_STYLE_LINKS`` of the members: a member shares the template with all of them
         (its least cosine to a member 0.58-0.79 on a simulated slow campaign), where a casual user
         whose few topics lean the group's way links to half of them at most (measured: median
-        cosine 0.51 against a line of 0.53, on written prompts).
+        cosine 0.51 against a line of 0.53, on written prompts). The same holds for an account
+        over ``link_min_requests`` whose style stands under the node line (a campaign's member
+        with a weaker share of its templates); with a style over it, it was linked or not by its
+        own links.
         """
         joined = [np.empty(0, np.int64) for _ in groups]
-        if not groups or small.size == 0:
+        if not groups or unlinked.size == 0:
             return joined
         weak_line = self.style_snr * WEAK_STYLE_SHARE
-        enough = coverage.requests[small] >= WEAK_STYLE_MIN_REQUESTS
+        enough = coverage.requests[unlinked] >= WEAK_STYLE_MIN_REQUESTS
         screened = np.concatenate([
-            self._style_energy_floor(coverage, small[enough], weak_line),
-            self._style_energy_floor(coverage, small[~enough], self.style_snr),
+            self._style_energy_floor(coverage, unlinked[enough], weak_line),
+            self._style_energy_floor(coverage, unlinked[~enough], self.style_snr),
         ])
-        found, small_unit, small_snr = self._strong_styles(coverage, np.sort(screened), weak_line)
-        strong = small_snr >= self.style_snr
-        keep = strong | (coverage.requests[found] >= WEAK_STYLE_MIN_REQUESTS)
-        found, small_unit, strong = found[keep], small_unit[keep], strong[keep]
+        found, found_unit, found_snr = self._strong_styles(coverage, np.sort(screened), weak_line)
+        strong = found_snr >= self.style_snr
+        requests = coverage.requests[found]
+        keep = np.where(strong, requests < self.link_min_requests, requests >= WEAK_STYLE_MIN_REQUESTS)
+        found, found_unit, strong = found[keep], found_unit[keep], strong[keep]
         if found.size == 0:
             return joined
         line = self.link_z / math.sqrt(self.dims)
@@ -576,7 +586,7 @@ class CampaignDetector(AttributeGroups, Stateful):
             slots, unit, _ = self._strong_styles(coverage, members)
             if slots.size == 0:
                 continue
-            links = np.count_nonzero(small_unit @ unit.T >= line, axis=1)
+            links = np.count_nonzero(found_unit @ unit.T >= line, axis=1)
             need = np.where(
                 strong,
                 max(self.min_links, -(-members.size // 2)),

@@ -94,8 +94,8 @@ def orthonormal_pair(rng):
 
 
 def test_a_small_account_with_a_weak_style_joins_only_a_group_it_links_almost_whole():
-    """A small account whose style stands under ``style_snr`` (but over half of it) joins a group
-    only when it links to three quarters of its members: a slow campaign's smallest member shares
+    """An account whose style stands under ``style_snr`` (but over half of it), small or not, joins
+    a group only when it links to three quarters of its members: a slow campaign's smallest member shares
     the template with all of them; an account leaning one side's way links to about half."""
     rng = np.random.default_rng(1)
     centroids, cov, camp = build(rng)
@@ -103,10 +103,16 @@ def test_a_small_account_with_a_weak_style_joins_only_a_group_it_links_almost_wh
     for member in range(8):  # one template throughout
         send(rng, cov, centroids, member, rng.integers(member * 6, member * 6 + 6, 120), t, strength=2.0)
     send(rng, cov, centroids, 8, rng.integers(0, TOPICS, 16), t, strength=1.2)
-    seen = np.r_[np.full(8, 120), 16, np.zeros(55)].astype(np.int64)
-    _, _, snr = camp._strong_styles(cov, np.array([8]), 0.0)
-    assert camp.style_snr * WEAK_STYLE_SHARE <= snr[0] < camp.style_snr  # the weak tier is what is tested
-    assert [sorted(c.members.tolist()) for c in camp.link(cov, seen, np.arange(9), NOW)] == [list(range(9))]
+    # A member over link_min_requests (20 here) with a weak share of the template, and one with none.
+    send(rng, cov, centroids, 9, rng.integers(0, TOPICS, 60), t, strength=0.6)
+    send(rng, cov, centroids, 10, rng.integers(0, TOPICS, 60))
+    seen = np.r_[np.full(8, 120), 16, 60, 60, np.zeros(53)].astype(np.int64)
+    _, _, snr = camp._strong_styles(cov, np.array([8, 9]), 0.0)
+    # The weak tier is what is tested, for a small account and for one that could link on its own.
+    assert (camp.style_snr * WEAK_STYLE_SHARE <= snr).all() and (snr < camp.style_snr).all()
+    campaigns = camp.link(cov, seen, np.arange(11), NOW)
+    assert [sorted(c.members.tolist()) for c in campaigns] == [list(range(10))]
+    assert campaigns[0].stats["links_small_members"] == 1 and campaigns[0].stats["links_weak_members"] == 1
 
     # A group of two sides: five members on one template, three on one turned 60 degrees from
     # it, and a member between that links the two. Small accounts of the first side's template
