@@ -524,8 +524,9 @@ class CampaignDetector(AttributeGroups, Stateful):
         projection. The Gaussian projection keeps a style's energy on average (see
         :meth:`_strong_styles`), give or take sqrt(2 / style_dims) of it (12.5% at 128 dimensions),
         so an account under two thirds of the line reaches the line itself only where the projection
-        adds half to its energy: 4 of those deviations. Pure noise stands at 1 (its energy is the
-        noise line): the screen keeps it out at any line of 2 or more, which is what makes it cheap."""
+        adds half to its energy: 4 of those deviations. Pure noise stands at 1 on average (its
+        energy is the noise line), so the screen keeps most of it out at any line of 2 or more;
+        the residuals of a handful of requests spread far wider (``WEAK_STYLE_MIN_REQUESTS``)."""
         if slots.size == 0 or coverage.residual_count == 0:
             return slots
         mean_energy = coverage.residual_sq_sum / coverage.residual_count
