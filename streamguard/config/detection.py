@@ -186,7 +186,8 @@ class CampaignConfig:
     at 50), but then casual accounts of 20-50 requests, whose few topics look like a style, can be
     pulled into a group (2 on seed 11 with the mixed_into_product scenario): see README, evasion.
     A smaller account still joins a group that exists without it when its style links it to at
-    least half of the group's members (CampaignDetector._attach_unlinked)."""
+    least half of the group's members, or, with a weaker style, to three quarters of them
+    (CampaignDetector._attach_unlinked)."""
     max_link_accounts: int = 5000
     link_every_ticks: int = 3
     """Link accounts every this many scoring ticks."""

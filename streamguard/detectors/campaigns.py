@@ -398,7 +398,8 @@ class CampaignDetector(AttributeGroups, Stateful):
         self.partnered[:] = False
         if nodes.size < self.min_group:
             return []
-        pairs = [self._style_pairs(coverage, nodes), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
+        styled, styles, _ = self._strong_styles(coverage, nodes)
+        pairs = [self._style_pairs(styled, styles), self._shared_prompt_pairs(nodes, now_ts, seen, coverage, cross_dups, active)]
         shared = np.concatenate(pairs[1])
         self.partnered[shared[shared < FOREIGN_BASE]] = True
         kinds = ("style", "shared_prompts", "timing")
@@ -432,8 +433,9 @@ class CampaignDetector(AttributeGroups, Stateful):
         unlinked = np.empty(0, np.int64)
         if cores:
             # Every account the links left out: the small ones, and those whose style is too weak to
-            # link on its own. One request is one topic, never a style spread over several.
-            unlinked = np.setdiff1d(active[seen[active] >= 2], np.concatenate([members for _, members in cores]))
+            # link on its own (a node with a style over the line was linked or not by its own links).
+            # One request is one topic, never a style spread over several.
+            unlinked = np.setdiff1d(active[seen[active] >= 2], np.concatenate([styled, *(m for _, m in cores)]))
             if excluded is not None:
                 unlinked = unlinked[~excluded[unlinked]]
         attached = self._attach_unlinked(coverage, unlinked, [members for _, members in cores])
@@ -506,9 +508,9 @@ class CampaignDetector(AttributeGroups, Stateful):
         unit = (means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)).astype(np.float32)
         return candidates, unit, snr
 
-    def _style_pairs(self, coverage: CoverageDetector, nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs of slots whose styles stand out of their noise and point the same way."""
-        candidates, unit, _ = self._strong_styles(coverage, nodes)
+    def _style_pairs(self, candidates: np.ndarray, unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs of ``candidates`` (slots whose styles stand out of their noise, see :meth:`_strong_styles`;
+        ``unit`` their directions) whose styles point the same way."""
         if candidates.size < 2:
             return np.empty(0, np.int64), np.empty(0, np.int64)
         cosine = unit @ unit.T
