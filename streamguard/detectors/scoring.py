@@ -379,10 +379,18 @@ class Scorer(Stateful):
         ``population_min_accounts``: any account) stays below the line whatever its rarity.
         """
         margin = np.asarray(sweep_z, dtype=np.float64) / (self.sweep_line() if line is None else line)
-        if self.baseline.accounts >= self.config.population_min_accounts and "effective_topics" in self.baseline.median:
-            narrow = np.asarray(effective_topics) < self.baseline.median["effective_topics"]
+        breadth = self.median_breadth()
+        if breadth is not None:
+            narrow = np.asarray(effective_topics) < breadth
             margin = np.where(narrow, np.minimum(margin, 0.0), margin)
         return margin
+
+    def median_breadth(self) -> float | None:
+        """The median established account's effective number of topics (None while fewer than
+        ``population_min_accounts`` are established: no account is then called narrow or broad)."""
+        if self.baseline.accounts < self.config.population_min_accounts:
+            return None
+        return self.baseline.median.get("effective_topics")
 
     def cross_margin(self, cross_rate: Any) -> Any:
         """How far cross-account near-duplicate rates are past their line (>= 1: crossed; partners not asked)."""

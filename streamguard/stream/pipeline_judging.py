@@ -120,7 +120,22 @@ class PipelineJudging:
                     core_z = self.coverage.group_stats(core)["sweep_z"]
                 if core_z < line:
                     continue
-            if campaign.stats["sweep_z"] >= self.settings.scoring.hysteresis * line and self._colleagues(campaign.members):
+            # Colleagues each keep to their own field: an org whose median member is at least as broad
+            # as the median established account is not that, and its group is judged as any other.
+            # On written prompts every account spreads over dozens of cells, so as many random
+            # accounts are broader than a campaign that splits a share of the space among its members
+            # (realtext-s6: 16 members of one org, group sweep_z 8, were all left out by the line
+            # below), while an enterprise org's employees stay under the median (sim-s21-traps: 2.7-4.7
+            # effective topics against 5.6).
+            member_breadth = float(np.median(own.effective_topics))
+            campaign.stats["members_effective_topics"] = member_breadth
+            breadth = self.scorer.median_breadth()
+            broad_members = breadth is not None and member_breadth >= breadth
+            if (
+                campaign.stats["sweep_z"] >= self.settings.scoring.hysteresis * line
+                and not broad_members
+                and self._colleagues(campaign.members)
+            ):
                 # Accounts of one org are colleagues, and colleagues ask about their own field together:
                 # as a group they are a campaign only if they cover more of the space than as many
                 # accounts of the stream drawn at random (a campaign splits the space; an enterprise

@@ -397,6 +397,38 @@ def test_colleagues_cover_less_than_random_accounts_and_a_campaign_more():
     assert camp.null_breadth(cov, pool, pool.size, seed=1) == 0.0  # no random group to draw: no line
 
 
+def test_an_orgs_members_each_broader_than_the_median_account_are_not_colleagues():
+    """Where every ordinary account spreads over many topics (written prompts), as many random
+    accounts cover more than a campaign that splits a slice of the space: the breadth line alone
+    calls such an org colleagues. Its members are each at least as broad as the median established
+    account (``Scorer.median_breadth``, what pipeline_judging asks before that line), where
+    colleagues keeping to their field are narrower."""
+    from streamguard.config import ScoringConfig  # noqa: PLC0415
+    from streamguard.detectors.features import AccountFeatures, DuplicateFeatures  # noqa: PLC0415
+    from streamguard.detectors.scoring import Scorer  # noqa: PLC0415
+
+    rng = np.random.default_rng(5)
+    centroids, cov, camp = build(rng)
+    for member in range(8):  # a campaign of one org: 12 topics each, all inside a slice of 24
+        send(rng, cov, centroids, member, rng.choice(np.arange(24, 48), 12, replace=False)[rng.integers(0, 12, 150)])
+    for colleague in range(8, 16):  # colleagues of one org: 3 topics each of their field's 6
+        send(rng, cov, centroids, colleague, rng.choice(6, 3, replace=False)[rng.integers(0, 3, 150)])
+    for user in range(16, 56):  # ordinary users: 6-10 topics each, anywhere
+        send(rng, cov, centroids, user, rng.choice(TOPICS, int(rng.integers(6, 11)), replace=False)[rng.integers(0, 6, 150)])
+    everyone = np.arange(56)
+    pool = np.arange(16, 56)
+    campaign = cov.group_stats(np.arange(8))["effective_topics"]
+    assert campaign < camp.null_breadth(cov, pool, 8, seed=1)  # the breadth line alone: "colleagues"
+
+    scorer = Scorer(ScoringConfig(), capacity=64)
+    assert scorer.median_breadth() is None  # nobody established yet: nobody broad, the line decides
+    zeros = np.zeros(everyone.size)
+    scorer.refresh_baseline(AccountFeatures.compose(cov.features(everyone), DuplicateFeatures(np.full(everyone.size, 150), zeros, zeros)))
+    members = np.median(cov.features(np.arange(8)).effective_topics)
+    colleagues = np.median(cov.features(np.arange(8, 16)).effective_topics)
+    assert colleagues < scorer.median_breadth() <= members
+
+
 def test_a_value_groups_shared_prompts_are_those_its_members_share_with_each_other():
     """Accounts behind one network prefix that repeat prompts of the whole stream (famous prompts,
     benchmark items) share nothing among themselves: the group's rate of shared prompts counts only
