@@ -6,7 +6,9 @@ constant fitted to one data set:
 
 1. **Against the population, at a set false-alert rate.** The sweep
    statistic ``sweep_z`` (see ``coverage.py``) is a z-score under the null
-   that an account picks its topics from the live population's mix, so the
+   that an account picks its topics from the live population's mix (counted
+   from where the stream's light accounts stand against that mix:
+   ``CoverageDetector.centre_on_light``), so the
    line is the normal quantile of the false-alert rate asked for
    (``false_alerts_per_10k``), not a constant fitted to one world. A sweep
    must also be at least as broad as the median established account (a

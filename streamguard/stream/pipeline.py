@@ -298,6 +298,8 @@ class Pipeline(PipelineJudging, PipelineState):
             half_life_hours=cfg.coverage.half_life_hours,
             population_account_cap=cfg.coverage.population_account_cap,
             mix_trim_mad_k=cfg.coverage.mix_trim_mad_k,
+            light_requests=cfg.scoring.min_requests if cfg.coverage.centre_on_light_accounts else 0,
+            light_min_accounts=cfg.scoring.population_min_accounts,
             drift_baseline_requests=cfg.coverage.drift_baseline_requests,
             capacity=capacity,
             dominant=codebook.dominant, dominant_shrink=codebook.dominant_shrink,
@@ -592,6 +594,7 @@ class Pipeline(PipelineJudging, PipelineState):
         if sample.size > 20_000:
             sample = np.random.default_rng(sample.size).choice(sample, 20_000, replace=False)
         self.coverage.refresh_mix(np.sort(sample))
+        self.coverage.centre_on_light(np.sort(sample))
         established = active[self.near_duplicate.requests_seen(active) >= self.settings.scoring.min_requests]
         if established.size > 20_000:
             # A fixed-seed sample keeps the refresh O(1) in the number of accounts.

@@ -19,7 +19,7 @@ class PipelineJudging:
     :meth:`~streamguard.stream.pipeline.Pipeline.account_features`."""
 
     def _score(self, touched: np.ndarray) -> list[AlertRecord]:
-        assert self.near_duplicate is not None
+        assert self.near_duplicate is not None and self.coverage is not None
         if touched.size == 0:
             return []
         seen = self.near_duplicate.requests_seen(touched)
@@ -34,6 +34,9 @@ class PipelineJudging:
         for verdict in self.scorer.judge(touched, seen, now_ts, features, self.accounts.first_ts[touched], exempt):
             i = int(np.searchsorted(touched, verdict.slot))
             evidence = dict(verdict.evidence)
+            # Where sweep_z counts rarity from (CoverageDetector.centre_on_light): with it, the
+            # evidence's rarity_effect and effective topics give its sweep_z back.
+            evidence["rarity_offset"] = round(self.coverage.rarity_offset, 4)
             partner = self.near_duplicate.partner(verdict.slot)
             if partner >= 0:
                 evidence["linked_account"] = self.accounts.account_id(partner)
@@ -171,7 +174,7 @@ class PipelineJudging:
                 continue
             linked = [str(self.accounts.account_id(int(m))) for m in campaign.members[:10]]
             for slot in verdict.members.tolist():
-                evidence = dict(verdict.evidence)
+                evidence = dict(verdict.evidence, rarity_offset=round(self.coverage.rarity_offset, 4))
                 evidence["linked_accounts"] = [a for a in linked if a != self.accounts.account_id(slot)][:5]
                 alerts.append(
                     AlertRecord(

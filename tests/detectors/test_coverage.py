@@ -26,12 +26,12 @@ def requests(rng, centroids, topics):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def run(world, accounts, prior_weight=1000.0):
+def run(world, accounts, prior_weight=1000.0, **options):
     """accounts: list of topic arrays, one per account; returns the detector after seeing them."""
     rng, centroids, popularity = world
     detector = CoverageDetector(
         NumpyBackend(), np.zeros(DIM, np.float32), centroids, np.arange(TOPICS, dtype=np.int32),
-        np.arange(TOPICS, dtype=np.int32) // 8, popularity * prior_weight, capacity=len(accounts),
+        np.arange(TOPICS, dtype=np.int32) // 8, popularity * prior_weight, capacity=len(accounts), **options,
     )
     from streamguard.detectors.near_duplicate import DetectorBatch
 
@@ -101,6 +101,67 @@ def test_the_mix_is_fitted_to_ordinary_accounts_so_many_sweepers_cannot_hide_eac
     assert np.mean(z[:400] > 3.29) < 0.01 and abs(np.median(z[:400])) < 0.5
     assert z[650] < 3.29
     assert not det.mix_member[400:650].any() and det.mix_member[:400].mean() > 0.9
+
+
+def _users_batch_jobs_product_sweeper(rng, popularity, batch_jobs):
+    """400 light users (5-30 requests from the users' mix), ``batch_jobs`` heavy accounts on the
+    three most popular topics, a product of 4,000 requests from the users' mix, a sweeper."""
+    users = [rng.choice(TOPICS, int(rng.integers(5, 30)), p=popularity) for _ in range(400)]
+    jobs = [rng.choice(3, 3000) for _ in range(batch_jobs)]
+    product = [rng.choice(TOPICS, 4000, p=popularity)]
+    sweeper = [rng.integers(0, TOPICS, 800)]
+    return users + jobs + product + sweeper
+
+
+@pytest.mark.parametrize("batch_jobs", [0, 120])
+def test_sweeps_are_counted_from_where_the_light_accounts_stand(world, batch_jobs):
+    """Heavy narrow accounts (batch jobs on the popular topics) pull the volume-weighted mix onto
+    their topics: against it the users' own mix looks rare, and a product account that mirrors
+    thousands of them crosses the sweep line. The light accounts (under 100 requests) show where
+    an ordinary account stands; counted from there, the product is ordinary and the sweeper is
+    not. Where nothing distorts the mix, the offset is about 0 and the verdicts are the same."""
+    rng, _, popularity = world
+    accounts = _users_batch_jobs_product_sweeper(rng, popularity, batch_jobs)
+    product, sweeper = len(accounts) - 2, len(accounts) - 1
+    everyone = np.arange(len(accounts))
+    det = run(world, accounts, prior_weight=10.0, light_requests=100, light_min_accounts=30)
+    det.refresh_mix(everyone)
+    raw = det.account_stats(np.array([product, sweeper]))
+    offset = det.centre_on_light(everyone)
+    assert det.rarity_offset == offset >= 0.0
+    centred = det.account_stats(np.array([product, sweeper]))
+    np.testing.assert_allclose(centred["rarity_effect"], raw["rarity_effect"])  # the evidence is unchanged
+    assert centred["sweep_z"][1] > 3.29  # the sweeper stays a sweeper
+    if batch_jobs:
+        assert raw["sweep_z"][0] > 3.29 and offset > 0.2
+        assert centred["sweep_z"][0] < 3.29
+        # A linked group is counted from the same place.
+        group = det.group_stats(np.array([product]))
+        assert group["sweep_z"] == pytest.approx(
+            (group["rarity_effect"] - offset) * np.sqrt(min(group["n_eff"], group["effective_topics_shannon"]))
+        )
+    else:
+        assert offset < 0.1
+        assert (raw["sweep_z"] > 3.29).tolist() == (centred["sweep_z"] > 3.29).tolist() == [False, True]
+
+
+def test_no_offset_without_enough_light_accounts_or_with_centring_off(world):
+    rng, _, popularity = world
+    accounts = _users_batch_jobs_product_sweeper(rng, popularity, 120)
+    everyone = np.arange(len(accounts))
+    off = run(world, accounts, prior_weight=10.0)  # light_requests 0: centring off
+    off.refresh_mix(everyone)
+    assert off.centre_on_light(everyone) == 0.0
+    few = run(world, accounts, prior_weight=10.0, light_requests=100, light_min_accounts=1000)
+    few.refresh_mix(everyone)
+    assert few.centre_on_light(everyone) == 0.0
+    # The offset is part of the detector's state: a restored detector counts from the same place.
+    on = run(world, accounts, prior_weight=10.0, light_requests=100)
+    on.refresh_mix(everyone)
+    offset = on.centre_on_light(everyone)
+    restored = run(world, [np.array([0])], prior_weight=10.0, light_requests=100)
+    restored.load_state_dict(copy.deepcopy(on.state_dict()))
+    assert restored.rarity_offset == offset > 0.0
 
 
 def test_a_linked_group_that_stands_out_is_left_out_of_the_mix_as_a_whole(world):
