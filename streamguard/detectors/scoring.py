@@ -42,6 +42,8 @@ from streamguard.detectors.state import Stateful
 
 FEATURES = ("rarity_effect", "rarity_z", "sweep_z", "spread", "effective_topics", "dup_rate", "cross_rate", "sweep_margin")
 DAY_MS = 86_400_000
+ORDINARY_BREADTH = "ordinary_effective_topics"
+"""The baseline's median breadth of the established accounts the robust mix kept (refresh_baseline)."""
 
 
 @dataclass
@@ -204,12 +206,30 @@ class Scorer(Stateful):
 
     score_of = staticmethod(score_of)
 
-    def refresh_baseline(self, features: AccountFeatures) -> None:
-        """Median, MAD and quantiles of :data:`FEATURES` over established accounts ``features``."""
+    def refresh_baseline(self, features: AccountFeatures, ordinary: np.ndarray | None = None) -> None:
+        """Median, MAD and quantiles of :data:`FEATURES` over established accounts ``features``.
+
+        ``ordinary`` : (m,) bool, the accounts the robust mix kept (``CoverageDetector.mix_member``):
+        the breadth line (:meth:`median_breadth`) is at most their 90th percentile, when there are
+        ``population_min_accounts`` of them. Where distillers are most of the established accounts
+        the median of all of them is a sweeper's breadth (`sampled-s43`: 136 of 204 established
+        accounts distillers, median 214 effective topics, over every campaign of that stream as a
+        group, 178-190), and no campaign nor targeted sweeper is ever broad enough. Their median
+        alone was measured and not kept: the trim drops the broader ordinary accounts too, and a
+        line that low let 14 enterprise employees and 3 power users through (`sim-s21-traps`,
+        `realtext-s4-traps`); capped at the 90th percentile, the line of every world of the full
+        matrix is what it was.
+        """
         values = {name: getattr(features, name) for name in FEATURES if name != "sweep_margin"}
+        breadth: dict[str, float] = {}
+        if ordinary is not None and int(np.count_nonzero(ordinary)) >= self.config.population_min_accounts:
+            topics = np.asarray(features.effective_topics)
+            breadth[ORDINARY_BREADTH] = min(float(np.median(topics)), float(np.quantile(topics[ordinary], 0.9)))
         # The sweep margin reads the baseline's median breadth: the baseline without it comes first.
         self.baseline = robust_baseline(values)
+        self.baseline.median.update(breadth)
         self.baseline = robust_baseline(dict(values, sweep_margin=self.sweep_margin(features.sweep_z, features.effective_topics)))
+        self.baseline.median.update(breadth)
 
     def budget_left(self, now_ts: int) -> float:
         """Alerts still allowed in the day ending at ``now_ts`` (inf without a budget)."""
@@ -388,11 +408,12 @@ class Scorer(Stateful):
         return margin
 
     def median_breadth(self) -> float | None:
-        """The median established account's effective number of topics (None while fewer than
-        ``population_min_accounts`` are established: no account is then called narrow or broad)."""
+        """The median established account's effective number of topics, at most the 90th percentile
+        of those the robust mix kept (:meth:`refresh_baseline`); None while fewer than
+        ``population_min_accounts`` are established: no account is then called narrow or broad."""
         if self.baseline.accounts < self.config.population_min_accounts:
             return None
-        return self.baseline.median.get("effective_topics")
+        return self.baseline.median.get(ORDINARY_BREADTH, self.baseline.median.get("effective_topics"))
 
     def cross_margin(self, cross_rate: Any) -> Any:
         """How far cross-account near-duplicate rates are past their line (>= 1: crossed; partners not asked)."""

@@ -600,4 +600,5 @@ class Pipeline(PipelineJudging, PipelineState):
             # A fixed-seed sample keeps the refresh O(1) in the number of accounts.
             established = np.random.default_rng(established.size).choice(established, 20_000, replace=False)
         if established.size:
-            self.scorer.refresh_baseline(self.account_features(np.sort(established)))
+            established = np.sort(established)
+            self.scorer.refresh_baseline(self.account_features(established), self.coverage.mix_member[established])

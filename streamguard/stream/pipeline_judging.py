@@ -157,7 +157,7 @@ class PipelineJudging:
             alertable = members_at_work(
                 spans, self.settings.scoring.min_span_ms,
                 own if by_value else None,
-                self.settings.campaign.value_member_breadth * self.scorer.baseline.median.get("effective_topics", 0.0),
+                self.settings.campaign.value_member_breadth * (self.scorer.median_breadth() or 0.0),
             )
             verdict = self.scorer.judge_campaign(
                 campaign.campaign_id,

@@ -240,3 +240,33 @@ def test_a_value_groups_members_at_work_are_sustained_rare_and_broad():
     assert [k for k, ok in zip(kinds, at_work) if ok] == ["member", "member"]
     # A group linked by what its members send (style, prompts, timing) asks persistence only.
     assert members_at_work(spans, 2 * HOUR).tolist() == [True, True, True, True, False]
+
+
+def test_the_breadth_line_is_not_set_by_distillers_that_outnumber_ordinary_accounts():
+    """Where two established accounts in three sweep (a sampled world's distillers, 200-300
+    effective topics each), the median established account is a sweeper and no campaign nor
+    targeted sweeper (40-190 topics) is ever broad enough. The accounts the robust mix kept set
+    a cap on the line (their 90th percentile); where they are most accounts, nothing changes."""
+    cfg = ScoringConfig()
+    rng = np.random.default_rng(3)
+    ordinary = rng.uniform(2.0, 12.0, 60)
+    sweepers = rng.uniform(200.0, 320.0, 140)
+    crowd = replace(features(200), effective_topics=np.r_[ordinary, sweepers])
+    kept = np.r_[np.ones(60, bool), np.zeros(140, bool)]
+
+    scorer = Scorer(cfg)
+    scorer.refresh_baseline(crowd)
+    assert scorer.median_breadth() > 200.0  # the sweepers' median
+    scorer.refresh_baseline(crowd, kept)
+    assert scorer.median_breadth() == pytest.approx(np.quantile(ordinary, 0.9))
+    assert scorer.sweep_margin(np.array([8.0]), np.array([150.0]))[0] > 1.0  # a campaign's 150 topics: broad
+    # Too few kept accounts to say anything: the median of all.
+    scorer.refresh_baseline(crowd, np.r_[np.ones(cfg.population_min_accounts - 1, bool), np.zeros(200 - cfg.population_min_accounts + 1, bool)])
+    assert scorer.median_breadth() > 200.0
+
+    # An ordinary stream: the mix keeps nearly everyone, and the line is the median as before.
+    stream = replace(features(200), effective_topics=np.r_[rng.uniform(2.0, 12.0, 195), sweepers[:5]])
+    scorer.refresh_baseline(stream)
+    before = scorer.median_breadth()
+    scorer.refresh_baseline(stream, np.r_[np.ones(195, bool), np.zeros(5, bool)])
+    assert scorer.median_breadth() == before
