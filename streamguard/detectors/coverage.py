@@ -461,8 +461,8 @@ class CoverageDetector(Stateful):
         line). Keeping every light account the account rule would not call a sweep reaches 0.35
         there, but in the first hours of an evasion stream most light accounts are distillers
         (`sampled-s19e`: 142 of the first 161) and none of them sweeps alone yet: that offset cost
-        the hydra 83 -> 9 of 112 and let a lone sweeper's four casual partners through as a
-        campaign (`sim-s21-traps`), both measured over the full matrix. Run after
+        the hydra 83 -> 9 of 112 and let four casual users, linked by style with a power user,
+        through as a campaign (`sim-s21-traps`), both measured over the full matrix. Run after
         :meth:`refresh_mix`; fewer than ``light_min_accounts`` kept light accounts, or centring
         off: 0.
         """

@@ -43,7 +43,8 @@ from streamguard.detectors.state import Stateful
 FEATURES = ("rarity_effect", "rarity_z", "sweep_z", "spread", "effective_topics", "dup_rate", "cross_rate", "sweep_margin")
 DAY_MS = 86_400_000
 ORDINARY_BREADTH = "ordinary_effective_topics"
-"""The baseline's median breadth of the established accounts the robust mix kept (refresh_baseline)."""
+"""The baseline's breadth line: the median established account's, at most the 90th percentile of
+the established accounts the robust mix kept (refresh_baseline)."""
 
 
 @dataclass

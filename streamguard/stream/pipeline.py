@@ -593,8 +593,9 @@ class Pipeline(PipelineJudging, PipelineState):
         sample = active
         if sample.size > 20_000:
             sample = np.random.default_rng(sample.size).choice(sample, 20_000, replace=False)
-        self.coverage.refresh_mix(np.sort(sample))
-        self.coverage.centre_on_light(np.sort(sample))
+        sample = np.sort(sample)
+        self.coverage.refresh_mix(sample)
+        self.coverage.centre_on_light(sample)
         established = active[self.near_duplicate.requests_seen(active) >= self.settings.scoring.min_requests]
         if established.size > 20_000:
             # A fixed-seed sample keeps the refresh O(1) in the number of accounts.
